@@ -1,0 +1,102 @@
+"""AdapterConfig: every method and ablation of the suite is a setting of this one record."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+METHODS = ("lora", "split", "hydra")
+GATES = ("learned", "uniform", "task")
+ROUTER_INPUTS = ("x", "Ax")
+ROUTER_INITS = ("kaiming", "zeros")
+IMPLEMENTATIONS = ("fused", "loop")
+
+
+@dataclass
+class AdapterConfig:
+    """What to attach to a frozen model.
+
+    method:  "lora" (1 A, 1 B), "split" (n A, n B, n = heads) or "hydra" (1 A, N B, N = heads).
+    r:       rank of every A block and every B head (HydraLoRA does not divide r among heads).
+    alpha:   scaling numerator; the update is multiplied by alpha / r.
+    heads:   number of B heads (hydra) or LoRA pairs (split); 1 for lora. Default: 1 for lora, 4 otherwise.
+    targets: module-name suffixes (a list), one full-match regex (a string), or "all-linear"
+             (every nn.Linear / Conv1D but the LM head).
+    gate:    "learned" (softmax router, no bias), "uniform" (1/N each, the paper's "w/o gate"),
+             "task" (one-hot oracle from a per-sample component id given with the batch).
+    top_k:   keep only the k largest router logits (renormalised); None = dense, as in the paper.
+    dropout: dropout on the adapter input, applied once (not once per head).
+    router_input: "x" (the official code: router reads the layer input) or "Ax" (the paper's Eq.).
+    router_init: "kaiming" (the official code) or "zeros" (an ablation: heads never separate).
+    implementation: "fused" (default, no Python loop over heads) or "loop" (the official
+             per-head algorithm, A recomputed and dropout drawn per head; a reference).
+    """
+
+    method: str = "hydra"
+    r: int = 8
+    alpha: float = 16.0
+    heads: int | None = None
+    targets: list[str] | str = "all-linear"
+    gate: str = "learned"
+    top_k: int | None = None
+    dropout: float = 0.0
+    router_input: str = "x"
+    router_init: str = "kaiming"
+    implementation: str = "fused"
+
+    def __post_init__(self):
+        _check_choice("method", self.method, METHODS)
+        _check_choice("gate", self.gate, GATES)
+        _check_choice("router_input", self.router_input, ROUTER_INPUTS)
+        _check_choice("router_init", self.router_init, ROUTER_INITS)
+        _check_choice("implementation", self.implementation, IMPLEMENTATIONS)
+        if self.heads is None:
+            self.heads = 1 if self.method == "lora" else 4
+        if not isinstance(self.r, int) or self.r < 1:
+            raise ValueError(f"r must be an integer >= 1, got r={self.r!r}")
+        if not isinstance(self.heads, int) or self.heads < 1:
+            raise ValueError(f"heads must be an integer >= 1, got heads={self.heads!r}")
+        if self.method == "lora" and self.heads != 1:
+            raise ValueError(
+                f"method='lora' has exactly one head, got heads={self.heads}; "
+                "use method='hydra' (1 A, N B) or method='split' (N A, N B) for several")
+        if self.top_k is not None:
+            if self.gate != "learned":
+                raise ValueError(f"top_k applies to gate='learned' only, got gate={self.gate!r}")
+            if not isinstance(self.top_k, int) or not 1 <= self.top_k <= self.heads:
+                raise ValueError(f"top_k must be an integer in 1..heads={self.heads}, got top_k={self.top_k!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got dropout={self.dropout!r}")
+        if self.alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got alpha={self.alpha!r}")
+        if isinstance(self.targets, tuple):
+            self.targets = list(self.targets)
+        if not (isinstance(self.targets, str) or
+                (isinstance(self.targets, list) and self.targets and all(isinstance(t, str) for t in self.targets))):
+            raise ValueError(
+                f"targets must be a non-empty list of module-name suffixes, a regex string or 'all-linear', "
+                f"got targets={self.targets!r}")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.r
+
+    @property
+    def num_a(self) -> int:
+        """How many rank-r A blocks: n for split, 1 for lora and hydra."""
+        return self.heads if self.method == "split" else 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "AdapterConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown AdapterConfig fields {unknown}; allowed: {sorted(known)}")
+        return cls(**values)
+
+
+def _check_choice(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")

@@ -1,0 +1,296 @@
+"""Attaching adapters to a model, routing them, saving, loading, merging and counting them."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import AdapterConfig
+from .layers import ADAPTABLE_TYPES, AdapterLayer, linear_features
+
+WEIGHTS_NAME = "adapter_model.safetensors"
+CONFIG_NAME = "adapter_config.json"
+FORMAT_VERSION = 1
+
+
+def adapter_layers(model: nn.Module) -> dict[str, AdapterLayer]:
+    """Every adapter layer of the model, by module name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, AdapterLayer)}
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    return [name for name, m in model.named_modules() if isinstance(m, ADAPTABLE_TYPES)]
+
+
+def find_targets(model: nn.Module, targets) -> list[str]:
+    """Names of the modules `targets` selects; refuses targets that select nothing or a non-linear module."""
+    modules = dict(model.named_modules())
+    if targets == "all-linear":
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        names = [n for n in linear_module_names(model) if modules[n] is not head]
+        if not names:
+            raise ValueError("targets='all-linear' found no nn.Linear or Conv1D layer (other than the LM head)")
+        return names
+    if isinstance(targets, str):
+        pattern = re.compile(targets)
+        selectors = {targets: lambda name: pattern.fullmatch(name) is not None}
+    else:
+        selectors = {t: (lambda name, t=t: name == t or name.endswith("." + t)) for t in targets}
+    chosen = []
+    for target, matches in selectors.items():
+        hits = [n for n in modules if n and matches(n)]
+        if not hits:
+            raise ValueError(f"target {target!r} matches no module. {_describe_linear_modules(model)}")
+        not_linear = [n for n in hits if not isinstance(modules[n], ADAPTABLE_TYPES)]
+        if not_linear:
+            raise ValueError(
+                f"target {target!r} matches {not_linear[0]!r} ({type(modules[not_linear[0]]).__name__}), "
+                f"which is not a linear layer. {_describe_linear_modules(model)}")
+        chosen += [n for n in hits if n not in chosen]
+    return chosen
+
+
+def _describe_linear_modules(model: nn.Module) -> str:
+    names = linear_module_names(model)
+    patterns = list(dict.fromkeys(re.sub(r"\.\d+\.", ".*.", n) for n in names))
+    return f"The model's linear modules ({len(names)}) are: {', '.join(patterns)}"
+
+
+def add_adapters(model: nn.Module, config: AdapterConfig) -> nn.Module:
+    """Freeze every base parameter and wrap each target in an AdapterLayer; returns the same model."""
+    if adapter_layers(model):
+        raise ValueError("this model already has adapters; load_adapters or build a fresh model")
+    names = find_targets(model, config.targets)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, AdapterLayer(getattr(parent, child), config))
+    model.hydralib_config = config
+    return model
+
+
+def get_adapter_config(model: nn.Module) -> AdapterConfig:
+    config = getattr(model, "hydralib_config", None)
+    if config is None or not adapter_layers(model):
+        raise ValueError("this model has no hydralib adapters; call add_adapters(model, config) first")
+    return config
+
+
+@contextlib.contextmanager
+def routing(model: nn.Module, task_ids=None, gate=None, record: bool = False):
+    """Route every adapter layer from outside for the duration of the block.
+
+    task_ids: (batch,) component ids, for gate='task' (and for a 'cluster' id assigned elsewhere).
+    gate:     fixed gate weights, (heads,) for all samples or (batch, heads) per sample; overrides
+              the configured gate (a head index i is accepted too, meaning one-hot on head i).
+    record:   keep each layer's last gate in `layer.last_gate` (for routing analyses).
+    """
+    layers = list(adapter_layers(model).values())
+    if not layers:
+        raise ValueError("this model has no hydralib adapters to route")
+    heads = layers[0].heads
+    if task_ids is not None:
+        task_ids = torch.as_tensor(task_ids, dtype=torch.long).flatten()
+    if isinstance(gate, int):
+        if not 0 <= gate < heads:
+            raise ValueError(f"gate index must lie in 0..{heads - 1}, got {gate}")
+        gate = torch.nn.functional.one_hot(torch.tensor(gate), heads).float()
+    elif gate is not None:
+        gate = torch.as_tensor(gate, dtype=torch.float32)
+        if gate.shape[-1] != heads or gate.dim() > 2:
+            raise ValueError(f"gate must have shape (heads,) or (batch, heads) with heads={heads}, got {tuple(gate.shape)}")
+    saved = [(l.task_ids, l.fixed_gate, l.record_gate) for l in layers]
+    try:
+        for layer in layers:
+            layer.task_ids, layer.fixed_gate, layer.record_gate = task_ids, gate, record
+        yield model
+    finally:
+        for layer, (ids, fixed, rec) in zip(layers, saved):
+            layer.task_ids, layer.fixed_gate, layer.record_gate = ids, fixed, rec
+
+
+# --- merging ------------------------------------------------------------------------------------
+def merge_adapters(model: nn.Module, gate=None) -> nn.Module:
+    """Fold the adapters into the base weights, so inference costs what the base model costs.
+
+    Exact for lora, for a uniform gate, and for split/hydra under a fixed gate: `gate` is a head
+    index (e.g. a task id) or a weight vector of length heads. A learned router routes every token
+    by its input, so it merges only under a gate you give (e.g. the mean gate over a data set);
+    the merged model then differs from the routed one by exactly that approximation.
+    """
+    get_adapter_config(model)
+    for layer in adapter_layers(model).values():
+        layer.merge(gate)
+    return model
+
+
+def unmerge_adapters(model: nn.Module) -> nn.Module:
+    """Subtract what merge_adapters added, restoring the base weights to within float error."""
+    for layer in adapter_layers(model).values():
+        layer.unmerge()
+    return model
+
+
+# --- identity, saving and loading ---------------------------------------------------------------
+def base_model_identity(model: nn.Module) -> dict:
+    """What a saved adapter needs its base to be: architecture, target shapes and a weight fingerprint."""
+    layers = adapter_layers(model)
+    hf_config = getattr(model, "config", None)
+    fingerprint = hashlib.sha256()
+    for name, layer in layers.items():
+        weight = layer.base.weight
+        if weight.is_meta:
+            fingerprint = None
+            break
+        if layer.merged:
+            raise RuntimeError("cannot identify the base while adapters are merged; call unmerge_adapters first")
+        # bfloat16 of a fixed sample, so fp32 and bf16 copies of one checkpoint agree.
+        sample = weight.detach().flatten()[:: max(1, weight.numel() // 4096)][:4096]
+        fingerprint.update(name.encode())
+        fingerprint.update(sample.to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes())
+    return {
+        "architecture": type(model).__name__,
+        "model_type": getattr(hf_config, "model_type", None),
+        "name_or_path": getattr(hf_config, "_name_or_path", None) or getattr(hf_config, "name_or_path", None),
+        "target_shapes": {name: [layer.in_features, layer.out_features] for name, layer in layers.items()},
+        "weight_fingerprint": None if fingerprint is None else fingerprint.hexdigest()[:16],
+    }
+
+
+def save_adapters(model: nn.Module, path, overwrite: bool = False) -> Path:
+    """Write the adapter weights (safetensors) and their config and base identity (JSON) into folder `path`.
+
+    Refuses to replace an existing adapter in `path` unless overwrite=True."""
+    config = get_adapter_config(model)
+    path = Path(path)
+    existing = [p for p in (path / WEIGHTS_NAME, path / CONFIG_NAME) if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it, or choose another folder")
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, layer in adapter_layers(model).items():
+        for key in ("lora_A", "lora_B", "router"):
+            value = getattr(layer, key)
+            if value is not None:
+                tensors[f"{name}.{key}"] = value.detach().contiguous().cpu()
+    save_file(tensors, str(path / WEIGHTS_NAME))
+    record = {
+        "format_version": FORMAT_VERSION,
+        "adapter_config": config.to_dict(),
+        "base_model": base_model_identity(model),
+        "tensor_shapes": {k: list(v.shape) for k, v in tensors.items()},
+    }
+    (path / CONFIG_NAME).write_text(json.dumps(record, indent=2))
+    return path
+
+
+def load_adapters(model: nn.Module, path, check_weights: bool = True) -> nn.Module:
+    """Load adapters saved by save_adapters into `model` (a bare base, or one with the same adapters).
+
+    Refuses, naming what differs, a file made for another architecture, other target shapes,
+    other base weights (unless check_weights=False) or another adapter configuration."""
+    path = Path(path)
+    if not (path / CONFIG_NAME).exists() or not (path / WEIGHTS_NAME).exists():
+        raise FileNotFoundError(f"no saved adapter in {path}: expected {CONFIG_NAME} and {WEIGHTS_NAME}")
+    record = json.loads((path / CONFIG_NAME).read_text())
+    saved_config = AdapterConfig.from_dict(record["adapter_config"])
+    if adapter_layers(model):
+        current = get_adapter_config(model)
+        diffs = _differences(saved_config.to_dict(), current.to_dict())
+        if diffs:
+            raise ValueError(f"adapter in {path} was saved with another configuration: {'; '.join(diffs)}")
+    else:
+        add_adapters(model, saved_config)
+    identity = base_model_identity(model)
+    saved_identity = dict(record["base_model"])
+    if not check_weights or saved_identity["weight_fingerprint"] is None or identity["weight_fingerprint"] is None:
+        saved_identity.pop("weight_fingerprint")
+        identity.pop("weight_fingerprint")
+    identity.pop("name_or_path")
+    saved_identity.pop("name_or_path")
+    diffs = _differences(saved_identity, identity)
+    if diffs:
+        raise ValueError(f"adapter in {path} was made for another base model: {'; '.join(diffs)}")
+    tensors = load_file(str(path / WEIGHTS_NAME))
+    expected = {f"{n}.{k}": getattr(l, k) for n, l in adapter_layers(model).items()
+                for k in ("lora_A", "lora_B", "router") if getattr(l, k) is not None}
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"adapter in {path} does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    with torch.no_grad():
+        for key, param in expected.items():
+            if tuple(tensors[key].shape) != tuple(param.shape):
+                raise ValueError(f"{key}: saved shape {tuple(tensors[key].shape)}, model expects {tuple(param.shape)}")
+            param.copy_(tensors[key])
+    return model
+
+
+def _differences(saved: dict, current: dict) -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            only_saved, only_here = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+            changed = [k for k in set(a) & set(b) if a[k] != b[k]]
+            out.append(f"{key}: saved-only {only_saved[:3]}, model-only {only_here[:3]}, "
+                       f"different {[(k, a[k], b[k]) for k in sorted(changed)[:3]]}")
+        else:
+            out.append(f"{key}: saved {a!r}, model has {b!r}")
+    return out
+
+
+# --- counting -----------------------------------------------------------------------------------
+@dataclass
+class ParameterCount:
+    """Exact counts and the paper's convention.
+
+    The paper's percentages exclude routers and count (#A + #B) / 2 times the size of one rank-r
+    LoRA on the same targets (so Hydra r=8 with 3 heads is 2 x 0.062 % = 0.124 % on LLaMA-2-7B)."""
+
+    base: int
+    trainable: int
+    adapter: int
+    router: int
+    paper: float
+
+    @property
+    def trainable_percent(self) -> float:
+        return 100.0 * self.trainable / self.base
+
+    @property
+    def paper_percent(self) -> float:
+        return 100.0 * self.paper / self.base
+
+    def __str__(self) -> str:
+        return (f"trainable {self.trainable:,} ({self.trainable_percent:.3f} % of {self.base:,} base; "
+                f"adapters {self.adapter:,} + routers {self.router:,}); "
+                f"paper's convention {self.paper:,.0f} ({self.paper_percent:.3f} %)")
+
+
+def count_parameters(model: nn.Module) -> ParameterCount:
+    """Trainable parameters exactly (routers included) and in the paper's convention.
+
+    Without adapters (full fine-tuning) `adapter`, `router` and `paper` count all trainable weights."""
+    layers = adapter_layers(model)
+    adapter_ids = {id(p) for l in layers.values() for p in (l.lora_A, l.lora_B, l.router) if p is not None}
+    base = sum(p.numel() for p in model.parameters() if id(p) not in adapter_ids)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if not layers:
+        return ParameterCount(base, trainable, trainable, 0, float(trainable))
+    adapter = sum(l.lora_A.numel() + l.lora_B.numel() for l in layers.values())
+    router = sum(l.router.numel() for l in layers.values() if l.router is not None)
+    config = get_adapter_config(model)
+    one_lora = sum(config.r * sum(linear_features(l.base)) for l in layers.values())
+    paper = (config.num_a + config.heads) / 2 * one_lora
+    return ParameterCount(base, trainable, adapter, router, paper)

@@ -1,0 +1,195 @@
+"""The one adapter layer: LoRA, LoRA-Split and HydraLoRA are settings of it.
+
+    y = W0 x + s * sum_i g_i B_i A_(i) drop(x),   s = alpha / r
+
+All heads are computed with two matrix products and no Python loop:
+
+    h = A drop(x)                                   (..., a*r), a = 1 (lora, hydra) or N (split)
+    z = gate-weighted copies of h                   (..., N*r)
+    y = W0 x + s * z @ [B_1 | ... | B_N].T
+
+`loop_forward` follows the official per-head algorithm (A recomputed and dropout drawn
+once per head) and is kept as the reference the fused path must equal.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from .config import AdapterConfig
+
+ADAPTABLE_TYPES = (nn.Linear, Conv1D)
+
+
+def linear_features(module: nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of an nn.Linear or a transformers Conv1D (weight stored in x out)."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if isinstance(module, Conv1D):
+        return module.weight.shape[0], module.weight.shape[1]
+    raise TypeError(f"cannot adapt {type(module).__name__}; adaptable types: nn.Linear, transformers Conv1D")
+
+
+class AdapterLayer(nn.Module):
+    """A frozen linear layer plus a LoRA / Split / Hydra update, as set by an AdapterConfig."""
+
+    def __init__(self, base: nn.Module, config: AdapterConfig):
+        super().__init__()
+        self.base = base
+        self.config = config
+        self.in_features, self.out_features = linear_features(base)
+        r, heads, num_a = config.r, config.heads, config.num_a
+        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(num_a * r, self.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, heads * r, **factory))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        if config.gate == "learned" and heads > 1:
+            router_in = self.in_features if config.router_input == "x" else num_a * r
+            self.router = nn.Parameter(torch.empty(heads, router_in, **factory))
+            if config.router_init == "kaiming":
+                nn.init.kaiming_uniform_(self.router, a=math.sqrt(5))
+            else:
+                nn.init.zeros_(self.router)
+        else:
+            self.router = None
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        # Routing given from outside (see hydralib.routing): per-sample task ids or fixed gate weights.
+        self.task_ids: torch.Tensor | None = None
+        self.fixed_gate: torch.Tensor | None = None
+        self.last_gate: torch.Tensor | None = None
+        self.record_gate = False
+        self.merged_delta: torch.Tensor | None = None
+
+    @property
+    def heads(self) -> int:
+        return self.config.heads
+
+    @property
+    def merged(self) -> bool:
+        return self.merged_delta is not None
+
+    # --- gate -------------------------------------------------------------------------------
+    def gate(self, x: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
+        """Gate weights, shaped to broadcast against (..., heads): per token for a learned router,
+        per sample for task ids or a per-sample fixed gate."""
+        heads, dtype = self.heads, x.dtype if h is None else h.dtype
+        if self.fixed_gate is not None:
+            weights = self.fixed_gate.to(device=x.device, dtype=dtype)
+            g = weights if weights.dim() == 1 else _per_sample(weights, x.dim())
+        elif self.config.gate == "uniform":
+            g = torch.full((heads,), 1.0 / heads, device=x.device, dtype=dtype)
+        elif self.config.gate == "task":
+            if self.task_ids is None:
+                raise RuntimeError(
+                    "gate='task' needs the component id of every sample: run the model inside "
+                    "`with hydralib.routing(model, task_ids=ids):` (ids: LongTensor of shape (batch,))")
+            ids = self.task_ids.to(x.device)
+            if ids.min() < 0 or ids.max() >= heads:
+                raise ValueError(f"task ids must lie in 0..{heads - 1}, got {ids.unique().tolist()}")
+            g = _per_sample(F.one_hot(ids, heads).to(dtype), x.dim())
+        else:
+            source = x if self.config.router_input == "x" else h
+            logits = F.linear(source, self.router)
+            if self.config.top_k is not None and self.config.top_k < heads:
+                kth = logits.topk(self.config.top_k, dim=-1).values[..., -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            g = torch.softmax(logits, dim=-1, dtype=torch.float32).to(dtype)
+        if self.record_gate:
+            self.last_gate = g.detach()
+        return g
+
+    # --- forward ----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base(x)
+        if self.merged:
+            return result
+        if self.config.implementation == "loop":
+            return result + self.loop_update(x)
+        h = F.linear(self.dropout(x), self.lora_A)
+        if self.heads > 1:
+            g = self.gate(x, h)
+            if self.config.method == "split":
+                z = h * g.repeat_interleave(self.config.r, dim=-1)
+            else:
+                z = (g.unsqueeze(-1) * h.unsqueeze(-2)).flatten(-2)
+        else:
+            z = h
+        return result + F.linear(z, self.lora_B) * self.config.scaling
+
+    def loop_update(self, x: torch.Tensor) -> torch.Tensor:
+        """The official algorithm: one pass per head, A drop(x) recomputed (fresh dropout) each time,
+        each head's full-width output weighted and summed."""
+        r, s = self.config.r, self.config.scaling
+        h_router = F.linear(self.dropout(x), self.lora_A) if self.config.router_input == "Ax" else None
+        g = self.gate(x, h_router) if self.heads > 1 else None
+        update = 0
+        for i in range(self.heads):
+            a = self.lora_A[i * r:(i + 1) * r] if self.config.method == "split" else self.lora_A
+            head = F.linear(F.linear(self.dropout(x), a), self.lora_B[:, i * r:(i + 1) * r])
+            weight = 1.0 if g is None else g[..., i:i + 1]
+            update = update + weight * head * s
+        return update
+
+    # --- merging ----------------------------------------------------------------------------
+    def resolve_merge_gate(self, gate) -> torch.Tensor:
+        """A fixed gate vector (heads,) for merging; refuses to invent one for a learned or task gate."""
+        heads = self.heads
+        if heads == 1:
+            return torch.ones(1)
+        if gate is None:
+            if self.config.gate == "uniform":
+                return torch.full((heads,), 1.0 / heads)
+            raise ValueError(
+                f"gate={self.config.gate!r} routes each {'token' if self.config.gate == 'learned' else 'sample'} "
+                "differently and cannot be folded into the weights as it is; pass merge_adapters(model, gate=...) "
+                f"with a head index in 0..{heads - 1} or a weight vector of length {heads} (e.g. the mean gate)")
+        if isinstance(gate, int):
+            if not 0 <= gate < heads:
+                raise ValueError(f"gate index must lie in 0..{heads - 1}, got {gate}")
+            return F.one_hot(torch.tensor(gate), heads).float()
+        weights = torch.as_tensor(gate, dtype=torch.float32).flatten()
+        if weights.numel() != heads:
+            raise ValueError(f"gate vector must have {heads} entries (one per head), got {weights.numel()}")
+        return weights
+
+    def delta_weight(self, gate: torch.Tensor) -> torch.Tensor:
+        """s * sum_i g_i B_i A_(i) as an (out, in) matrix."""
+        r, heads, k = self.config.r, self.heads, self.in_features
+        g = gate.to(device=self.lora_A.device, dtype=self.lora_A.dtype)
+        if self.config.method == "split":
+            gated_a = self.lora_A * g.repeat_interleave(r)[:, None]
+        else:
+            gated_a = (g[:, None, None] * self.lora_A[None]).reshape(heads * r, k)
+        return (self.lora_B @ gated_a) * self.config.scaling
+
+    @torch.no_grad()
+    def merge(self, gate=None) -> None:
+        if self.merged:
+            raise RuntimeError("adapters are already merged; call unmerge_adapters first")
+        delta = self.delta_weight(self.resolve_merge_gate(gate))
+        self._add_to_base(delta)
+        self.merged_delta = delta
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self._add_to_base(-self.merged_delta)
+            self.merged_delta = None
+
+    def _add_to_base(self, delta: torch.Tensor) -> None:
+        weight = self.base.weight
+        weight.add_((delta.T if isinstance(self.base, Conv1D) else delta).to(weight.dtype))
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"method={c.method}, r={c.r}, heads={c.heads}, gate={c.gate}, in={self.in_features}, "
+                f"out={self.out_features}, scaling={c.scaling:g}")
+
+
+def _per_sample(weights: torch.Tensor, x_dim: int) -> torch.Tensor:
+    """(batch, heads) -> (batch, 1, ..., heads) so one gate holds for all tokens of a sample."""
+    return weights.reshape(weights.shape[0], *([1] * (x_dim - 2)), weights.shape[-1])

@@ -1,0 +1,45 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def small_llama(seed: int = 0, hidden: int = 64, layers: int = 2) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=97, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
+    return LlamaForCausalLM(config).eval()
+
+
+def small_gpt2(seed: int = 0) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=97, n_embd=64, n_layer=2, n_head=4, n_positions=64)
+    return GPT2LMHeadModel(config).eval()
+
+
+def randomize_b(model, seed: int = 1, scale: float = 0.1):
+    """B starts at zero; tests that compare updates need a non-zero one."""
+    from hydralib import adapter_layers
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in adapter_layers(model).values():
+            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=g) * scale)
+    return model
+
+
+@pytest.fixture
+def tokens():
+    return torch.randint(0, 97, (3, 12), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture
+def shared_data():
+    """The real benchmark files; tests using them skip when ../shared/data is absent."""
+    path = Path(os.environ.get("HYDRALIB_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+    if not path.is_dir():
+        pytest.skip(f"real data folder {path} is absent (set HYDRALIB_DATA)")
+    return path

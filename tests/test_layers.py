@@ -1,0 +1,178 @@
+"""The fused adapter layer against the official per-head loop, and the router's behaviour."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from hydralib import AdapterConfig, AdapterLayer, add_adapters, adapter_layers, routing
+from conftest import randomize_b, small_llama
+
+GATE_SETTINGS = [
+    dict(gate="learned"),
+    dict(gate="learned", top_k=2),
+    dict(gate="learned", router_input="Ax"),
+    dict(gate="uniform"),
+    dict(gate="task"),
+]
+
+
+def make_pair(base, **settings):
+    """A fused layer and a loop layer with identical (non-zero) weights."""
+    fused = AdapterLayer(base, AdapterConfig(dropout=0.0, **settings))
+    with torch.no_grad():
+        fused.lora_B.normal_(0, 0.5)
+    loop = copy.deepcopy(fused)
+    loop.config = AdapterConfig(dropout=0.0, implementation="loop", **settings)
+    return fused, loop
+
+
+def run(layer, x, task_ids):
+    x = x.clone().requires_grad_(True)
+    with routing_if(layer, task_ids):
+        y = layer(x)
+    (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+    grads = {n: p.grad.clone() for n, p in layer.named_parameters() if p.requires_grad}
+    return y.detach(), x.grad, grads
+
+
+def routing_if(layer, task_ids):
+    wrapper = nn.Module()
+    wrapper.layer = layer
+    wrapper.hydralib_config = layer.config
+    return routing(wrapper, task_ids=task_ids)
+
+
+@pytest.mark.parametrize("base_type", ["linear", "conv1d"])
+@pytest.mark.parametrize("method", ["hydra", "split"])
+@pytest.mark.parametrize("settings", GATE_SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_fused_equals_per_head_loop(method, settings, base_type):
+    torch.manual_seed(0)
+    base = nn.Linear(24, 20) if base_type == "linear" else Conv1D(20, 24)
+    base.requires_grad_(False)
+    fused, loop = make_pair(base, method=method, r=3, heads=4, **settings)
+    x = torch.randn(2, 5, 24)
+    task_ids = torch.tensor([3, 1])
+    y_fused, gx_fused, g_fused = run(fused, x, task_ids)
+    y_loop, gx_loop, g_loop = run(loop, x, task_ids)
+    assert (y_fused - base(x)).abs().max() > 1e-2  # the update is not trivially zero
+    torch.testing.assert_close(y_fused, y_loop, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gx_fused, gx_loop, atol=1e-5, rtol=1e-5)
+    assert g_fused.keys() == g_loop.keys()
+    for name in g_fused:
+        assert g_fused[name].abs().max() > 0 or name == "router"
+        torch.testing.assert_close(g_fused[name], g_loop[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_top_k_keeps_k_heads_per_token():
+    torch.manual_seed(0)
+    layer = AdapterLayer(nn.Linear(16, 16), AdapterConfig(heads=4, top_k=2))
+    gate = layer.gate(torch.randn(3, 7, 16), None)
+    assert ((gate > 0).sum(-1) == 2).all()
+    torch.testing.assert_close(gate.sum(-1), torch.ones(3, 7))
+
+
+def test_task_gate_uses_only_the_samples_head():
+    torch.manual_seed(0)
+    fused, _ = make_pair(nn.Linear(8, 8), method="hydra", r=2, heads=3, gate="task")
+    x = torch.randn(2, 4, 8)
+    with routing_if(fused, torch.tensor([0, 2])):
+        y = fused(x)
+    h = x @ fused.lora_A.T
+    s = fused.config.scaling
+    torch.testing.assert_close(y[0], fused.base(x[0]) + s * h[0] @ fused.lora_B[:, 0:2].T)
+    torch.testing.assert_close(y[1], fused.base(x[1]) + s * h[1] @ fused.lora_B[:, 4:6].T)
+
+
+def test_task_gate_without_ids_says_how_to_give_them():
+    layer = AdapterLayer(nn.Linear(8, 8), AdapterConfig(heads=2, gate="task"))
+    with pytest.raises(RuntimeError, match="hydralib.routing"):
+        layer(torch.randn(1, 3, 8))
+
+
+def test_router_and_a_start_non_zero_and_b_at_zero():
+    layer = AdapterLayer(nn.Linear(32, 32), AdapterConfig(heads=4, dropout=0.5))
+    assert layer.router.std() > 0.01 and (layer.router != 0).float().mean() > 0.99
+    assert layer.lora_A.std() > 0.01 and layer.lora_B.abs().max() == 0
+
+
+def two_component_batches(steps, batch=8, length=16, seed=0):
+    """Two distinct components: tokens from disjoint vocab ranges with different rules."""
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        half = batch // 2
+        a = torch.randint(10, 40, (half, 1), generator=g).repeat(1, length)          # repeat one token
+        b = (torch.randint(50, 60, (half, 1), generator=g) + torch.arange(length)) % 97  # count upwards
+        yield torch.cat([a, b])
+
+
+def train_hydra(router_init, steps=40):
+    model = add_adapters(small_llama(), AdapterConfig(method="hydra", r=4, heads=2, targets=["q_proj", "v_proj"],
+                                                      router_init=router_init))
+    model.train()
+    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for ids in two_component_batches(steps):
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        optim.step()
+        optim.zero_grad()
+    return model
+
+
+def head_difference(model):
+    """Per layer: |B_0 - B_1| / |B_0|."""
+    out = []
+    for layer in adapter_layers(model).values():
+        b0, b1 = layer.lora_B[:, :4], layer.lora_B[:, 4:]
+        out.append(((b0 - b1).norm() / b0.norm()).item())
+    return out
+
+
+def test_hydra_heads_separate_with_kaiming_router_and_not_with_a_zero_one():
+    separated = head_difference(train_hydra("kaiming"))
+    assert min(separated) > 0.2, separated
+    stuck = head_difference(train_hydra("zeros"))
+    assert max(stuck) < 1e-5, stuck  # identical heads: the lesson of the non-zero router init
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(r=0), "r must be"),
+    (dict(heads=0), "heads must be"),
+    (dict(method="moe"), "unknown method 'moe'"),
+    (dict(gate="softmax"), "unknown gate 'softmax'"),
+    (dict(heads=4, top_k=5), "top_k must be"),
+    (dict(method="lora", heads=3), "exactly one head"),
+    (dict(router_input="h"), "unknown router_input"),
+    (dict(dropout=1.5), "dropout must be"),
+])
+def test_bad_config_is_refused_with_a_clear_message(bad, message):
+    with pytest.raises(ValueError, match=message):
+        AdapterConfig(**bad)
+
+
+def test_unknown_target_lists_the_models_linear_modules():
+    with pytest.raises(ValueError) as err:
+        add_adapters(small_llama(), AdapterConfig(targets=["q_prj"]))
+    text = str(err.value)
+    assert "'q_prj' matches no module" in text
+    assert "model.layers.*.self_attn.q_proj" in text and "model.layers.*.mlp.down_proj" in text
+
+
+def test_target_on_a_non_linear_module_is_refused():
+    with pytest.raises(ValueError, match="not a linear layer"):
+        add_adapters(small_llama(), AdapterConfig(targets=["self_attn"]))
+
+
+def test_target_forms_select_the_expected_modules():
+    all_linear = adapter_layers(add_adapters(small_llama(), AdapterConfig(targets="all-linear")))
+    assert len(all_linear) == 2 * 7 and not any("lm_head" in n for n in all_linear)
+    regex = adapter_layers(add_adapters(small_llama(), AdapterConfig(targets=r".*\.(q|v)_proj")))
+    suffix = adapter_layers(add_adapters(small_llama(), AdapterConfig(targets=["q_proj", "v_proj"])))
+    assert sorted(regex) == sorted(suffix) and len(suffix) == 4
+
+
+def test_add_adapters_freezes_the_base():
+    model = randomize_b(add_adapters(small_llama(), AdapterConfig()))
+    trainable = {n.rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"lora_A", "lora_B", "router"}
