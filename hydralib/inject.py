@@ -256,13 +256,20 @@ class ParameterCount:
     """Exact counts and the paper's convention.
 
     The paper's percentages exclude routers and count (#A + #B) / 2 times the size of one rank-r
-    LoRA on the same targets (so Hydra r=8 with 3 heads is 2 x 0.062 % = 0.124 % on LLaMA-2-7B)."""
+    LoRA on the same targets (so Hydra r=8 with 3 heads is 2 x 0.062 % = 0.124 % on LLaMA-2-7B).
+    Its tables multiply the LoRA percentage after rounding it to 3 decimals (5.5 x 0.062 = 0.341,
+    where the unrounded product is 0.342): `paper_table_percent` does the same."""
 
     base: int
     trainable: int
     adapter: int
     router: int
-    paper: float
+    one_lora: int
+    lora_multiple: float
+
+    @property
+    def paper(self) -> float:
+        return self.lora_multiple * self.one_lora
 
     @property
     def trainable_percent(self) -> float:
@@ -271,6 +278,10 @@ class ParameterCount:
     @property
     def paper_percent(self) -> float:
         return 100.0 * self.paper / self.base
+
+    @property
+    def paper_table_percent(self) -> float:
+        return self.lora_multiple * round(100.0 * self.one_lora / self.base, 3)
 
     def __str__(self) -> str:
         return (f"trainable {self.trainable:,} ({self.trainable_percent:.3f} % of {self.base:,} base; "
@@ -281,16 +292,16 @@ class ParameterCount:
 def count_parameters(model: nn.Module) -> ParameterCount:
     """Trainable parameters exactly (routers included) and in the paper's convention.
 
-    Without adapters (full fine-tuning) `adapter`, `router` and `paper` count all trainable weights."""
+    Without adapters (full fine-tuning) every trainable weight counts as adapter, and the
+    paper's convention is the same number."""
     layers = adapter_layers(model)
     adapter_ids = {id(p) for l in layers.values() for p in (l.lora_A, l.lora_B, l.router) if p is not None}
     base = sum(p.numel() for p in model.parameters() if id(p) not in adapter_ids)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if not layers:
-        return ParameterCount(base, trainable, trainable, 0, float(trainable))
+        return ParameterCount(base, trainable, trainable, 0, trainable, 1.0)
     adapter = sum(l.lora_A.numel() + l.lora_B.numel() for l in layers.values())
     router = sum(l.router.numel() for l in layers.values() if l.router is not None)
     config = get_adapter_config(model)
     one_lora = sum(config.r * sum(linear_features(l.base)) for l in layers.values())
-    paper = (config.num_a + config.heads) / 2 * one_lora
-    return ParameterCount(base, trainable, adapter, router, paper)
+    return ParameterCount(base, trainable, adapter, router, one_lora, (config.num_a + config.heads) / 2)
