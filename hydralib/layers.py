@@ -73,9 +73,9 @@ class AdapterLayer(nn.Module):
         return self.merged_delta is not None
 
     # --- gate -------------------------------------------------------------------------------
-    def gate(self, x: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
+    def gate(self, x: torch.Tensor, h: torch.Tensor | None, logits: torch.Tensor | None = None) -> torch.Tensor:
         """Gate weights, shaped to broadcast against (..., heads): per token for a learned router,
-        per sample for task ids or a per-sample fixed gate."""
+        per sample for task ids or a per-sample fixed gate. `logits`: router logits if already computed."""
         heads, dtype = self.heads, x.dtype if h is None else h.dtype
         if self.fixed_gate is not None:
             weights = self.fixed_gate.to(device=x.device, dtype=dtype)
@@ -92,8 +92,8 @@ class AdapterLayer(nn.Module):
                 raise ValueError(f"task ids must lie in 0..{heads - 1}, got {ids.unique().tolist()}")
             g = _per_sample(F.one_hot(ids, heads).to(dtype), x.dim())
         else:
-            source = x if self.config.router_input == "x" else h
-            logits = F.linear(source, self.router)
+            if logits is None:
+                logits = F.linear(x if self.config.router_input == "x" else h, self.router)
             if self.config.top_k is not None and self.config.top_k < heads:
                 kth = logits.topk(self.config.top_k, dim=-1).values[..., -1:]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -109,16 +109,29 @@ class AdapterLayer(nn.Module):
             return result
         if self.config.implementation == "loop":
             return result + self.loop_update(x)
-        h = F.linear(self.dropout(x), self.lora_A)
+        h, logits = self.project(x)
         if self.heads > 1:
-            g = self.gate(x, h)
+            g = self.gate(x, h, logits)
             if self.config.method == "split":
                 z = h * g.repeat_interleave(self.config.r, dim=-1)
             else:
                 z = (g.unsqueeze(-1) * h.unsqueeze(-2)).flatten(-2)
         else:
             z = h
-        return result + F.linear(z, self.lora_B) * self.config.scaling
+        # One fused multiply-add: a separate scale and sum would each pass over the full-width output.
+        out = torch.addmm(result.reshape(-1, self.out_features), z.reshape(-1, z.shape[-1]), self.lora_B.t(),
+                          alpha=self.config.scaling)
+        return out.view(result.shape)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A drop(x), and the router logits when the router reads x: without dropout both come from
+        one matrix product, so backward adds one gradient into x instead of two."""
+        if self.router is None or self.config.router_input != "x":
+            return F.linear(self.dropout(x), self.lora_A), None
+        if isinstance(self.dropout, nn.Identity):
+            both = F.linear(x, torch.cat([self.lora_A, self.router]))
+            return both.split([self.lora_A.shape[0], self.heads], dim=-1)
+        return F.linear(self.dropout(x), self.lora_A), F.linear(x, self.router)
 
     def loop_update(self, x: torch.Tensor) -> torch.Tensor:
         """The official algorithm: one pass per head, A drop(x) recomputed (fresh dropout) each time,

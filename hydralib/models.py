@@ -26,8 +26,8 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_config(tokenizer: PreTrainedTokenizerFast, **overrides) -> LlamaConfig:
-    values = {**TINY_DEFAULTS, **overrides}
-    return LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+    values = {"vocab_size": len(tokenizer), **TINY_DEFAULTS, **overrides}
+    return LlamaConfig(pad_token_id=tokenizer.pad_token_id,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                        tie_word_embeddings=False, **values)
 
