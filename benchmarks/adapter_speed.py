@@ -25,7 +25,7 @@ from hydralib import AdapterConfig, add_adapters
 
 def build_base(name: str, vocab: int):
     if name == "tiny":
-        model, _ = hydralib.load_model("tiny", vocab_size=vocab, max_position_embeddings=512)
+        model, _ = hydralib.load_model("tiny-random", vocab_size=vocab, max_position_embeddings=512)
     else:
         model, _ = hydralib.load_model(name)
     return model

@@ -118,6 +118,15 @@ def routing(model: nn.Module, task_ids=None, gate=None, record: bool = False):
             layer.task_ids, layer.fixed_gate, layer.record_gate = ids, fixed, rec
 
 
+def batch_routing(model: nn.Module, component_ids):
+    """`routing(model, task_ids=component_ids)` when the model's adapters use the task gate, else nothing:
+    the one place training and evaluation decide whether a batch's component ids reach the router."""
+    config = getattr(model, "hydralib_config", None) or getattr(getattr(model, "module", None), "hydralib_config", None)
+    if config is not None and config.gate == "task":
+        return routing(model, task_ids=component_ids)
+    return contextlib.nullcontext()
+
+
 # --- merging ------------------------------------------------------------------------------------
 def merge_adapters(model: nn.Module, gate=None) -> nn.Module:
     """Fold the adapters into the base weights, so inference costs what the base model costs.

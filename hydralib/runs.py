@@ -1,0 +1,197 @@
+"""Runs remembered and run in parallel.
+
+A run is a spec, a plain dict that says everything that determines its result:
+
+    {"model": {"name": "tiny", "pretrain_steps": 1000},
+     "data": {"kind": "synthetic", "n_components": 8, "conflict": 1.0, "n_train": 2000, "n_test": 400, "seed": 0},
+     "adapter": {"method": "hydra", "r": 8, ...} or None (full fine-tuning),
+     "train": {"steps": 300, "batch_size": 32, "lr": 1e-3, "seed": 0, ...},
+     "eval": {"max_new_tokens": 16, "n_test": 400}}
+
+The store keys a run by a hash of its spec and of hydralib's source, so a run two notebooks need
+is trained once and re-executing a notebook reuses finished runs. An entry is used only if its
+completion record exists and every file it lists still has the recorded checksum; anything else is
+removed and run again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from .config import AdapterConfig
+from .train import TrainConfig, train
+
+DONE_NAME = "done.json"
+RESULTS_NAME = "results.json"
+SPEC_KEYS = ("model", "data", "adapter", "train", "eval")
+
+
+def code_version() -> str:
+    """A hash of every hydralib source file: a change to the library retrains what it could affect."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def normalise_spec(spec: dict) -> dict:
+    """Fill defaults (AdapterConfig, TrainConfig) so that equal runs hash equally; refuse unknown keys."""
+    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"unknown run spec keys {unknown}; allowed: {', '.join(SPEC_KEYS)}")
+    for key in ("model", "data", "train"):
+        if key not in spec:
+            raise ValueError(f"run spec needs {key!r}; it has {sorted(spec)}")
+    adapter = spec.get("adapter")
+    return {
+        "model": dict(spec["model"]),
+        "data": dict(spec["data"]),
+        "adapter": None if adapter is None else AdapterConfig.from_dict(dict(adapter)).to_dict(),
+        "train": TrainConfig(**{**spec["train"], "progress": False}).to_dict(),
+        "eval": dict(spec.get("eval") or {}),
+    }
+
+
+def run_key(spec: dict) -> str:
+    text = json.dumps({"spec": normalise_spec(spec), "code": code_version()}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def build_data(data: dict) -> dict:
+    """{'train', 'test', 'components'} for a data spec; kinds: 'synthetic', 'primitives'."""
+    from .data.synthetic import make_corpus, make_primitive_corpus
+    options = {k: v for k, v in data.items() if k != "kind"}
+    builders = {"synthetic": make_corpus, "primitives": make_primitive_corpus}
+    if data.get("kind") not in builders:
+        raise ValueError(f"unknown data kind {data.get('kind')!r}; allowed: {', '.join(builders)}")
+    return builders[data["kind"]](**options)
+
+
+def execute_run(spec: dict, run_dir: Path) -> dict:
+    """Build model and data from the spec, train (resuming a checkpoint in run_dir), evaluate; the results."""
+    from .evaluate import evaluate_generation, evaluate_loss
+    from .inject import add_adapters, count_parameters
+    from .models import load_model
+    spec = normalise_spec(spec)
+    options = dict(spec["model"])
+    name = options.pop("name")
+    if name == "tiny":
+        options.setdefault("progress", False)
+    model, tokenizer = load_model(name, **options)
+    if spec["adapter"] is not None:
+        add_adapters(model, AdapterConfig.from_dict(spec["adapter"]))
+    data = build_data(spec["data"])
+    config = TrainConfig(**spec["train"])
+    result = train(model, tokenizer, data["train"], config, run_dir, run_record={"spec": spec})
+    evaluation = spec["eval"]
+    test = data["test"][:evaluation.get("n_test", len(data["test"]))]
+    loss = evaluate_loss(result.model, tokenizer, test, config.template, config.max_length)
+    generation = evaluate_generation(result.model, tokenizer, test, config.template,
+                                     evaluation.get("max_new_tokens", 16), scorer=evaluation.get("scorer", "exact"))
+    count = count_parameters(result.model)
+    return {
+        "key": run_dir.name,
+        "components": data["components"],
+        "train_seconds": result.seconds,
+        "final_train_loss": result.metrics[-1]["loss"] if result.metrics else None,
+        "tokens_per_s": sum(m["tokens_per_s"] for m in result.metrics) / max(1, len(result.metrics)),
+        "parameters": {"trainable": count.trainable, "adapter": count.adapter, "router": count.router,
+                       "paper": count.paper, "base": count.base},
+        "test_loss": loss,
+        "exact_match": generation["exact_match"],
+        "exact_match_per_component": generation["per_component"],
+        "generations": generation["generations"],
+    }
+
+
+class RunStore:
+    """Finished runs on disk, keyed by run_key(spec)."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, spec: dict) -> Path:
+        return self.root / run_key(spec)
+
+    def get(self, spec: dict) -> dict | None:
+        """The results of a finished, intact run, or None."""
+        folder = self.path(spec)
+        done = folder / DONE_NAME
+        if not done.exists():
+            return None
+        try:
+            record = json.loads(done.read_text())
+            if any(_sha256(folder / name) != digest for name, digest in record["files"].items()):
+                return None
+            return json.loads((folder / RESULTS_NAME).read_text())
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def run(self, spec: dict) -> dict:
+        """Results for spec: from the store if finished and intact, else trained now (once, under a lock)."""
+        folder = self.path(spec)
+        with FileLock(str(folder) + ".lock"):
+            cached = self.get(spec)
+            if cached is not None:
+                return cached
+            if folder.exists() and not _resumable(folder):  # damaged, or finished once and damaged since
+                shutil.rmtree(folder)
+            results = execute_run(spec, folder)
+            self._finish(folder, results)
+            return results
+
+    def _finish(self, folder: Path, results: dict) -> None:
+        (folder / RESULTS_NAME).write_text(json.dumps(results, indent=2))
+        (folder / "checkpoint.pt").unlink(missing_ok=True)  # finished runs keep weights, not optimizer state
+        files = [p for p in folder.rglob("*") if p.is_file() and p.name != DONE_NAME]
+        record = {"files": {str(p.relative_to(folder)): _sha256(p) for p in files}}
+        tmp = folder / (DONE_NAME + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, folder / DONE_NAME)
+
+
+def _resumable(folder: Path) -> bool:
+    """A partial run whose checkpoint loads whole can continue; anything else starts over."""
+    if (folder / DONE_NAME).exists() or not (folder / "checkpoint.pt").exists():
+        return False
+    try:
+        torch.load(folder / "checkpoint.pt", weights_only=False)
+        return True
+    except Exception:
+        return False
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _worker(args) -> dict:
+    root, spec, threads = args
+    torch.set_num_threads(threads)
+    return RunStore(root).run(spec)
+
+
+def run_many(specs: list[dict], store: RunStore, processes: int = 2, threads_per_process: int = 1) -> list[dict]:
+    """Results of every spec, in order; unfinished ones trained in `processes` parallel processes."""
+    for spec in specs:
+        normalise_spec(spec)  # refuse a bad spec before starting anything
+    pending = [s for s in specs if store.get(s) is None]
+    if processes > 1 and len(pending) > 1:
+        with ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn")) as pool:
+            list(pool.map(_worker, [(str(store.root), s, threads_per_process) for s in pending]))
+    return [store.run(s) for s in specs]

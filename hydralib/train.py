@@ -1,0 +1,273 @@
+"""One training loop, on accelerate, for every method: adapters or full fine-tuning.
+
+    result = train(model, tokenizer, rows, TrainConfig(steps=300), run_dir="runs/x")
+
+A model with hydralib adapters trains its adapters; a model without trains every weight.
+Batches are a pure function of (seed, step), so a run resumed from a checkpoint sees exactly
+the batches an uninterrupted run sees, and several processes (accelerate launch / torchrun)
+split each global batch between them. The loss is normalised by the response tokens of the
+whole global batch, so one process and several give the same gradient.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from .data.formatting import IGNORE_INDEX, collate, encode_row
+from .inject import adapter_layers, batch_routing, save_adapters
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Defaults follow the paper's scripts (lr 2e-4, cosine, 3 % warm-up).
+
+    batch_size is the global batch per optimizer step, summed over processes and accumulation."""
+
+    steps: int = 300
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 2e-4
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    max_length: int = 64
+    template: str = "compact"
+    seed: int = 0
+    mixed_precision: str = "auto"
+    checkpoint_every: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accum", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ValueError(f"unknown mixed_precision {self.mixed_precision!r}; allowed: auto, no, bf16, fp16")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    metrics: list[dict]
+    run_dir: Path | None
+    seconds: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def batch_indices(n_rows: int, start: int, count: int, seed: int) -> list[int]:
+    """Positions start..start+count of an endless stream of per-epoch permutations of range(n_rows)."""
+    out = []
+    while len(out) < count:
+        epoch, offset = divmod(start + len(out), n_rows)
+        perm = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+        out += perm[offset:offset + count - len(out)]
+    return out
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def token_losses(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token cross-entropy of the next token and its mask (response tokens only), (batch, T-1)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    mask = labels != IGNORE_INDEX
+    losses = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                             labels.clamp_min(0).reshape(-1), reduction="none").view(labels.shape)
+    return losses * mask, mask
+
+
+def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None, resume: bool = True,
+          stop_at: int | None = None, run_record: dict | None = None) -> TrainResult:
+    """Train `model` on `rows` for config.steps optimizer steps; returns the trained (unwrapped) model.
+
+    run_dir: where config.json, metrics.jsonl, checkpoints and the final weights go (None: nowhere).
+    resume:  continue from run_dir's checkpoint if there is one.
+    stop_at: stop after this step (as an interruption would), leaving a checkpoint to resume from.
+    run_record: extra description (model, data, adapter) written into config.json beside the training config.
+    """
+    if not rows:
+        raise ValueError("no training rows")
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(config.mixed_precision), cpu=None)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    micro = config.batch_size // (config.grad_accum * world)
+    if micro * config.grad_accum * world != config.batch_size:
+        raise ValueError(f"batch_size={config.batch_size} must be divisible by grad_accum={config.grad_accum} "
+                         f"x processes={world}")
+    seed_everything(config.seed)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    has_adapters = bool(adapter_layers(model))
+    if not has_adapters:
+        model.requires_grad_(True)
+    adapter_config = getattr(model, "hydralib_config", None)
+    names = _component_names(rows)
+
+    encoded = [encode_row(r, tokenizer, config.template, config.max_length) for r in rows]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    inner = accelerator.unwrap_model(model)
+
+    start_step, metrics = 0, []
+    if run_dir is not None and accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"train": config.to_dict(), **(run_record or {}),
+                  "adapter": adapter_config.to_dict() if has_adapters else None, "processes": world}
+        (run_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
+    if run_dir is not None and resume and (run_dir / CHECKPOINT_NAME).exists():
+        start_step, metrics = _load_checkpoint(run_dir, inner, optimizer, scheduler)
+    accelerator.wait_for_everyone()
+
+    model.train()
+    last = config.steps if stop_at is None else min(stop_at, config.steps)
+    bar = tqdm(range(start_step, last), initial=start_step, total=config.steps, desc="train",
+               disable=not (config.progress and accelerator.is_main_process))
+    started = time.perf_counter()
+    for step in bar:
+        tick = time.perf_counter()
+        global_ids = batch_indices(len(encoded), step * config.batch_size, config.batch_size, config.seed)
+        global_tokens = sum(_response_tokens(encoded[i]) for i in global_ids)
+        comp_loss = torch.zeros(len(names))
+        comp_tokens = torch.zeros(len(names))
+        step_loss, step_tokens = 0.0, 0
+        for m in range(config.grad_accum):
+            first = (m * world + rank) * micro
+            batch = collate([encoded[i] for i in global_ids[first:first + micro]], tokenizer.pad_token_id)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with batch_routing(model, batch["component"]):
+                with accelerator.autocast():
+                    losses, mask = token_losses(model, batch)
+                loss = losses.sum() * world / global_tokens
+                sync = m == config.grad_accum - 1
+                with contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(model):
+                    accelerator.backward(loss)
+            per_sample = losses.detach().sum(1).float().cpu()
+            comp_loss.index_add_(0, batch["component"].cpu(), per_sample)
+            comp_tokens.index_add_(0, batch["component"].cpu(), mask.sum(1).float().cpu())
+            step_loss += losses.detach().sum().item()
+            step_tokens += int(batch["attention_mask"].sum())
+        totals = accelerator.reduce(torch.tensor([step_loss, step_tokens], dtype=torch.float64,
+                                                 device=accelerator.device), "sum").cpu()
+        comp = accelerator.reduce(torch.stack([comp_loss, comp_tokens]).to(accelerator.device), "sum").cpu()
+        mean_loss = totals[0].item() / global_tokens
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(
+                f"loss is {mean_loss} at step {step + 1}: training diverged. Try a lower lr (now {config.lr}), "
+                f"gradient clipping (max_grad_norm, now {config.max_grad_norm}) or mixed_precision='no'")
+        grad_norm = None
+        if config.max_grad_norm is not None:
+            grad_norm = float(accelerator.clip_grad_norm_(trainable, config.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - tick
+        record = {"step": step + 1, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
+                  "tokens_per_s": totals[1].item() / seconds, "grad_norm": grad_norm,
+                  "component_loss": {names[c]: (comp[0, c] / comp[1, c]).item()
+                                     for c in range(len(names)) if comp[1, c] > 0}}
+        metrics.append(record)
+        bar.set_postfix(loss=f"{mean_loss:.4f}")
+        if run_dir is not None and accelerator.is_main_process:
+            with open(run_dir / METRICS_NAME, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            every = config.checkpoint_every
+            if (every and (step + 1) % every == 0) or step + 1 == last:
+                _save_checkpoint(run_dir, inner, optimizer, scheduler, step + 1)
+        accelerator.wait_for_everyone()
+    bar.close()
+    seconds = time.perf_counter() - started
+    if run_dir is not None and accelerator.is_main_process and last == config.steps:
+        _save_weights(inner, run_dir)
+    model.eval()
+    return TrainResult(inner, metrics, run_dir, seconds)
+
+
+def _response_tokens(example: dict) -> int:
+    return sum(1 for label in example["labels"][1:] if label != IGNORE_INDEX)
+
+
+def _component_names(rows: list[dict]) -> list[str]:
+    size = max(int(r.get("component", 0)) for r in rows) + 1
+    names = [str(i) for i in range(size)]
+    for r in rows:
+        names[int(r.get("component", 0))] = str(r.get("component_name", r.get("component", 0)))
+    return names
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, step: int) -> None:
+    """Everything needed to continue as if never stopped; written whole, then renamed into place."""
+    state = {"step": step, "trainable": _trainable_state(model), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+             "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    tmp = run_dir / (CHECKPOINT_NAME + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, run_dir / CHECKPOINT_NAME)
+
+
+def _load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> tuple[int, list[dict]]:
+    state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=False)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state["trainable"].items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    np.random.set_state(state["numpy_rng"])
+    random.setstate(state["python_rng"])
+    if state["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    step = state["step"]
+    metrics = []
+    path = run_dir / METRICS_NAME
+    if path.exists():  # lines written after the checkpoint belong to work that will be redone
+        metrics = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        metrics = [m for m in metrics if m["step"] <= step]
+        path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    return step, metrics
+
+
+def _save_weights(model, run_dir: Path) -> None:
+    """The trained weights: the adapter folder, or the whole model for full fine-tuning."""
+    if adapter_layers(model):
+        save_adapters(model, run_dir / "adapter", overwrite=True)
+    else:
+        from safetensors.torch import save_file
+        save_file({n: p.detach().contiguous().cpu() for n, p in model.state_dict().items()},
+                  str(run_dir / "model.safetensors"))

@@ -1,0 +1,58 @@
+"""Scoring: loss per component, exact match, GSM8K numbers, multiple choice, sandboxed HumanEval."""
+import math
+
+import pytest
+
+from hydralib import load_model
+from hydralib.data import load_humaneval, make_corpus
+from hydralib.evaluate import (evaluate_loss, exact_match, humaneval_pass_at_1, is_correct,
+                               multiple_choice_accuracy)
+
+SMALL = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, max_position_embeddings=256)
+
+
+def test_exact_match_overall_and_per_component():
+    rows = [{"output": "abc", "component_name": "x"}, {"output": "ABC", "component_name": "x"},
+            {"output": "cba", "component_name": "y"}]
+    score = exact_match(rows, ["abc ", "abd", "cba"])
+    assert score["exact_match"] == pytest.approx(2 / 3)
+    assert score["per_component"] == {"x": 0.5, "y": 1.0}
+
+
+def test_gsm8k_scorer_compares_final_numbers():
+    row = {"output": "so 3 + 4 = 7\n#### 7", "answer": "7"}
+    assert is_correct(row, "3 and 4 make 7", "gsm8k")
+    assert not is_correct(row, "#### 8", "gsm8k")
+    with pytest.raises(ValueError, match="unknown scorer"):
+        is_correct(row, "7", "bleu")
+
+
+def test_loss_per_component_and_perplexity():
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    rows = make_corpus(n_components=3, n_train=30, n_test=12, seed=0)["test"]
+    result = evaluate_loss(model, tokenizer, rows)
+    assert set(result["per_component"]) == {"rotate_left", "reverse_upper", "mirror"}
+    assert result["perplexity"] == pytest.approx(math.exp(result["loss"]))
+    assert result["loss"] > 4  # an untrained byte model is near uniform over 259 tokens (ln 259 = 5.56)
+    assert 0 <= result["token_accuracy"] < 0.2
+
+
+def test_multiple_choice_scores_each_question_once():
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    rows = [{"instruction": f"Q{i}?\nA. a\nB. b\nC. c\nD. d", "answer": "ABCD"[i % 4], "subject": s,
+             "choices": list("abcd")} for i, s in enumerate(["math", "math", "law"])]
+    result = multiple_choice_accuracy(model, tokenizer, rows, shots={"math": rows[:1]}, k_shot=1)
+    assert set(result["per_subject"]) == {"math", "law"}
+    assert result["accuracy"] in (0, 1 / 3, 2 / 3, 1)
+
+
+def test_humaneval_runs_only_when_allowed_and_in_a_sandbox():
+    problems = load_humaneval()[:3]
+    solutions = [p["output"] for p in problems]
+    with pytest.raises(PermissionError, match="allow_execution=True"):
+        humaneval_pass_at_1(problems, solutions)
+    assert humaneval_pass_at_1(problems, solutions, allow_execution=True)["pass_at_1"] == 1.0
+    wrong = ["    return None\n", "    while True:\n        pass\n", solutions[2]]
+    result = humaneval_pass_at_1(problems, wrong, allow_execution=True, timeout=2.0)
+    assert result["pass_at_1"] == pytest.approx(1 / 3)
+    assert list(result["passed"].values()) == [False, False, True]

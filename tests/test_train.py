@@ -1,0 +1,96 @@
+"""The training loop: learning, resume, determinism, NaN, task routing, and two processes."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hydralib import AdapterConfig, add_adapters, adapter_layers, load_model
+from hydralib.data import make_corpus
+from hydralib.evaluate import evaluate_generation, evaluate_loss
+from hydralib.train import TrainConfig, batch_indices, train
+
+SMALL = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
+             num_key_value_heads=4, max_position_embeddings=64)
+CORPUS = make_corpus(n_components=2, conflict=1.0, n_train=64, n_test=16, seed=0)
+
+
+def small_run(run_dir=None, steps=8, adapter=AdapterConfig(method="hydra", r=4, heads=2, dropout=0.1), **kwargs):
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    if adapter is not None:
+        add_adapters(model, adapter)
+    config = TrainConfig(steps=steps, batch_size=8, lr=5e-3, progress=False, **kwargs.pop("config", {}))
+    return train(model, tokenizer, CORPUS["train"], config, run_dir, **kwargs), tokenizer
+
+
+def test_batches_are_a_function_of_seed_and_step():
+    assert batch_indices(10, 0, 25, seed=1) == batch_indices(10, 0, 25, seed=1)
+    assert batch_indices(10, 7, 5, seed=1) == batch_indices(10, 0, 12, seed=1)[7:]
+    assert sorted(batch_indices(10, 0, 10, seed=1)) == list(range(10))  # one epoch covers each row once
+    assert batch_indices(10, 0, 10, seed=1) != batch_indices(10, 0, 10, seed=2)
+
+
+def test_same_seed_gives_identical_metrics():
+    first, _ = small_run()
+    second, _ = small_run()
+    strip = lambda ms: [{k: v for k, v in m.items() if k != "tokens_per_s"} for m in ms]
+    assert strip(first.metrics) == strip(second.metrics)
+    assert first.metrics[0]["component_loss"].keys() == {"rotate_left", "reverse_upper"}
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    whole, _ = small_run(tmp_path / "whole", steps=60)
+    small_run(tmp_path / "resumed", steps=60, stop_at=30)
+    assert not (tmp_path / "resumed" / "adapter").exists()
+    assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 30
+    resumed, _ = small_run(tmp_path / "resumed", steps=60)
+    assert resumed.metrics[-1]["step"] == 60 and len(resumed.metrics) == 60
+    assert resumed.metrics[-1]["loss"] == pytest.approx(whole.metrics[-1]["loss"], abs=1e-6)
+    for (name, a), (_, b) in zip(whole.model.named_parameters(), resumed.model.named_parameters()):
+        if a.requires_grad:
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6, msg=name)
+    saved = json.loads((tmp_path / "whole" / "config.json").read_text())
+    assert saved["train"]["steps"] == 60 and saved["adapter"]["method"] == "hydra"
+
+
+def test_nan_loss_stops_with_the_step_and_a_hint():
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    add_adapters(model, AdapterConfig(method="lora", r=4))
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.base.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="at step 1: training diverged. Try a lower lr"):
+        train(model, tokenizer, CORPUS["train"], TrainConfig(steps=3, batch_size=4, progress=False))
+
+
+def test_task_gate_trains_only_the_heads_of_present_components():
+    result, _ = small_run(steps=5, adapter=AdapterConfig(method="hydra", r=4, heads=4, gate="task"))
+    for layer in adapter_layers(result.model).values():
+        used, unused = layer.lora_B[:, :8], layer.lora_B[:, 8:]
+        assert used.abs().max() > 0 and unused.abs().max() == 0  # components 0 and 1 only
+
+
+def test_full_fine_tuning_trains_every_weight():
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    before = model.model.embed_tokens.weight.detach().clone()
+    train(model, tokenizer, CORPUS["train"], TrainConfig(steps=2, batch_size=4, lr=1e-3, progress=False))
+    assert not torch.equal(before, model.model.embed_tokens.weight)
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    script = Path(__file__).with_name("ddp_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                    str(script), str(tmp_path / "two.json")], check=True, env=env, timeout=300,
+                   capture_output=True)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one.json")], check=True, env=env, timeout=300,
+                   capture_output=True)
+    two = json.loads((tmp_path / "two.json").read_text())
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert two["processes"] == 2 and one["processes"] == 1
+    assert len(two["losses"]) == len(one["losses"]) == 4
+    for a, b in zip(two["losses"], one["losses"]):
+        assert a == pytest.approx(b, rel=1e-4)
+    assert two["weight_sum"] == pytest.approx(one["weight_sum"], rel=1e-4)
