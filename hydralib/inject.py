@@ -132,14 +132,38 @@ def merge_adapters(model: nn.Module, gate=None) -> nn.Module:
     """Fold the adapters into the base weights, so inference costs what the base model costs.
 
     Exact for lora, for a uniform gate, and for split/hydra under a fixed gate: `gate` is a head
-    index (e.g. a task id) or a weight vector of length heads. A learned router routes every token
+    index (e.g. a task id), a weight vector of length heads, or {layer name: either} (see mean_gates). A learned router routes every token
     by its input, so it merges only under a gate you give (e.g. the mean gate over a data set);
     the merged model then differs from the routed one by exactly that approximation.
     """
+    layers = adapter_layers(model)
     get_adapter_config(model)
-    for layer in adapter_layers(model).values():
-        layer.merge(gate)
+    if isinstance(gate, dict):
+        missing = sorted(set(layers) - set(gate))
+        if missing:
+            raise ValueError(f"gate dict has no entry for adapter layers {missing[:3]} ({len(missing)} in all)")
+    for name, layer in layers.items():
+        layer.merge(gate[name] if isinstance(gate, dict) else gate)
     return model
+
+
+@torch.no_grad()
+def mean_gates(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict:
+    """Each adapter layer's gate averaged over the real (non-padding) tokens of a batch: {layer name: (heads,)}.
+    The gate to merge a learned router under, at the cost of its per-token choices."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    with routing(model, record=True):
+        model(input_ids=input_ids, attention_mask=attention_mask)
+        out = {}
+        for name, layer in adapter_layers(model).items():
+            g = layer.last_gate.float()
+            if g.dim() == 3:
+                weights = attention_mask.to(g.device).unsqueeze(-1).float()
+                g = (g * weights).sum((0, 1)) / weights.sum()
+            out[name] = g.reshape(-1, layer.heads).mean(0).cpu()
+            layer.last_gate = None
+    return out
 
 
 def unmerge_adapters(model: nn.Module) -> nn.Module:

@@ -51,6 +51,7 @@ class TrainConfig:
     template: str = "compact"
     seed: int = 0
     mixed_precision: str = "auto"
+    device: str = "auto"
     checkpoint_every: int = 0
     progress: bool = True
 
@@ -62,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"unknown mixed_precision {self.mixed_precision!r}; allowed: auto, no, bf16, fp16")
+        if self.device not in ("auto", "cpu"):
+            raise ValueError(f"unknown device {self.device!r}; allowed: 'auto' (the accelerator if any) or 'cpu'")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -91,10 +94,12 @@ def batch_indices(n_rows: int, start: int, count: int, seed: int) -> list[int]:
     return out
 
 
-def resolve_mixed_precision(setting: str) -> str:
+def resolve_mixed_precision(setting: str, device: str = "auto") -> str:
+    """'auto': bf16 where a GPU supports it, else full precision."""
     if setting != "auto":
         return setting
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    gpu = device != "cpu" and torch.cuda.is_available()
+    return "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
 
 
 def token_losses(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +123,8 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
     """
     if not rows:
         raise ValueError("no training rows")
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(config.mixed_precision), cpu=None)
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(config.mixed_precision, config.device),
+                              cpu=config.device == "cpu")
     world, rank = accelerator.num_processes, accelerator.process_index
     micro = config.batch_size // (config.grad_accum * world)
     if micro * config.grad_accum * world != config.batch_size:

@@ -118,3 +118,20 @@ def test_full_fine_tuning_counts_every_trainable_weight():
     model = small_llama()
     count = count_parameters(model)
     assert count.trainable == count.base == sum(p.numel() for p in model.parameters())
+
+
+def test_merge_under_per_layer_mean_gates_equals_routing_each_layer_by_its_mean(tokens):
+    from hydralib import adapter_layers, mean_gates
+    model = randomize_b(add_adapters(small_llama(), AdapterConfig(method="hydra", r=4, heads=3)))
+    gates = mean_gates(model, tokens)
+    layers = adapter_layers(model)
+    assert set(gates) == set(layers) and all(torch.allclose(g.sum(), torch.tensor(1.0)) for g in gates.values())
+    for name, layer in layers.items():
+        layer.fixed_gate = gates[name]
+    expected = model(tokens).logits
+    for layer in layers.values():
+        layer.fixed_gate = None
+    routed = model(tokens).logits
+    merge_adapters(model, gate=gates)
+    torch.testing.assert_close(model(tokens).logits, expected, atol=1e-5, rtol=1e-5)
+    assert (routed - expected).abs().max() > 1e-6  # the mean gate is an approximation of per-token routing

@@ -1,0 +1,73 @@
+"""The papermill runner: profiles, overrides, undeclared parameters refused, sources never written."""
+import json
+
+import nbformat
+import pytest
+
+from hydralib.suite import PROFILE_DIR, list_notebooks, plan_suite, run_suite
+
+
+@pytest.fixture
+def suite_dirs(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    profiles = notebooks / "profiles"
+    profiles.mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'default'\nsteps = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print('steps', steps, profile)")]
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    nbformat.write(nb, notebooks / "00_first.ipynb")
+    nbformat.write(nb, notebooks / "01_second.ipynb")
+    (profiles / "quick.yaml").write_text("common:\n  profile: quick\nnotebooks:\n  01_second:\n    steps: 5\n")
+    (profiles / "typo.yaml").write_text("common:\n  profile: quick\n  stpes: 3\n")
+    return notebooks, profiles, tmp_path / "build"
+
+
+def test_plan_merges_profile_and_overrides(suite_dirs):
+    notebooks, profiles, _ = suite_dirs
+    plan = plan_suite("quick", overrides=["00_first.steps=7"], notebook_dir=notebooks, profile_dir=profiles)
+    assert [(nb.name, params) for nb, params in plan] == [
+        ("00_first.ipynb", {"profile": "quick", "steps": 7}), ("01_second.ipynb", {"profile": "quick", "steps": 5})]
+    plan = plan_suite("quick", overrides=["steps=2"], notebook_dir=notebooks, profile_dir=profiles)
+    assert [params["steps"] for _, params in plan] == [2, 2]
+
+
+@pytest.mark.parametrize("profile, overrides, message", [
+    ("typo", [], r"00_first.ipynb does not declare parameter\(s\) \['stpes'\]"),
+    ("quick", ["00_first.lr=0.1"], r"does not declare parameter\(s\) \['lr'\]"),
+    ("quick", ["lr=0.1"], r"override\(s\) \['lr'\] are declared by no notebook"),
+    ("quick", ["99_none.steps=1"], "do not exist"),
+    ("quick", ["steps"], "not of the form key=value"),
+    ("nope", [], "unknown profile 'nope'; profiles in .*: quick, typo"),
+])
+def test_bad_parameters_are_errors_not_warnings(suite_dirs, profile, overrides, message):
+    notebooks, profiles, _ = suite_dirs
+    with pytest.raises(ValueError, match=message):
+        plan_suite(profile, overrides=overrides, notebook_dir=notebooks, profile_dir=profiles)
+
+
+def test_run_writes_executed_copies_to_the_build_folder_only(suite_dirs):
+    notebooks, profiles, build = suite_dirs
+    before = {p.name: p.read_bytes() for p in notebooks.glob("*.ipynb")}
+    records = run_suite("quick", only=["01_second"], notebook_dir=notebooks, profile_dir=profiles, build_dir=build)
+    assert [r["notebook"] for r in records] == ["01_second.ipynb"]
+    executed = nbformat.read(build / "quick" / "01_second.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    assert "steps 5 quick" in printed
+    assert {p.name: p.read_bytes() for p in notebooks.glob("*.ipynb")} == before
+    assert json.loads((build / "quick" / "suite_report.json").read_text())[0]["notebook"] == "01_second.ipynb"
+
+
+@pytest.mark.parametrize("profile", ["ci", "default", "gpu"])
+def test_the_projects_profiles_fit_its_notebooks(profile):
+    plan = plan_suite(profile)
+    assert [nb.name for nb, _ in plan] == [nb.name for nb in list_notebooks()]
+    assert all(params["profile"] == profile for _, params in plan)
+    assert (PROFILE_DIR / f"{profile}.yaml").exists()
+
+
+def test_committed_notebooks_have_no_outputs():
+    for path in list_notebooks():
+        nb = nbformat.read(path, as_version=4)
+        assert not any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code"), path
+        assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1, path
