@@ -82,7 +82,7 @@ def test_full_fine_tuning_trains_every_weight():
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     script = Path(__file__).with_name("ddp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                     str(script), str(tmp_path / "two.json")], check=True, env=env, timeout=300,
                    capture_output=True)
     subprocess.run([sys.executable, str(script), str(tmp_path / "one.json")], check=True, env=env, timeout=300,
