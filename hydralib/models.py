@@ -69,7 +69,7 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "hydralib"
 
 
-def pretrained_tiny(pretrain_steps: int = 1000, seed: int = 0, batch_size: int = 32, lr: float = 1e-3,
+def pretrained_tiny(pretrain_steps: int = 1000, seed: int = 0, batch_size: int = 64, lr: float = 2e-3,
                     progress: bool = True, **overrides):
     """The tiny LLaMA pretrained on the primitive tasks for `pretrain_steps` steps (0: random weights).
 
