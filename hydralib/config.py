@@ -7,6 +7,7 @@ from dataclasses import dataclass
 METHODS = ("lora", "split", "hydra")
 GATES = ("learned", "uniform", "task")
 ROUTER_INPUTS = ("x", "Ax")
+ROUTER_LEVELS = ("token", "sequence")
 ROUTER_INITS = ("kaiming", "zeros")
 IMPLEMENTATIONS = ("fused", "loop")
 
@@ -26,6 +27,8 @@ class AdapterConfig:
     top_k:   keep only the k largest router logits (renormalised); None = dense, as in the paper.
     dropout: dropout on the adapter input, applied once (not once per head).
     router_input: "x" (the official code: router reads the layer input) or "Ax" (the paper's Eq.).
+    router_level: "token" (the official code: a gate per token) or "sequence" (one gate per sample, from
+             the mean of the prompt's states at that layer, held for all its tokens and during generation).
     router_init: "kaiming" (the official code) or "zeros" (an ablation: heads never separate).
     implementation: "fused" (default, no Python loop over heads) or "loop" (the official
              per-head algorithm, A recomputed and dropout drawn per head; a reference).
@@ -40,6 +43,7 @@ class AdapterConfig:
     top_k: int | None = None
     dropout: float = 0.0
     router_input: str = "x"
+    router_level: str = "token"
     router_init: str = "kaiming"
     implementation: str = "fused"
 
@@ -47,6 +51,7 @@ class AdapterConfig:
         _check_choice("method", self.method, METHODS)
         _check_choice("gate", self.gate, GATES)
         _check_choice("router_input", self.router_input, ROUTER_INPUTS)
+        _check_choice("router_level", self.router_level, ROUTER_LEVELS)
         _check_choice("router_init", self.router_init, ROUTER_INITS)
         _check_choice("implementation", self.implementation, IMPLEMENTATIONS)
         if self.heads is None:
@@ -64,6 +69,8 @@ class AdapterConfig:
                 raise ValueError(f"top_k applies to gate='learned' only, got gate={self.gate!r}")
             if not isinstance(self.top_k, int) or not 1 <= self.top_k <= self.heads:
                 raise ValueError(f"top_k must be an integer in 1..heads={self.heads}, got top_k={self.top_k!r}")
+        if self.router_level == "sequence" and self.gate != "learned":
+            raise ValueError(f"router_level='sequence' applies to gate='learned' only, got gate={self.gate!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got dropout={self.dropout!r}")
         if self.alpha <= 0:

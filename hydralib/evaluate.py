@@ -3,6 +3,8 @@ accuracy, multiple-choice log-likelihood (MMLU), and sandboxed HumanEval pass@1 
 from __future__ import annotations
 
 import math
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .data.formatting import IGNORE_INDEX, collate, encode_prompt, encode_row
+from .data.formatting import IGNORE_INDEX, collate, encode_prompt, encode_row, prompt_mask
 from .data.sources import extract_gsm8k_answer
 from .inject import batch_routing
 
@@ -41,7 +43,7 @@ def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact",
     for chunk in _batches(rows, batch_size):
         batch = collate([encode_row(r, tokenizer, template, max_length) for r in chunk], tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
-        with batch_routing(model, batch["component"]):
+        with batch_routing(model, batch["component"], prompt_mask(batch)):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         labels = batch["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
@@ -71,7 +73,7 @@ def generate(model, tokenizer, rows: list[dict], template: str = "compact", max_
                     "component": int(r.get("component", 0))} for r in chunk]
         batch = collate(prompts, tokenizer.pad_token_id, padding_side="left")
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        with batch_routing(model, batch["component"]):
+        with batch_routing(model, batch["component"], mask, hold=True):
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  do_sample=False, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id)
@@ -125,14 +127,18 @@ def multiple_choice_accuracy(model, tokenizer, rows: list[dict], shots: dict[str
     shots: subject -> solved dev rows (the first k_shot are used as examples)."""
     model.eval()
     device = next(model.parameters()).device
-    letter_ids = [tokenizer.encode(" " + letter, add_special_tokens=False)[-1] for letter in MMLU_LETTERS]
+    encoded = [tokenizer.encode(" " + letter, add_special_tokens=False) for letter in MMLU_LETTERS]
+    prefix = encoded[0][:-1]  # e.g. a space token for byte-level tokenizers, fed as part of the prompt
+    if any(e[:-1] != prefix for e in encoded):
+        raise ValueError(f"the tokenizer encodes the answer letters inconsistently: {encoded}")
+    letter_ids = [e[-1] for e in encoded]
     per = defaultdict(list)
     for row in rows:
         examples = (shots or {}).get(row.get("subject"), [])[:k_shot]
-        ids = tokenizer.encode(mmlu_prompt(row, examples), add_special_tokens=False)
+        ids = tokenizer.encode(mmlu_prompt(row, examples), add_special_tokens=False) + prefix
         if tokenizer.bos_token_id is not None:
             ids = [tokenizer.bos_token_id] + ids
-        with batch_routing(model, torch.tensor([int(row.get("component", 0))])):
+        with batch_routing(model, torch.tensor([int(row.get("component", 0))]), torch.ones(1, len(ids))):
             logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1]
         choice = MMLU_LETTERS[int(logits[letter_ids].argmax())]
         per[row.get("subject", _name_of(row))].append(float(choice == row["answer"]))
@@ -145,8 +151,9 @@ def humaneval_pass_at_1(problems: list[dict], completions: list[str], allow_exec
     """Fraction of problems whose completion passes its tests (one sample each: pass@1).
 
     Runs model-written code, so it refuses unless allow_execution=True; each program then runs in its
-    own Python process (isolated mode, empty temporary directory as working folder) and is killed
-    after `timeout` seconds."""
+    own Python process and session (isolated mode, an empty temporary working folder, 2 GiB of memory,
+    10 MiB files), and it and everything it started are killed after `timeout` seconds. This limits
+    accidents, it is not a security boundary: run untrusted models' code in a container."""
     if not allow_execution:
         raise PermissionError("humaneval_pass_at_1 executes generated code; pass allow_execution=True to opt in")
     if len(problems) != len(completions):
@@ -159,13 +166,25 @@ def humaneval_pass_at_1(problems: list[dict], completions: list[str], allow_exec
     return {"pass_at_1": sum(results.values()) / len(results), "passed": results}
 
 
+def _limit_resources() -> None:
+    """In the child, before exec: cap memory, CPU time and file sizes."""
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+    resource.setrlimit(resource.RLIMIT_CPU, (30, 30))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (10 << 20, 10 << 20))
+
+
 def _run_sandboxed(program: str, timeout: float) -> bool:
+    """Run in a new session (so a timeout kills every process it started), in an empty folder, with limits."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "program.py"
         path.write_text(program)
+        process = subprocess.Popen([sys.executable, "-I", str(path)], cwd=folder, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                   preexec_fn=_limit_resources)
         try:
-            done = subprocess.run([sys.executable, "-I", str(path)], cwd=folder, capture_output=True,
-                                  timeout=timeout, stdin=subprocess.DEVNULL)
+            return process.wait(timeout=timeout) == 0
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
             return False
-        return done.returncode == 0

@@ -86,13 +86,16 @@ def get_adapter_config(model: nn.Module) -> AdapterConfig:
 
 
 @contextlib.contextmanager
-def routing(model: nn.Module, task_ids=None, gate=None, record: bool = False):
+def routing(model: nn.Module, task_ids=None, gate=None, prompt_mask=None, hold: bool = False, record: bool = False):
     """Route every adapter layer from outside for the duration of the block.
 
-    task_ids: (batch,) component ids, for gate='task' (and for a 'cluster' id assigned elsewhere).
-    gate:     fixed gate weights, (heads,) for all samples or (batch, heads) per sample; overrides
-              the configured gate (a head index i is accepted too, meaning one-hot on head i).
-    record:   keep each layer's last gate in `layer.last_gate` (for routing analyses).
+    task_ids:    (batch,) component ids, for gate='task'.
+    gate:        fixed gate weights, (heads,) for all samples or (batch, heads) per sample; overrides
+                 the configured gate (a head index i is accepted too, meaning one-hot on head i).
+    prompt_mask: (batch, tokens), 1 on prompt tokens: what a sequence-level router pools.
+    hold:        a sequence-level router keeps the gate of its first call (the prompt) for later calls
+                 (the generated tokens); released when the block ends.
+    record:      keep each layer's last gate in `layer.last_gate` (for routing analyses).
     """
     layers = list(adapter_layers(model).values())
     if not layers:
@@ -108,22 +111,35 @@ def routing(model: nn.Module, task_ids=None, gate=None, record: bool = False):
         gate = torch.as_tensor(gate, dtype=torch.float32)
         if gate.shape[-1] != heads or gate.dim() > 2:
             raise ValueError(f"gate must have shape (heads,) or (batch, heads) with heads={heads}, got {tuple(gate.shape)}")
-    saved = [(l.task_ids, l.fixed_gate, l.record_gate) for l in layers]
+    # Only what this block gives is set, so an inner block (e.g. evaluation's) keeps an outer one's gate.
+    given = {"task_ids": task_ids, "fixed_gate": gate, "prompt_mask": prompt_mask,
+             "hold_gate": hold or None, "record_gate": record or None}
+    given = {name: value for name, value in given.items() if value is not None}
+    names = (*given, "held_gate")
+    saved = [tuple(getattr(layer, n) for n in names) for layer in layers]
     try:
         for layer in layers:
-            layer.task_ids, layer.fixed_gate, layer.record_gate = task_ids, gate, record
+            for name, value in given.items():
+                setattr(layer, name, value)
+            layer.held_gate = None
         yield model
     finally:
-        for layer, (ids, fixed, rec) in zip(layers, saved):
-            layer.task_ids, layer.fixed_gate, layer.record_gate = ids, fixed, rec
+        for layer, previous in zip(layers, saved):
+            for name, value in zip(names, previous):
+                setattr(layer, name, value)
 
 
-def batch_routing(model: nn.Module, component_ids):
-    """`routing(model, task_ids=component_ids)` when the model's adapters use the task gate, else nothing:
-    the one place training and evaluation decide whether a batch's component ids reach the router."""
+def batch_routing(model: nn.Module, component_ids, prompt_mask=None, hold: bool = False):
+    """What a batch must tell the adapters, and nothing when they need nothing: the component ids for the
+    task gate, the prompt mask (and hold, for generation) for a sequence-level router. The one place
+    training and evaluation decide it."""
     config = getattr(model, "hydralib_config", None) or getattr(getattr(model, "module", None), "hydralib_config", None)
-    if config is not None and config.gate == "task":
+    if config is None:
+        return contextlib.nullcontext()
+    if config.gate == "task":
         return routing(model, task_ids=component_ids)
+    if config.router_level == "sequence":
+        return routing(model, prompt_mask=prompt_mask, hold=hold)
     return contextlib.nullcontext()
 
 
@@ -153,7 +169,7 @@ def mean_gates(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.
     The gate to merge a learned router under, at the cost of its per-token choices."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    with routing(model, record=True):
+    with routing(model, prompt_mask=attention_mask, record=True):
         model(input_ids=input_ids, attention_mask=attention_mask)
         out = {}
         for name, layer in adapter_layers(model).items():
@@ -174,18 +190,24 @@ def unmerge_adapters(model: nn.Module) -> nn.Module:
 
 
 # --- identity, saving and loading ---------------------------------------------------------------
-def base_model_identity(model: nn.Module) -> dict:
-    """What a saved adapter needs its base to be: architecture, target shapes and a weight fingerprint."""
-    layers = adapter_layers(model)
+def base_model_identity(model: nn.Module, names: list[str] | None = None) -> dict:
+    """What a saved adapter needs its base to be: architecture, target shapes and a weight fingerprint.
+
+    names: the target modules (default: the model's adapter layers); they need not be wrapped yet."""
+    names = list(adapter_layers(model)) if names is None else names
     hf_config = getattr(model, "config", None)
-    fingerprint = hashlib.sha256()
-    for name, layer in layers.items():
-        weight = layer.base.weight
-        if weight.is_meta:
+    fingerprint, shapes = hashlib.sha256(), {}
+    for name in names:
+        module = model.get_submodule(name)
+        if isinstance(module, AdapterLayer):
+            if module.merged:
+                raise RuntimeError("cannot identify the base while adapters are merged; call unmerge_adapters first")
+            module = module.base
+        shapes[name] = list(linear_features(module))
+        weight = module.weight
+        if fingerprint is None or weight.is_meta:
             fingerprint = None
-            break
-        if layer.merged:
-            raise RuntimeError("cannot identify the base while adapters are merged; call unmerge_adapters first")
+            continue
         # bfloat16 of a fixed sample, so fp32 and bf16 copies of one checkpoint agree.
         sample = weight.detach().flatten()[:: max(1, weight.numel() // 4096)][:4096]
         fingerprint.update(name.encode())
@@ -194,7 +216,7 @@ def base_model_identity(model: nn.Module) -> dict:
         "architecture": type(model).__name__,
         "model_type": getattr(hf_config, "model_type", None),
         "name_or_path": getattr(hf_config, "_name_or_path", None) or getattr(hf_config, "name_or_path", None),
-        "target_shapes": {name: [layer.in_features, layer.out_features] for name, layer in layers.items()},
+        "target_shapes": shapes,
         "weight_fingerprint": None if fingerprint is None else fingerprint.hexdigest()[:16],
     }
 
@@ -236,23 +258,27 @@ def load_adapters(model: nn.Module, path, check_weights: bool = True) -> nn.Modu
         raise FileNotFoundError(f"no saved adapter in {path}: expected {CONFIG_NAME} and {WEIGHTS_NAME}")
     record = json.loads((path / CONFIG_NAME).read_text())
     saved_config = AdapterConfig.from_dict(record["adapter_config"])
+    saved_identity = dict(record["base_model"])
     if adapter_layers(model):
-        current = get_adapter_config(model)
-        diffs = _differences(saved_config.to_dict(), current.to_dict())
+        diffs = _differences(saved_config.to_dict(), get_adapter_config(model).to_dict())
         if diffs:
             raise ValueError(f"adapter in {path} was saved with another configuration: {'; '.join(diffs)}")
-    else:
-        add_adapters(model, saved_config)
-    identity = base_model_identity(model)
-    saved_identity = dict(record["base_model"])
+    names = list(saved_identity["target_shapes"])
+    modules = dict(model.named_modules())
+    missing_targets = [n for n in names if n not in modules]
+    identity = base_model_identity(model, [n for n in names if n in modules])
+    if missing_targets:
+        identity["target_shapes"].update({n: None for n in missing_targets})
     if not check_weights or saved_identity["weight_fingerprint"] is None or identity["weight_fingerprint"] is None:
         saved_identity.pop("weight_fingerprint")
         identity.pop("weight_fingerprint")
     identity.pop("name_or_path")
     saved_identity.pop("name_or_path")
     diffs = _differences(saved_identity, identity)
-    if diffs:
+    if diffs:  # checked before anything is wrapped: a refused load leaves the model as it was
         raise ValueError(f"adapter in {path} was made for another base model: {'; '.join(diffs)}")
+    if not adapter_layers(model):
+        add_adapters(model, saved_config)
     tensors = load_file(str(path / WEIGHTS_NAME))
     expected = {f"{n}.{k}": getattr(l, k) for n, l in adapter_layers(model).items()
                 for k in ("lora_A", "lora_B", "router") if getattr(l, k) is not None}

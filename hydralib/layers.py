@@ -43,7 +43,9 @@ class AdapterLayer(nn.Module):
         self.config = config
         self.in_features, self.out_features = linear_features(base)
         r, heads, num_a = config.r, config.heads, config.num_a
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        # Half-precision bases keep float32 adapters (as PEFT does): AdamW loses small updates in bf16.
+        dtype = torch.float32 if base.weight.dtype in (torch.float16, torch.bfloat16) else base.weight.dtype
+        factory = {"device": base.weight.device, "dtype": dtype}
         self.lora_A = nn.Parameter(torch.empty(num_a * r, self.in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, heads * r, **factory))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
@@ -57,9 +59,13 @@ class AdapterLayer(nn.Module):
         else:
             self.router = None
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        # Routing given from outside (see hydralib.routing): per-sample task ids or fixed gate weights.
+        # Routing given from outside (see hydralib.routing): per-sample task ids, fixed gate weights,
+        # which tokens are prompt (for a sequence-level router) and whether to hold its gate.
         self.task_ids: torch.Tensor | None = None
         self.fixed_gate: torch.Tensor | None = None
+        self.prompt_mask: torch.Tensor | None = None
+        self.hold_gate = False
+        self.held_gate: torch.Tensor | None = None
         self.last_gate: torch.Tensor | None = None
         self.record_gate = False
         self.merged_delta: torch.Tensor | None = None
@@ -91,16 +97,39 @@ class AdapterLayer(nn.Module):
             if ids.min() < 0 or ids.max() >= heads:
                 raise ValueError(f"task ids must lie in 0..{heads - 1}, got {ids.unique().tolist()}")
             g = _per_sample(F.one_hot(ids, heads).to(dtype), x.dim())
+        elif self.held_gate is not None:
+            g = self.held_gate
         else:
-            if logits is None:
-                logits = F.linear(x if self.config.router_input == "x" else h, self.router)
+            source = x if self.config.router_input == "x" else h
+            if self.config.router_level == "sequence":
+                logits = F.linear(self.pool_prompt(source), self.router).unsqueeze(1)
+            elif logits is None:
+                logits = F.linear(source, self.router)
             if self.config.top_k is not None and self.config.top_k < heads:
-                kth = logits.topk(self.config.top_k, dim=-1).values[..., -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
+                keep = torch.zeros_like(logits, dtype=torch.bool)
+                keep.scatter_(-1, logits.topk(self.config.top_k, dim=-1).indices, True)  # exactly k, ties too
+                logits = logits.masked_fill(~keep, float("-inf"))
             g = torch.softmax(logits, dim=-1, dtype=torch.float32).to(dtype)
+            if self.hold_gate and self.config.router_level == "sequence":
+                self.held_gate = g  # generation: the prompt's gate holds for every new token
         if self.record_gate:
             self.last_gate = g.detach()
         return g
+
+    def pool_prompt(self, states: torch.Tensor) -> torch.Tensor:
+        """(batch, T, features) -> (batch, features): the mean over prompt tokens (all tokens if no mask)."""
+        if states.dim() != 3:
+            raise ValueError(f"router_level='sequence' needs (batch, tokens, features) inputs, got {tuple(states.shape)}")
+        if self.prompt_mask is None:
+            if states.shape[1] == 1:
+                raise RuntimeError(
+                    "a sequence-level router got one token and no prompt gate to hold: generate through "
+                    "hydralib.evaluate.generate, or inside `with hydralib.routing(model, prompt_mask=..., hold=True):`")
+            return states.mean(1)
+        mask = self.prompt_mask.to(device=states.device, dtype=states.dtype)
+        if mask.shape != states.shape[:2]:
+            raise ValueError(f"prompt_mask has shape {tuple(mask.shape)}, the layer input {tuple(states.shape[:2])}")
+        return (states * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
 
     # --- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,8 +137,8 @@ class AdapterLayer(nn.Module):
         if self.merged:
             return result
         if self.config.implementation == "loop":
-            return result + self.loop_update(x)
-        h, logits = self.project(x)
+            return result + self.loop_update(x.to(self.lora_A.dtype)).to(result.dtype)
+        h, logits = self.project(x.to(self.lora_A.dtype))
         if self.heads > 1:
             g = self.gate(x, h, logits)
             if self.config.method == "split":
@@ -119,14 +148,15 @@ class AdapterLayer(nn.Module):
         else:
             z = h
         # One fused multiply-add: a separate scale and sum would each pass over the full-width output.
-        out = torch.addmm(result.reshape(-1, self.out_features), z.reshape(-1, z.shape[-1]), self.lora_B.t(),
-                          alpha=self.config.scaling)
+        dtype = result.dtype
+        out = torch.addmm(result.reshape(-1, self.out_features), z.reshape(-1, z.shape[-1]).to(dtype),
+                          self.lora_B.t().to(dtype), alpha=self.config.scaling)
         return out.view(result.shape)
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A drop(x), and the router logits when the router reads x: without dropout both come from
         one matrix product, so backward adds one gradient into x instead of two."""
-        if self.router is None or self.config.router_input != "x":
+        if self.router is None or self.config.router_input != "x" or self.config.router_level != "token":
             return F.linear(self.dropout(x), self.lora_A), None
         if isinstance(self.dropout, nn.Identity):
             both = F.linear(x, torch.cat([self.lora_A, self.router]))

@@ -89,6 +89,7 @@ def execute_run(spec: dict, run_dir: Path) -> dict:
         options.setdefault("progress", False)
     model, tokenizer = load_model(name, **options)
     if spec["adapter"] is not None:
+        torch.manual_seed(spec["train"]["seed"])  # adapter init must not depend on what ran before (e.g. pretraining)
         add_adapters(model, AdapterConfig.from_dict(spec["adapter"]))
     data = build_data(spec["data"])
     config = TrainConfig(**spec["train"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -33,16 +34,38 @@ def load_profile(name: str, profile_dir: Path = PROFILE_DIR) -> dict:
         known = sorted(p.stem for p in profile_dir.glob("*.yaml"))
         raise ValueError(f"unknown profile {name!r}; profiles in {profile_dir}: {', '.join(known)}")
     profile = yaml.safe_load(path.read_text()) or {}
+    for section in ("common", "notebooks"):
+        _numbers_from_exponents(profile.get(section) or {})
     unknown = sorted(set(profile) - {"common", "notebooks"})
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {unknown}; allowed: common, notebooks")
     return {"common": profile.get("common") or {}, "notebooks": profile.get("notebooks") or {}}
 
 
+def _numbers_from_exponents(values: dict) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict):
+            _numbers_from_exponents(value)
+        else:
+            values[key] = exponent_as_number(value)
+
+
 def declared_parameters(notebook: Path) -> set[str]:
     """Names assigned in the notebook's cell tagged `parameters`."""
     import papermill
     return set(papermill.inspect_notebook(str(notebook)))
+
+
+EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
+
+
+def exponent_as_number(value):
+    """2e-4 as a number: YAML 1.1 reads exponents without a dot as text."""
+    return float(value) if isinstance(value, str) and EXPONENT.fullmatch(value.strip()) else value
+
+
+def parse_value(text: str):
+    return exponent_as_number(yaml.safe_load(text))
 
 
 def parse_overrides(items: list[str]) -> tuple[dict, dict]:
@@ -52,7 +75,7 @@ def parse_overrides(items: list[str]) -> tuple[dict, dict]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r} is not of the form key=value or notebook.key=value")
-        parsed = yaml.safe_load(value)
+        parsed = parse_value(value)
         stem, dot, name = key.rpartition(".")
         if dot:
             per_notebook.setdefault(stem, {})[name] = parsed

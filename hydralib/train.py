@@ -24,10 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from .data.formatting import IGNORE_INDEX, collate, encode_row
+from .data.formatting import IGNORE_INDEX, collate, encode_row, prompt_mask
 from .inject import adapter_layers, batch_routing, save_adapters
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -123,6 +124,11 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
     """
     if not rows:
         raise ValueError("no training rows")
+    if any(layer.merged for layer in adapter_layers(model).values()):
+        raise ValueError("the adapters are merged into the base weights; call unmerge_adapters before training")
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # accelerate keeps one process-wide state; a new call may ask for another device or precision
+        AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(config.mixed_precision, config.device),
                               cpu=config.device == "cpu")
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -143,7 +149,7 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    inner = accelerator.unwrap_model(model)
+    inner = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # callers get a plain model back
 
     start_step, metrics = 0, []
     if run_dir is not None and accelerator.is_main_process:
@@ -152,7 +158,7 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
                   "adapter": adapter_config.to_dict() if has_adapters else None, "processes": world}
         (run_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
     if run_dir is not None and resume and (run_dir / CHECKPOINT_NAME).exists():
-        start_step, metrics = _load_checkpoint(run_dir, inner, optimizer, scheduler)
+        start_step, metrics = _load_checkpoint(run_dir, inner, optimizer, scheduler, config)
     accelerator.wait_for_everyone()
 
     model.train()
@@ -164,6 +170,9 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
         tick = time.perf_counter()
         global_ids = batch_indices(len(encoded), step * config.batch_size, config.batch_size, config.seed)
         global_tokens = sum(_response_tokens(encoded[i]) for i in global_ids)
+        if global_tokens == 0:
+            raise ValueError(f"step {step + 1}: the batch has no response tokens; max_length={config.max_length} "
+                             "leaves no room for the answers")
         comp_loss = torch.zeros(len(names))
         comp_tokens = torch.zeros(len(names))
         step_loss, step_tokens = 0.0, 0
@@ -171,7 +180,7 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
             first = (m * world + rank) * micro
             batch = collate([encoded[i] for i in global_ids[first:first + micro]], tokenizer.pad_token_id)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            with batch_routing(model, batch["component"]):
+            with batch_routing(model, batch["component"], prompt_mask(batch)):
                 with accelerator.autocast():
                     losses, mask = token_losses(model, batch)
                 loss = losses.sum() * world / global_tokens
@@ -191,9 +200,12 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
             raise FloatingPointError(
                 f"loss is {mean_loss} at step {step + 1}: training diverged. Try a lower lr (now {config.lr}), "
                 f"gradient clipping (max_grad_norm, now {config.max_grad_norm}) or mixed_precision='no'")
-        grad_norm = None
-        if config.max_grad_norm is not None:
-            grad_norm = float(accelerator.clip_grad_norm_(trainable, config.max_grad_norm))
+        max_norm = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
+        grad_norm = float(accelerator.clip_grad_norm_(trainable, max_norm))
+        if not math.isfinite(grad_norm):
+            raise FloatingPointError(
+                f"gradient norm is {grad_norm} at step {step + 1} (loss {mean_loss:.4g}): an overflow in backward. "
+                f"Try mixed_precision='no' or a lower lr (now {config.lr})")
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -209,7 +221,7 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
                 f.write(json.dumps(record) + "\n")
             every = config.checkpoint_every
             if (every and (step + 1) % every == 0) or step + 1 == last:
-                _save_checkpoint(run_dir, inner, optimizer, scheduler, step + 1)
+                _save_checkpoint(run_dir, inner, optimizer, scheduler, step + 1, config)
         accelerator.wait_for_everyone()
     bar.close()
     seconds = time.perf_counter() - started
@@ -235,9 +247,16 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, step: int) -> None:
+RESUME_IRRELEVANT = ("progress", "checkpoint_every")
+
+
+def _resume_settings(config: TrainConfig) -> dict:
+    return {k: v for k, v in config.to_dict().items() if k not in RESUME_IRRELEVANT}
+
+
+def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, step: int, config: TrainConfig) -> None:
     """Everything needed to continue as if never stopped; written whole, then renamed into place."""
-    state = {"step": step, "trainable": _trainable_state(model), "optimizer": optimizer.state_dict(),
+    state = {"step": step, "config": _resume_settings(config), "trainable": _trainable_state(model), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
              "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
@@ -246,8 +265,13 @@ def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, step: int) -> N
     os.replace(tmp, run_dir / CHECKPOINT_NAME)
 
 
-def _load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> tuple[int, list[dict]]:
+def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, config: TrainConfig) -> tuple[int, list[dict]]:
     state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=False)
+    saved, now = state["config"], _resume_settings(config)
+    changed = [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in sorted(now) if saved.get(k) != now[k]]
+    if changed:
+        raise ValueError(f"{run_dir / CHECKPOINT_NAME} belongs to another training configuration "
+                         f"({'; '.join(changed)}); use another run_dir, or resume=False to start over")
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in state["trainable"].items():
@@ -274,6 +298,5 @@ def _save_weights(model, run_dir: Path) -> None:
     if adapter_layers(model):
         save_adapters(model, run_dir / "adapter", overwrite=True)
     else:
-        from safetensors.torch import save_file
-        save_file({n: p.detach().contiguous().cpu() for n, p in model.state_dict().items()},
-                  str(run_dir / "model.safetensors"))
+        from safetensors.torch import save_model
+        save_model(model, str(run_dir / "model.safetensors"))  # handles tied embeddings (shared storage)

@@ -56,3 +56,16 @@ def test_humaneval_runs_only_when_allowed_and_in_a_sandbox():
     result = humaneval_pass_at_1(problems, wrong, allow_execution=True, timeout=2.0)
     assert result["pass_at_1"] == pytest.approx(1 / 3)
     assert list(result["passed"].values()) == [False, False, True]
+
+
+def test_multiple_choice_picks_the_likeliest_letter():
+    """A model whose next-token logits favour one letter scores exactly the rows with that answer."""
+    import torch
+
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    c_token = tokenizer.encode(" C", add_special_tokens=False)[-1]
+    biased = torch.zeros(model.config.vocab_size)
+    biased[c_token] = 1000.0  # far above what a random model's logits differ by
+    model.lm_head.register_forward_hook(lambda module, args, out: out + biased)
+    rows = [{"instruction": "Q?\nA. a\nB. b\nC. c\nD. d", "answer": letter, "subject": "s"} for letter in "ABCC"]
+    assert multiple_choice_accuracy(model, tokenizer, rows)["accuracy"] == 0.5

@@ -135,3 +135,26 @@ def test_merge_under_per_layer_mean_gates_equals_routing_each_layer_by_its_mean(
     merge_adapters(model, gate=gates)
     torch.testing.assert_close(model(tokens).logits, expected, atol=1e-5, rtol=1e-5)
     assert (routed - expected).abs().max() > 1e-6  # the mean gate is an approximation of per-token routing
+
+
+def test_a_refused_load_leaves_the_model_as_it_was(tmp_path):
+    save_adapters(add_adapters(small_llama(), HYDRA), tmp_path)
+    other = small_llama(hidden=32)
+    with pytest.raises(ValueError, match="another base model"):
+        load_adapters(other, tmp_path)
+    from hydralib import adapter_layers
+    assert not adapter_layers(other) and all(p.requires_grad for p in other.parameters())
+
+
+def test_nested_routing_keeps_the_outer_gate_and_restores_on_exit(tokens):
+    from hydralib import adapter_layers
+    model = randomize_b(add_adapters(small_llama(), AdapterConfig(method="hydra", r=4, heads=3, gate="task")))
+    layer = next(iter(adapter_layers(model).values()))
+    with routing(model, gate=[1.0, 0.0, 0.0]):
+        with routing(model, task_ids=torch.tensor([2, 2, 2])):
+            assert layer.fixed_gate is not None and layer.task_ids is not None
+            inner = model(tokens).logits  # the fixed gate takes precedence
+        assert layer.task_ids is None
+        outer = model(tokens).logits
+    torch.testing.assert_close(inner, outer)
+    assert layer.fixed_gate is None

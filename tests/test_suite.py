@@ -71,3 +71,11 @@ def test_committed_notebooks_have_no_outputs():
         nb = nbformat.read(path, as_version=4)
         assert not any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code"), path
         assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1, path
+
+
+def test_exponents_are_numbers_in_overrides_and_profiles(suite_dirs):
+    notebooks, profiles, _ = suite_dirs
+    (profiles / "lr.yaml").write_text("common:\n  profile: 2e-4\n")
+    plan = plan_suite("lr", overrides=["00_first.steps=1e3"], notebook_dir=notebooks, profile_dir=profiles)
+    assert plan[0][1] == {"profile": 2e-4, "steps": 1000.0}
+    assert plan[1][1] == {"profile": 2e-4}

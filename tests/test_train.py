@@ -1,5 +1,6 @@
 """The training loop: learning, resume, determinism, NaN, task routing, and two processes."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -94,3 +95,36 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     for a, b in zip(two["losses"], one["losses"]):
         assert a == pytest.approx(b, rel=1e-4)
     assert two["weight_sum"] == pytest.approx(one["weight_sum"], rel=1e-4)
+
+
+def test_sequence_router_trains_evaluates_and_generates():
+    result, tokenizer = small_run(steps=3, adapter=AdapterConfig(method="hydra", r=4, heads=3,
+                                                                 router_level="sequence"))
+    loss = evaluate_loss(result.model, tokenizer, CORPUS["test"])
+    generated = evaluate_generation(result.model, tokenizer, CORPUS["test"][:4], max_new_tokens=4)
+    assert math.isfinite(loss["loss"]) and len(generated["generations"]) == 4
+    assert all(layer.held_gate is None for layer in adapter_layers(result.model).values())
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):
+    small_run(tmp_path, steps=10, stop_at=5)
+    with pytest.raises(ValueError, match="another training configuration .*steps: checkpoint 10, now 12"):
+        small_run(tmp_path, steps=12)
+
+
+def test_training_refuses_merged_adapters():
+    from hydralib import merge_adapters
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    merge_adapters(add_adapters(model, AdapterConfig(method="lora", r=4)))
+    with pytest.raises(ValueError, match="unmerge_adapters before training"):
+        train(model, tokenizer, CORPUS["train"], TrainConfig(steps=1, batch_size=4, progress=False))
+
+
+def test_full_fine_tuning_of_a_tied_embedding_model_saves(tmp_path):
+    from conftest import small_gpt2  # GPT-2 ties its input and output embeddings
+    from hydralib.models import build_byte_tokenizer
+    tokenizer = build_byte_tokenizer()
+    model = small_gpt2()
+    model.resize_token_embeddings(len(tokenizer))
+    train(model, tokenizer, CORPUS["train"], TrainConfig(steps=1, batch_size=4, progress=False), tmp_path)
+    assert (tmp_path / "model.safetensors").stat().st_size > 0

@@ -68,3 +68,8 @@ def collate(examples: list[dict], pad_token_id: int, padding_side: str = "right"
         "labels": torch.tensor(labels, dtype=torch.long),
         "component": torch.tensor([e.get("component", 0) for e in examples], dtype=torch.long),
     }
+
+
+def prompt_mask(batch: dict) -> torch.Tensor:
+    """1 on the real tokens before the response: what a sequence-level router may look at."""
+    return batch["attention_mask"] * (batch["labels"] == IGNORE_INDEX)
