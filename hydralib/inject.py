@@ -63,17 +63,23 @@ def _describe_linear_modules(model: nn.Module) -> str:
     return f"The model's linear modules ({len(names)}) are: {', '.join(patterns)}"
 
 
-def add_adapters(model: nn.Module, config: AdapterConfig) -> nn.Module:
-    """Freeze every base parameter and wrap each target in an AdapterLayer; returns the same model."""
+def add_adapters(model: nn.Module, config: AdapterConfig, seed: int | None = None) -> nn.Module:
+    """Freeze every base parameter and wrap each target in an AdapterLayer; returns the same model.
+
+    seed: draw the initial A and router weights from this seed (without touching the global random
+    state), so they do not depend on what ran before; None draws from the global state."""
     if adapter_layers(model):
         raise ValueError("this model already has adapters; load_adapters or build a fresh model")
     names = find_targets(model, config.targets)
     for p in model.parameters():
         p.requires_grad_(False)
-    for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, AdapterLayer(getattr(parent, child), config))
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        for name in names:
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, AdapterLayer(getattr(parent, child), config))
     model.hydralib_config = config
     return model
 

@@ -89,8 +89,8 @@ def execute_run(spec: dict, run_dir: Path) -> dict:
         options.setdefault("progress", False)
     model, tokenizer = load_model(name, **options)
     if spec["adapter"] is not None:
-        torch.manual_seed(spec["train"]["seed"])  # adapter init must not depend on what ran before (e.g. pretraining)
-        add_adapters(model, AdapterConfig.from_dict(spec["adapter"]))
+        # the initial adapters must not depend on what ran before in the process (e.g. a pretraining)
+        add_adapters(model, AdapterConfig.from_dict(spec["adapter"]), seed=spec["train"]["seed"])
     data = build_data(spec["data"])
     config = TrainConfig(**spec["train"])
     result = train(model, tokenizer, data["train"], config, run_dir, run_record={"spec": spec})

@@ -158,7 +158,8 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
                   "adapter": adapter_config.to_dict() if has_adapters else None, "processes": world}
         (run_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
     if run_dir is not None and resume and (run_dir / CHECKPOINT_NAME).exists():
-        start_step, metrics = _load_checkpoint(run_dir, inner, optimizer, scheduler, config)
+        start_step, metrics = _load_checkpoint(run_dir, inner, optimizer, scheduler, config,
+                                               accelerator.is_main_process)
     accelerator.wait_for_everyone()
 
     model.train()
@@ -265,7 +266,8 @@ def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, step: int, conf
     os.replace(tmp, run_dir / CHECKPOINT_NAME)
 
 
-def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, config: TrainConfig) -> tuple[int, list[dict]]:
+def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, config: TrainConfig,
+                     main_process: bool = True) -> tuple[int, list[dict]]:
     state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=False)
     saved, now = state["config"], _resume_settings(config)
     changed = [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in sorted(now) if saved.get(k) != now[k]]
@@ -289,7 +291,8 @@ def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, config: TrainCo
     if path.exists():  # lines written after the checkpoint belong to work that will be redone
         metrics = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         metrics = [m for m in metrics if m["step"] <= step]
-        path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
+        if main_process:
+            path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
     return step, metrics
 
 

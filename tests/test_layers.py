@@ -203,3 +203,14 @@ def test_add_adapters_freezes_the_base():
     model = randomize_b(add_adapters(small_llama(), AdapterConfig()))
     trainable = {n.rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"lora_A", "lora_B", "router"}
+
+
+def test_seeded_adapters_do_not_depend_on_or_touch_the_global_random_state():
+    first = add_adapters(small_llama(), AdapterConfig(), seed=3)
+    base = small_llama()
+    torch.randn(1000)  # e.g. a pretraining ran in between
+    state = torch.get_rng_state()
+    second = add_adapters(base, AdapterConfig(), seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    for (name, a), (_, b) in zip(adapter_layers(first).items(), adapter_layers(second).items()):
+        assert torch.equal(a.lora_A, b.lora_A) and torch.equal(a.router, b.router), name

@@ -83,11 +83,11 @@ def test_full_fine_tuning_trains_every_weight():
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     script = Path(__file__).with_name("ddp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                    str(script), str(tmp_path / "two.json")], check=True, env=env, timeout=300,
-                   capture_output=True)
-    subprocess.run([sys.executable, str(script), str(tmp_path / "one.json")], check=True, env=env, timeout=300,
-                   capture_output=True)
+    for command, out in ((["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"], "two.json"),
+                         ([], "one.json")):
+        done = subprocess.run([sys.executable, *command, str(script), str(tmp_path / out)], env=env, timeout=300,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
     two = json.loads((tmp_path / "two.json").read_text())
     one = json.loads((tmp_path / "one.json").read_text())
     assert two["processes"] == 2 and one["processes"] == 1
