@@ -164,7 +164,7 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
 
     model.train()
     last = config.steps if stop_at is None else min(stop_at, config.steps)
-    bar = tqdm(range(start_step, last), initial=start_step, total=config.steps, desc="train",
+    bar = tqdm(range(start_step, last), initial=start_step, total=config.steps, desc="train", mininterval=5.0,
                disable=not (config.progress and accelerator.is_main_process))
     started = time.perf_counter()
     for step in bar:
