@@ -152,14 +152,14 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
     inner = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # callers get a plain model back
 
     start_step, metrics = 0, []
-    if run_dir is not None and accelerator.is_main_process:
+    if run_dir is not None and resume and (run_dir / CHECKPOINT_NAME).exists():
+        start_step, metrics = _load_checkpoint(run_dir, inner, optimizer, scheduler, config,
+                                               accelerator.is_main_process)
+    if run_dir is not None and accelerator.is_main_process:  # after the check: a refused resume changes nothing
         run_dir.mkdir(parents=True, exist_ok=True)
         record = {"train": config.to_dict(), **(run_record or {}),
                   "adapter": adapter_config.to_dict() if has_adapters else None, "processes": world}
         (run_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
-    if run_dir is not None and resume and (run_dir / CHECKPOINT_NAME).exists():
-        start_step, metrics = _load_checkpoint(run_dir, inner, optimizer, scheduler, config,
-                                               accelerator.is_main_process)
     accelerator.wait_for_everyone()
 
     model.train()

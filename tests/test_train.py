@@ -110,6 +110,7 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):
     small_run(tmp_path, steps=10, stop_at=5)
     with pytest.raises(ValueError, match="another training configuration .*steps: checkpoint 10, now 12"):
         small_run(tmp_path, steps=12)
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["steps"] == 10  # left as it was
 
 
 def test_training_refuses_merged_adapters():
