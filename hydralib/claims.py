@@ -1,0 +1,62 @@
+"""Verdicts on the paper's claims, from what we measured over seeds, gathered into one table.
+
+A claim "A beats B" is *held* when mean(A) - mean(B) exceeds the spread of that difference
+(the standard deviations over seeds, combined), *not held* when it is that far the other way,
+and *inconclusive* in between. The paper's own figure is recorded beside ours, never instead of it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+VERDICT_NAME = "verdicts.json"
+
+
+def mean_and_spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    if not values:
+        raise ValueError("no values to summarise")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def compare(better: list[float], worse: list[float]) -> dict:
+    """Is `better` above `worse`? The difference of means against the combined spread."""
+    mean_a, sd_a = mean_and_spread(better)
+    mean_b, sd_b = mean_and_spread(worse)
+    difference, spread = mean_a - mean_b, math.hypot(sd_a, sd_b)
+    if difference > spread:
+        verdict = "held"
+    elif difference < -spread:
+        verdict = "not held"
+    else:
+        verdict = "inconclusive"
+    return {"ours": difference, "spread": spread, "verdict": verdict, "better_mean": mean_a, "worse_mean": mean_b,
+            "seeds": min(len(better), len(worse))}
+
+
+def record_verdict(folder, notebook: str, claim: str, result: dict, paper: str = "") -> dict:
+    """Add one verdict (from compare) to folder/verdicts.json, replacing an earlier one for the same claim."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / VERDICT_NAME
+    records = json.loads(path.read_text()) if path.exists() else []
+    entry = {"notebook": notebook, "claim": claim, "paper": paper, **result}
+    records = [r for r in records if not (r["notebook"] == notebook and r["claim"] == claim)] + [entry]
+    path.write_text(json.dumps(records, indent=2))
+    return entry
+
+
+def claims_table(folders) -> str:
+    """A markdown table of every verdict found in the given folders (one row per claim)."""
+    rows = []
+    for folder in folders:
+        path = Path(folder) / VERDICT_NAME
+        if path.exists():
+            rows += json.loads(path.read_text())
+    lines = ["| notebook | claim | the paper | ours (difference) | spread | seeds | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['notebook']} | {r['claim']} | {r['paper']} | {r['ours']:+.3f} | {r['spread']:.3f} | "
+              f"{r['seeds']} | {r['verdict']} |" for r in rows]
+    return "\n".join(lines) + "\n"
