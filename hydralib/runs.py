@@ -187,12 +187,28 @@ def _worker(args) -> dict:
     return RunStore(root).run(spec)
 
 
+def _prepare_models(specs: list[dict]) -> None:
+    """Build each distinct base once here, with all threads, before one-thread workers would each wait for it
+    (a tiny base is pretrained and cached on first use)."""
+    from .models import load_model
+    seen = []
+    for spec in specs:
+        model = normalise_spec(spec)["model"]
+        if model not in seen:
+            seen.append(model)
+            options = dict(model)
+            name = options.pop("name")
+            if name == "tiny":
+                load_model(name, **{"progress": False, **options})
+
+
 def run_many(specs: list[dict], store: RunStore, processes: int = 2, threads_per_process: int = 1) -> list[dict]:
     """Results of every spec, in order; unfinished ones trained in `processes` parallel processes."""
     for spec in specs:
         normalise_spec(spec)  # refuse a bad spec before starting anything
     pending = [s for s in specs if store.get(s) is None]
     if processes > 1 and len(pending) > 1:
+        _prepare_models(pending)
         with ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn")) as pool:
             list(pool.map(_worker, [(str(store.root), s, threads_per_process) for s in pending]))
     return [store.run(s) for s in specs]
