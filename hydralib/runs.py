@@ -77,17 +77,22 @@ def build_data(data: dict) -> dict:
     return builders[data["kind"]](**options)
 
 
+def load_spec_model(model: dict):
+    """(model, tokenizer) for a spec's model entry: {'name': ..., options}; no progress bars in runs."""
+    from .models import load_model
+    options = dict(model)
+    name = options.pop("name")
+    if name == "tiny":
+        options.setdefault("progress", False)
+    return load_model(name, **options)
+
+
 def execute_run(spec: dict, run_dir: Path) -> dict:
     """Build model and data from the spec, train (resuming a checkpoint in run_dir), evaluate; the results."""
     from .evaluate import evaluate_generation, evaluate_loss
     from .inject import add_adapters, count_parameters
-    from .models import load_model
     spec = normalise_spec(spec)
-    options = dict(spec["model"])
-    name = options.pop("name")
-    if name == "tiny":
-        options.setdefault("progress", False)
-    model, tokenizer = load_model(name, **options)
+    model, tokenizer = load_spec_model(spec["model"])
     if spec["adapter"] is not None:
         # the initial adapters must not depend on what ran before in the process (e.g. a pretraining)
         add_adapters(model, AdapterConfig.from_dict(spec["adapter"]), seed=spec["train"]["seed"])
@@ -190,16 +195,12 @@ def _worker(args) -> dict:
 def _prepare_models(specs: list[dict]) -> None:
     """Build each distinct base once here, with all threads, before one-thread workers would each wait for it
     (a tiny base is pretrained and cached on first use)."""
-    from .models import load_model
     seen = []
     for spec in specs:
         model = normalise_spec(spec)["model"]
-        if model not in seen:
+        if model not in seen and model["name"] == "tiny":
             seen.append(model)
-            options = dict(model)
-            name = options.pop("name")
-            if name == "tiny":
-                load_model(name, **{"progress": False, **options})
+            load_spec_model(model)
 
 
 def run_many(specs: list[dict], store: RunStore, processes: int = 2, threads_per_process: int = 1) -> list[dict]:
