@@ -1,6 +1,4 @@
 """Saving, loading, merging and counting adapters."""
-import copy
-
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
