@@ -15,6 +15,7 @@ removed and run again.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ import torch
 from filelock import FileLock
 
 from .config import AdapterConfig
+from .models import source_fingerprint
 from .train import TrainConfig, train
 
 DONE_NAME = "done.json"
@@ -34,14 +36,11 @@ RESULTS_NAME = "results.json"
 SPEC_KEYS = ("model", "data", "adapter", "train", "eval")
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """A hash of every hydralib source file: a change to the library retrains what it could affect."""
+    """A hash of every hydralib source file (read once per process): a library change retrains what it could affect."""
     root = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
+    return source_fingerprint(*(str(p.relative_to(root)) for p in sorted(root.rglob("*.py"))))
 
 
 def normalise_spec(spec: dict) -> dict:
