@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 
 METHODS = ("lora", "split", "hydra")
-GATES = ("learned", "uniform", "task")
+GATES = ("learned", "uniform", "task", "cluster")
 ROUTER_INPUTS = ("x", "Ax")
 ROUTER_LEVELS = ("token", "sequence")
 ROUTER_INITS = ("kaiming", "zeros")
@@ -23,7 +23,9 @@ class AdapterConfig:
     targets: module-name suffixes (a list), one full-match regex (a string), or "all-linear"
              (every nn.Linear / Conv1D but the LM head).
     gate:    "learned" (softmax router, no bias), "uniform" (1/N each, the paper's "w/o gate"),
-             "task" (one-hot oracle from a per-sample component id given with the batch).
+             "task" (one-hot oracle from a per-sample component id given with the batch),
+             "cluster" (one-hot from the sample's k-means cluster of its prompt, fitted on the training
+             prompts, nearest centroid at inference: no labels needed; see hydralib.clustering).
     top_k:   keep only the k largest router logits (renormalised); None = dense, as in the paper.
     dropout: dropout on the adapter input, applied once (not once per head).
     router_input: "x" (the official code: router reads the layer input) or "Ax" (the paper's Eq.).

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .data.formatting import IGNORE_INDEX, collate, encode_prompt, encode_row, prompt_mask
+from .data.formatting import IGNORE_INDEX, collate, encode_prompt, encode_row, prompt_mask, routing_fields
 from .data.sources import extract_gsm8k_answer
 from .inject import batch_routing
 
@@ -43,7 +43,7 @@ def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact",
     for chunk in _batches(rows, batch_size):
         batch = collate([encode_row(r, tokenizer, template, max_length) for r in chunk], tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
-        with batch_routing(model, batch["component"], prompt_mask(batch)):
+        with batch_routing(model, batch["route"], prompt_mask(batch)):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         labels = batch["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
@@ -69,11 +69,11 @@ def generate(model, tokenizer, rows: list[dict], template: str = "compact", max_
     device = next(model.parameters()).device
     outputs = []
     for chunk in _batches(rows, batch_size):
-        prompts = [{"input_ids": encode_prompt(r, tokenizer, template, max_length),
-                    "component": int(r.get("component", 0))} for r in chunk]
+        prompts = [{"input_ids": encode_prompt(r, tokenizer, template, max_length), **routing_fields(r)}
+                   for r in chunk]
         batch = collate(prompts, tokenizer.pad_token_id, padding_side="left")
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        with batch_routing(model, batch["component"], mask, hold=True):
+        with batch_routing(model, batch["route"], mask, hold=True):
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  do_sample=False, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id)
@@ -138,7 +138,7 @@ def multiple_choice_accuracy(model, tokenizer, rows: list[dict], shots: dict[str
         ids = tokenizer.encode(mmlu_prompt(row, examples), add_special_tokens=False) + prefix
         if tokenizer.bos_token_id is not None:
             ids = [tokenizer.bos_token_id] + ids
-        with batch_routing(model, torch.tensor([int(row.get("component", 0))]), torch.ones(1, len(ids))):
+        with batch_routing(model, torch.tensor([routing_fields(row)["route"]]), torch.ones(1, len(ids))):
             logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1]
         choice = MMLU_LETTERS[int(logits[letter_ids].argmax())]
         per[row.get("subject", _name_of(row))].append(float(choice == row["answer"]))

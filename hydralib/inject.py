@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -101,7 +102,8 @@ def routing(model: nn.Module, task_ids=None, gate=None, prompt_mask=None, hold: 
     prompt_mask: (batch, tokens), 1 on prompt tokens: what a sequence-level router pools.
     hold:        a sequence-level router keeps the gate of its first call (the prompt) for later calls
                  (the generated tokens); released when the block ends.
-    record:      keep each layer's last gate in `layer.last_gate` (for routing analyses).
+    record:      keep each layer's last gate in `layer.last_gate` (for routing analyses); "graph" keeps
+                 it attached to the autograd graph (for a training loss on the gates).
     """
     layers = list(adapter_layers(model).values())
     if not layers:
@@ -135,15 +137,15 @@ def routing(model: nn.Module, task_ids=None, gate=None, prompt_mask=None, hold: 
                 setattr(layer, name, value)
 
 
-def batch_routing(model: nn.Module, component_ids, prompt_mask=None, hold: bool = False):
-    """What a batch must tell the adapters, and nothing when they need nothing: the component ids for the
-    task gate, the prompt mask (and hold, for generation) for a sequence-level router. The one place
+def batch_routing(model: nn.Module, route_ids, prompt_mask=None, hold: bool = False):
+    """What a batch must tell the adapters, and nothing when they need nothing: each sample's head (its
+    component or cluster) for a task or cluster gate, the prompt mask (and hold, for generation) for a sequence-level router. The one place
     training and evaluation decide it."""
     config = getattr(model, "hydralib_config", None) or getattr(getattr(model, "module", None), "hydralib_config", None)
     if config is None:
         return contextlib.nullcontext()
-    if config.gate == "task":
-        return routing(model, task_ids=component_ids)
+    if config.gate in ("task", "cluster"):
+        return routing(model, task_ids=route_ids)
     if config.router_level == "sequence":
         return routing(model, prompt_mask=prompt_mask, hold=hold)
     return contextlib.nullcontext()
@@ -186,6 +188,32 @@ def mean_gates(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.
             out[name] = g.reshape(-1, layer.heads).mean(0).cpu()
             layer.last_gate = None
     return out
+
+
+def router_statistics(model: nn.Module, attention_mask: torch.Tensor) -> dict:
+    """What the gates recorded by the last forward (inside `routing(model, record=...)`) did, over real tokens:
+
+    balance_loss: the Switch Transformer load-balancing loss N * sum_i f_i P_i (f_i: share of tokens whose
+                  largest gate is head i, P_i: mean gate of head i), averaged over layers; 1 when balanced,
+                  N when one head takes all; differentiable if the gates were recorded with record="graph".
+    entropy:      mean gate entropy in nats (0: one head per token, log N: uniform).
+    usage:        (heads,) mean gate per head, averaged over layers."""
+    losses, entropies, usages = [], [], []
+    for layer in adapter_layers(model).values():
+        g = layer.last_gate
+        if g is None:
+            raise RuntimeError("no recorded gates: run the model inside `with hydralib.routing(model, record=True):`")
+        batch = attention_mask.shape[0]
+        g = g.float().expand(batch, 1, -1) if g.dim() == 1 else g.float().reshape(batch, -1, layer.heads)
+        weights = (attention_mask.to(g.device).float() if g.shape[1] > 1 else torch.ones(g.shape[0], 1, device=g.device))
+        weights = weights.unsqueeze(-1) / weights.sum()
+        mean_gate = (g * weights).sum((0, 1))
+        top_share = (F.one_hot(g.detach().argmax(-1), layer.heads).float() * weights).sum((0, 1))
+        losses.append(layer.heads * (top_share * mean_gate).sum())
+        entropies.append(-(g.detach() * g.detach().clamp_min(1e-12).log()).sum(-1, keepdim=True).mul(weights).sum())
+        usages.append(mean_gate.detach())
+    return {"balance_loss": torch.stack(losses).mean(), "entropy": torch.stack(entropies).mean().item(),
+            "usage": torch.stack(usages).mean(0).cpu()}
 
 
 def unmerge_adapters(model: nn.Module) -> nn.Module:

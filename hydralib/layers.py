@@ -88,14 +88,14 @@ class AdapterLayer(nn.Module):
             g = weights if weights.dim() == 1 else _per_sample(weights, x.dim())
         elif self.config.gate == "uniform":
             g = torch.full((heads,), 1.0 / heads, device=x.device, dtype=dtype)
-        elif self.config.gate == "task":
+        elif self.config.gate in ("task", "cluster"):
             if self.task_ids is None:
                 raise RuntimeError(
-                    "gate='task' needs the component id of every sample: run the model inside "
-                    "`with hydralib.routing(model, task_ids=ids):` (ids: LongTensor of shape (batch,))")
+                    f"gate={self.config.gate!r} needs the head of every sample (its component or cluster): run the "
+                    "model inside `with hydralib.routing(model, task_ids=ids):` (ids: LongTensor of shape (batch,))")
             ids = self.task_ids.to(x.device)
             if ids.min() < 0 or ids.max() >= heads:
-                raise ValueError(f"task ids must lie in 0..{heads - 1}, got {ids.unique().tolist()}")
+                raise ValueError(f"task/cluster ids must lie in 0..{heads - 1}, got {ids.unique().tolist()}")
             g = _per_sample(F.one_hot(ids, heads).to(dtype), x.dim())
         elif self.held_gate is not None:
             g = self.held_gate
@@ -113,7 +113,7 @@ class AdapterLayer(nn.Module):
             if self.hold_gate and self.config.router_level == "sequence":
                 self.held_gate = g  # generation: the prompt's gate holds for every new token
         if self.record_gate:
-            self.last_gate = g.detach()
+            self.last_gate = g if self.record_gate == "graph" else g.detach()
         return g
 
     def pool_prompt(self, states: torch.Tensor) -> torch.Tensor:

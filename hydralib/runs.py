@@ -3,7 +3,8 @@
 A run is a spec, a plain dict that says everything that determines its result:
 
     {"model": {"name": "tiny", "pretrain_steps": 1000},
-     "data": {"kind": "synthetic", "n_components": 8, "conflict": 1.0, "n_train": 2000, "n_test": 400, "seed": 0},
+     "data": {"kind": "synthetic", "n_components": 8, "conflict": 1.0, "n_train": 2000, "n_test": 400, "seed": 0,
+              "cluster_features": "tfidf"},          # (optional) what a cluster gate clusters
      "adapter": {"method": "hydra", "r": 8, ...} or None (full fine-tuning),
      "train": {"steps": 300, "batch_size": 32, "lr": 1e-3, "seed": 0, ...},
      "eval": {"max_new_tokens": 16, "n_test": 400}}
@@ -69,11 +70,31 @@ def run_key(spec: dict) -> str:
 def build_data(data: dict) -> dict:
     """{'train', 'test', 'components'} for a data spec; kinds: 'synthetic', 'primitives'."""
     from .data.synthetic import make_corpus, make_primitive_corpus
-    options = {k: v for k, v in data.items() if k != "kind"}
+    options = {k: v for k, v in data.items() if k not in ("kind", "cluster_features")}
     builders = {"synthetic": make_corpus, "primitives": make_primitive_corpus}
     if data.get("kind") not in builders:
         raise ValueError(f"unknown data kind {data.get('kind')!r}; allowed: {', '.join(builders)}")
     return builders[data["kind"]](**options)
+
+
+def route_rows(data: dict, adapter: dict | None, features: str, seed: int, template: str) -> tuple[dict, dict]:
+    """The data with each row's head for a task or cluster gate, and what the routing found.
+
+    task: the true component; with fewer heads than components, component c shares head c mod heads
+    (an oracle that still mixes components: which ones share a head is fixed, not chosen).
+    cluster: the k-means cluster (k = heads) of the row's prompt, fitted on the training prompts;
+    test rows go to the nearest centroid, so no labels are used."""
+    if adapter is None or adapter["gate"] not in ("task", "cluster"):
+        return data, {}
+    heads = adapter["heads"]
+    if adapter["gate"] == "task":
+        def with_route(rows):
+            return [{**r, "route": int(r.get("component", 0)) % heads} for r in rows]
+        return {**data, "train": with_route(data["train"]), "test": with_route(data["test"])}, {}
+    from .clustering import assign_routes
+    train, test, info = assign_routes(data["train"], data["test"], k=heads, features=features, seed=seed,
+                                      template=template)
+    return {**data, "train": train, "test": test}, {"clusters": info}
 
 
 def load_spec_model(model: dict):
@@ -95,8 +116,9 @@ def execute_run(spec: dict, run_dir: Path) -> dict:
     if spec["adapter"] is not None:
         # the initial adapters must not depend on what ran before in the process (e.g. a pretraining)
         add_adapters(model, AdapterConfig.from_dict(spec["adapter"]), seed=spec["train"]["seed"])
-    data = build_data(spec["data"])
     config = TrainConfig(**spec["train"])
+    data, routes = route_rows(build_data(spec["data"]), spec["adapter"], spec["data"].get("cluster_features", "tfidf"),
+                              config.seed, config.template)
     result = train(model, tokenizer, data["train"], config, run_dir, run_record={"spec": spec})
     evaluation = spec["eval"]
     test = data["test"][:evaluation.get("n_test", len(data["test"]))]
@@ -116,6 +138,7 @@ def execute_run(spec: dict, run_dir: Path) -> dict:
         "exact_match": generation["exact_match"],
         "exact_match_per_component": generation["per_component"],
         "generations": generation["generations"],
+        **routes,
     }
 
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from .data.formatting import IGNORE_INDEX, collate, encode_row, prompt_mask
-from .inject import adapter_layers, batch_routing, save_adapters
+from .inject import adapter_layers, batch_routing, router_statistics, routing, save_adapters
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -39,7 +39,9 @@ METRICS_NAME = "metrics.jsonl"
 class TrainConfig:
     """How to train. Defaults follow the paper's scripts (lr 2e-4, cosine, 3 % warm-up).
 
-    batch_size is the global batch per optimizer step, summed over processes and accumulation."""
+    batch_size is the global batch per optimizer step, summed over processes and accumulation.
+    balance_weight: weight of a load-balancing loss on learned routers (see inject.router_statistics);
+    0, as in the paper, adds none."""
 
     steps: int = 300
     batch_size: int = 32
@@ -54,6 +56,7 @@ class TrainConfig:
     mixed_precision: str = "auto"
     device: str = "auto"
     checkpoint_every: int = 0
+    balance_weight: float = 0.0
     progress: bool = True
 
     def __post_init__(self):
@@ -62,6 +65,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.balance_weight < 0:
+            raise ValueError(f"balance_weight must be >= 0, got {self.balance_weight}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"unknown mixed_precision {self.mixed_precision!r}; allowed: auto, no, bf16, fp16")
         if self.device not in ("auto", "cpu"):
@@ -142,6 +147,11 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
     if not has_adapters:
         model.requires_grad_(True)
     adapter_config = getattr(model, "hydralib_config", None)
+    routed = has_adapters and adapter_config.gate == "learned" and adapter_config.heads > 1
+    if config.balance_weight and not routed:
+        raise ValueError(f"balance_weight={config.balance_weight} needs a learned router with heads > 1; "
+                         f"this model has {adapter_config.to_dict() if has_adapters else 'no adapters'}")
+    record_gates = ("graph" if config.balance_weight else True) if routed else False
     names = _component_names(rows)
 
     encoded = [encode_row(r, tokenizer, config.template, config.max_length) for r in rows]
@@ -176,15 +186,20 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
                              "leaves no room for the answers")
         comp_loss = torch.zeros(len(names))
         comp_tokens = torch.zeros(len(names))
-        step_loss, step_tokens = 0.0, 0
+        step_loss, step_tokens, gate_stats = 0.0, 0, []
         for m in range(config.grad_accum):
             first = (m * world + rank) * micro
             batch = collate([encoded[i] for i in global_ids[first:first + micro]], tokenizer.pad_token_id)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            with batch_routing(model, batch["component"], prompt_mask(batch)):
+            with batch_routing(model, batch["route"], prompt_mask(batch)), \
+                    routing(inner, record=record_gates) if routed else contextlib.nullcontext():
                 with accelerator.autocast():
                     losses, mask = token_losses(model, batch)
                 loss = losses.sum() * world / global_tokens
+                if routed:
+                    stats = router_statistics(inner, batch["attention_mask"])
+                    loss = loss + config.balance_weight * stats["balance_loss"] / config.grad_accum
+                    gate_stats.append(stats)
                 sync = m == config.grad_accum - 1
                 with contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(model):
                     accelerator.backward(loss)
@@ -215,6 +230,10 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
                   "tokens_per_s": totals[1].item() / seconds, "grad_norm": grad_norm,
                   "component_loss": {names[c]: (comp[0, c] / comp[1, c]).item()
                                      for c in range(len(names)) if comp[1, c] > 0}}
+        if gate_stats:  # this process's micro-batches: how the learned routers spread the tokens
+            record.update(gate_entropy=sum(s["entropy"] for s in gate_stats) / len(gate_stats),
+                          balance_loss=sum(s["balance_loss"].item() for s in gate_stats) / len(gate_stats),
+                          head_usage=(sum(s["usage"] for s in gate_stats) / len(gate_stats)).tolist())
         metrics.append(record)
         bar.set_postfix(loss=f"{mean_loss:.4f}")
         if run_dir is not None and accelerator.is_main_process:

@@ -1,9 +1,11 @@
 """Saving, loading, merging and counting adapters."""
+import math
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from hydralib import (AdapterConfig, add_adapters, count_parameters, load_adapters, merge_adapters, routing,
+from hydralib import (AdapterConfig, adapter_layers, add_adapters, count_parameters, load_adapters, merge_adapters, routing,
                       save_adapters, unmerge_adapters)
 from conftest import randomize_b, small_gpt2, small_llama
 
@@ -156,3 +158,30 @@ def test_nested_routing_keeps_the_outer_gate_and_restores_on_exit(tokens):
         outer = model(tokens).logits
     torch.testing.assert_close(inner, outer)
     assert layer.fixed_gate is None
+
+
+def test_router_statistics_read_balance_entropy_and_usage_from_recorded_gates(tokens):
+    from hydralib.inject import router_statistics
+    model = add_adapters(small_llama(), AdapterConfig(method="hydra", r=4, heads=4))
+    mask = torch.ones_like(tokens)
+    with routing(model, gate=torch.full((4,), 0.25), record=True):
+        model(input_ids=tokens)
+        uniform = router_statistics(model, mask)
+    with routing(model, gate=2, record=True):
+        model(input_ids=tokens)
+        one_head = router_statistics(model, mask)
+    assert uniform["entropy"] == pytest.approx(math.log(4), abs=1e-5)
+    assert one_head["entropy"] == pytest.approx(0.0, abs=1e-5) and one_head["balance_loss"].item() == pytest.approx(4.0)
+    assert one_head["usage"].tolist() == [0.0, 0.0, 1.0, 0.0]
+    with pytest.raises(RuntimeError, match="no recorded gates"):
+        router_statistics(add_adapters(small_llama(), AdapterConfig(method="hydra", r=4, heads=4)), mask)
+
+
+def test_gates_recorded_with_graph_carry_gradients_to_the_router(tokens):
+    from hydralib.inject import router_statistics
+    model = add_adapters(small_llama(), AdapterConfig(method="hydra", r=4, heads=3))
+    with routing(model, record="graph"):
+        model(input_ids=tokens)
+        router_statistics(model, torch.ones_like(tokens))["balance_loss"].backward()
+    assert all(layer.router.grad is not None and layer.router.grad.abs().max() > 0
+               for layer in adapter_layers(model).values())

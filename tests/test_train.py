@@ -129,3 +129,27 @@ def test_full_fine_tuning_of_a_tied_embedding_model_saves(tmp_path):
     model.resize_token_embeddings(len(tokenizer))
     train(model, tokenizer, CORPUS["train"], TrainConfig(steps=1, batch_size=4, progress=False), tmp_path)
     assert (tmp_path / "model.safetensors").stat().st_size > 0
+
+
+def test_learned_router_logs_gate_statistics_and_a_balance_loss_evens_head_usage():
+    hydra = AdapterConfig(method="hydra", r=4, heads=3, router_init="kaiming")
+    plain, _ = small_run(steps=6, adapter=hydra)
+    balanced, _ = small_run(steps=6, adapter=hydra, config={"balance_weight": 5.0})
+    first = plain.metrics[0]
+    assert 0 <= first["gate_entropy"] <= math.log(3) + 1e-6
+    assert sum(first["head_usage"]) == pytest.approx(1.0, abs=1e-5) and 1.0 <= first["balance_loss"] <= 3.0
+    assert balanced.metrics[-1]["balance_loss"] < plain.metrics[-1]["balance_loss"]
+
+
+def test_balance_weight_without_a_learned_router_is_refused():
+    with pytest.raises(ValueError, match="balance_weight=1.0 needs a learned router"):
+        small_run(steps=1, adapter=AdapterConfig(method="lora", r=4), config={"balance_weight": 1.0})
+
+
+def test_rows_route_to_their_own_head_not_their_component():
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    add_adapters(model, AdapterConfig(method="hydra", r=4, heads=4, gate="cluster"))
+    rows = [{**r, "route": 3} for r in CORPUS["train"]]  # every sample to head 3, whatever its component
+    result = train(model, tokenizer, rows, TrainConfig(steps=3, batch_size=8, lr=5e-3, progress=False))
+    for layer in adapter_layers(result.model).values():
+        assert layer.lora_B[:, :12].abs().max() == 0 and layer.lora_B[:, 12:].abs().max() > 0

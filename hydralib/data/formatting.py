@@ -37,7 +37,14 @@ def encode_row(row: dict, tokenizer, template: str = "compact", max_length: int 
     prompt = prompt[len(prompt) - min(len(prompt), room_for_prompt):]
     ids = (bos + prompt + response)[:max_length]
     labels = ([IGNORE_INDEX] * (len(bos) + len(prompt)) + response)[:max_length]
-    return {"input_ids": ids, "labels": labels, "component": int(row.get("component", 0))}
+    return {"input_ids": ids, "labels": labels, **routing_fields(row)}
+
+
+def routing_fields(row: dict) -> dict:
+    """component: what a sample is (for per-component scores); route: the head a task or cluster gate
+    sends it to (the component unless the row carries another route, e.g. its k-means cluster)."""
+    component = int(row.get("component", 0))
+    return {"component": component, "route": int(row.get("route", component))}
 
 
 def encode_prompt(row: dict, tokenizer, template: str = "compact", max_length: int = 128) -> list[int]:
@@ -48,7 +55,7 @@ def encode_prompt(row: dict, tokenizer, template: str = "compact", max_length: i
 
 
 def collate(examples: list[dict], pad_token_id: int, padding_side: str = "right") -> dict:
-    """Pad encoded rows to the longest: input_ids, attention_mask, labels (pad = -100), component."""
+    """Pad encoded rows to the longest: input_ids, attention_mask, labels (pad = -100), component, route."""
     width = max(len(e["input_ids"]) for e in examples)
     ids, mask, labels = [], [], []
     for e in examples:
@@ -67,6 +74,7 @@ def collate(examples: list[dict], pad_token_id: int, padding_side: str = "right"
         "attention_mask": torch.tensor(mask, dtype=torch.long),
         "labels": torch.tensor(labels, dtype=torch.long),
         "component": torch.tensor([e.get("component", 0) for e in examples], dtype=torch.long),
+        "route": torch.tensor([e.get("route", e.get("component", 0)) for e in examples], dtype=torch.long),
     }
 
 
