@@ -55,8 +55,8 @@ def claims_table(folders) -> str:
         path = Path(folder) / VERDICT_NAME
         if path.exists():
             rows += json.loads(path.read_text())
-    lines = ["| notebook | claim | the paper | ours (difference) | spread | seeds | verdict |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['notebook']} | {r['claim']} | {r['paper']} | {r['ours']:+.3f} | {r['spread']:.3f} | "
-              f"{r['seeds']} | {r['verdict']} |" for r in rows]
+    lines = ["| notebook | claim | the paper | ours: means compared | difference | spread | seeds | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['notebook']} | {r['claim']} | {r['paper']} | {r['better_mean']:.3f} vs {r['worse_mean']:.3f} | "
+              f"{r['ours']:+.3f} | {r['spread']:.3f} | {r['seeds']} | {r['verdict']} |" for r in rows]
     return "\n".join(lines) + "\n"

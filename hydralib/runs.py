@@ -225,6 +225,45 @@ def _prepare_models(specs: list[dict]) -> None:
             load_spec_model(model)
 
 
+def adapter(method: str = "lora", r: int = 8, heads: int | None = None, alpha: float | None = None,
+            targets="all-linear", **options) -> dict:
+    """An adapter spec at equal scale across ranks: alpha = 2r unless given (the paper fixes alpha = 32)."""
+    spec = {"method": method, "r": r, "alpha": 2 * r if alpha is None else alpha, "targets": targets, **options}
+    if heads is not None:
+        spec["heads"] = heads
+    return AdapterConfig.from_dict(spec).to_dict()  # refuse a bad setting here, with its name
+
+
+def synthetic_spec(adapter_spec: dict | None, seed: int, *, n_components: int, steps: int, lr: float,
+                   pretrain_steps: int, n_train: int, n_test: int, conflict: float = 1.0, batch_size: int = 32,
+                   device: str = "cpu", max_new_tokens: int = 16, **train_options) -> dict:
+    """The run spec of the notebooks' experiments: the tiny pretrained LLaMA adapted on the synthetic mixture
+    (adapter_spec None = full fine-tuning); one seed drives the data, the adapter init and the batch order."""
+    return {"model": {"name": "tiny", "pretrain_steps": pretrain_steps},
+            "data": {"kind": "synthetic", "n_components": n_components, "conflict": conflict, "n_train": n_train,
+                     "n_test": n_test, "seed": seed},
+            "adapter": adapter_spec,
+            "train": {"steps": steps, "batch_size": batch_size, "seed": seed, "device": device, "lr": lr,
+                      **train_options},
+            "eval": {"max_new_tokens": max_new_tokens}}
+
+
+def run_methods(methods: dict[str, dict], seeds: list[int], store: RunStore, processes: int = 2,
+                **spec_options) -> dict[str, list[dict]]:
+    """{name: [results per seed]} for methods {name: {"adapter": adapter spec or None, "lr": ..., more
+    train options}}, every spec built by synthetic_spec(**spec_options) and trained through the store."""
+    keys, specs = [], []
+    for name, method in methods.items():
+        options = {**spec_options, **{k: v for k, v in method.items() if k != "adapter"}}
+        for seed in seeds:
+            keys.append(name)
+            specs.append(synthetic_spec(method["adapter"], seed, **options))
+    out: dict[str, list[dict]] = {name: [] for name in methods}
+    for name, result in zip(keys, run_many(specs, store, processes=processes)):
+        out[name].append(result)
+    return out
+
+
 def run_many(specs: list[dict], store: RunStore, processes: int = 2, threads_per_process: int = 1) -> list[dict]:
     """Results of every spec, in order; unfinished ones trained in `processes` parallel processes."""
     for spec in specs:

@@ -142,7 +142,31 @@ def run_suite(profile_name: str, only: list[str] | None = None, overrides: list[
         records.append({"notebook": nb.name, "seconds": round(seconds, 1), "output": str(target)})
         print(f"[suite:{profile_name}] {nb.name} done in {seconds:.1f} s", flush=True)
     (out_dir / "suite_report.json").write_text(json.dumps(records, indent=2))
+    claims = write_claims(out_dir / "claims", _figures_dir(profile_name, notebook_dir, profile_dir))
+    if claims is not None:
+        print(f"[suite:{profile_name}] claims table: {claims}", flush=True)
     return records
+
+
+def _figures_dir(profile_name: str, notebook_dir: Path, profile_dir: Path) -> Path:
+    """The profile's figures_dir (relative to the notebooks, as the notebooks read it)."""
+    figures = load_profile(profile_name, profile_dir)["common"].get("figures_dir", "../figures")
+    return (notebook_dir / figures).resolve()
+
+
+def write_claims(claims_dir: Path, figures_dir: Path) -> Path | None:
+    """Gather the verdicts the notebooks wrote into claims_dir into figures_dir/claims.md (None if there are none)."""
+    from .claims import VERDICT_NAME, claims_table
+    if not (claims_dir / VERDICT_NAME).exists():
+        return None
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    path = figures_dir / "claims.md"
+    path.write_text("# Claims of the paper, checked by the notebooks\n\n"
+                    "Written by `make suite` from the verdict cells; each row compares our measured means over\n"
+                    "seeds. *held*: the difference exceeds its spread (sd of the difference); *not held*: it is that\n"
+                    "far the other way; *inconclusive*: in between. The paper's figures are its own, for reference.\n\n"
+                    + claims_table([claims_dir]))
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,3 +79,19 @@ def test_exponents_are_numbers_in_overrides_and_profiles(suite_dirs):
     plan = plan_suite("lr", overrides=["00_first.steps=1e3"], notebook_dir=notebooks, profile_dir=profiles)
     assert plan[0][1] == {"profile": 2e-4, "steps": 1000.0}
     assert plan[1][1] == {"profile": 2e-4}
+
+
+def test_a_suite_run_gathers_the_notebooks_verdicts_into_claims_md(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    (notebooks / "profiles").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("claims_dir = 'x'\nfigures_dir = 'y'", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("from hydralib.claims import compare, record_verdict\n"
+                                          "record_verdict(claims_dir, '00_v', 'a beats b', compare([0.6, 0.7], [0.2, 0.3]))")]
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    nbformat.write(nb, notebooks / "00_v.ipynb")
+    (notebooks / "profiles" / "p.yaml").write_text(
+        "common:\n  figures_dir: ../figs\nnotebooks:\n  00_v:\n    claims_dir: ../build/p/claims\n")
+    run_suite("p", notebook_dir=notebooks, profile_dir=notebooks / "profiles", build_dir=tmp_path / "build")
+    table = (tmp_path / "figs" / "claims.md").read_text()
+    assert "| 00_v | a beats b |" in table and "0.650 vs 0.250" in table and "| held |" in table

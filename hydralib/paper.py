@@ -1,0 +1,55 @@
+"""The paper's reported numbers (Tian et al., HydraLoRA, NeurIPS 2024, LLaMA-2-7B), for display beside ours.
+
+Transcribed from its Tables 1 and 2 and Figure 6; never a result of this library. Every table
+that shows them says "the paper's"."""
+from __future__ import annotations
+
+SOURCE = "Tian et al. 2024 (arXiv 2404.19245), LLaMA-2-7B"
+
+# Table 1: Dolly-15k -> MMLU; (scheme, r, n) -> (MMLU accuracy %, % params)
+TABLE1 = {
+    ("lora", 8, 1): (43.22, 0.062),
+    ("lora", 16, 1): (45.45, 0.124),
+    ("lora", 32, 1): (46.59, 0.248),
+    ("split", 16, 2): (46.82, 0.248),
+    ("split", 8, 4): (46.94, 0.248),
+    ("split", 4, 8): (46.83, 0.248),
+}
+
+# Table 2 (single domain): method -> (MMLU, Medical, Law, GSM8K, % params)
+TABLE2_COLUMNS = ("MMLU", "Medical", "Law", "GSM8K", "% params")
+TABLE2 = {
+    "LLaMA-2-7B (base)": (38.88, 35.98, 33.51, 10.38, None),
+    "Full fine-tuning": (49.91, 46.78, 46.08, 25.70, 100.0),
+    "LoRA r8": (43.22, 41.59, 37.85, 18.24, 0.062),
+    "LoRA r16": (45.45, 43.10, 39.64, 20.32, 0.124),
+    "LoRA r32": (46.59, 44.32, 40.81, 20.67, 0.248),
+    "LoRA-Split 4x8": (46.94, 45.28, 41.35, 21.92, 0.248),
+    "HydraLoRA r8": (47.22, 45.71, 42.18, 22.27, 0.124),
+}
+
+# Figure 6 (ablations): variant -> (MMLU, Medical, Law)
+FIGURE6 = {
+    "HydraLoRA": (47.22, 45.71, 42.18),
+    "w/o MoE (= LoRA r8)": (43.22, 41.59, 37.85),
+    "w/o Hydra (Split)": (46.94, 45.28, 41.35),
+    "w/o gate (uniform)": (42.81, 40.92, 37.12),
+}
+
+
+def table1_markdown() -> str:
+    lines = [f"The paper's Table 1 ({SOURCE}; Dolly-15k -> MMLU)", "",
+             "| scheme | r x n | MMLU (paper) | % params (paper) |", "|---|---|---|---|"]
+    for (scheme, r, n), (mmlu, percent) in TABLE1.items():
+        name = "LoRA" if scheme == "lora" else "LoRA-Split"
+        lines.append(f"| {name} | {r} x {n} | {mmlu:.2f} | {percent:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def table2_markdown() -> str:
+    lines = [f"The paper's Table 2 ({SOURCE})", "", "| method (paper) | " + " | ".join(TABLE2_COLUMNS) + " |",
+             "|---" * (len(TABLE2_COLUMNS) + 1) + "|"]
+    for method, values in TABLE2.items():
+        cells = ["-" if v is None else f"{v:g}" for v in values]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
