@@ -328,3 +328,26 @@ def check_points(points2d: np.ndarray, meta: list[dict]) -> np.ndarray:
         raise ValueError(f"points2d must have shape (len(meta), 2) = ({len(meta)}, 2), got {points2d.shape}")
     return points2d
 
+
+
+def lora_families(seed: int, n_tasks: int, spec) -> dict[str, dict[str, dict]]:
+    """The run specs of Figure 3 and its two controls, for one replicate `seed`: {family: {LoRA name: spec}}.
+
+    spec(seed, **selection) builds one run spec (selections: see hydralib.runs.build_data).
+    - per task, shared seed: one LoRA per component and one on the mixture, all initialised from `seed`
+      (the paper's setting);
+    - per task, different seeds: the same per-component LoRAs, each from its own seed (a follow-up argues
+      the A similarity is the shared seed's);
+    - IID parts: the mixture cut at random into n_tasks parts, one LoRA each (Figure 9): what similarity
+      looks like when the LoRAs' data do *not* differ in kind."""
+    tasks = range(n_tasks)
+    return {
+        "per task, shared seed": {**{f"task {j}": spec(seed, only_component=j) for j in tasks}, "mixture": spec(seed)},
+        "per task, different seeds": {f"task {j}": spec(1000 * (j + 1) + seed, only_component=j) for j in tasks},
+        "IID parts": {f"part {i}": spec(seed, part=i, parts=n_tasks) for i in tasks},
+    }
+
+
+def mean_similarity(loras: dict[str, dict[str, dict[str, torch.Tensor]]]) -> dict[str, float]:
+    """{"A", "B", "BA": mean pairwise cosine over LoRAs and layers}: one number per matrix for a family."""
+    return {m: statistics.fmean(pairwise_cosine(loras, m).values()) for m in MATRICES}

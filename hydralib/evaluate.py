@@ -15,7 +15,7 @@ import torch
 
 from .data.formatting import IGNORE_INDEX, collate, encode_prompt, encode_row, prompt_mask, routing_fields
 from .data.sources import extract_gsm8k_answer
-from .inject import batch_routing
+from .inject import adapter_layers, batch_routing, routing
 
 MMLU_LETTERS = ("A", "B", "C", "D")
 
@@ -59,6 +59,35 @@ def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact",
                "token_accuracy": hits[k] / counts[k]} for k in counts if counts[k]}
     overall = per.pop("all")
     return {**overall, "per_component": dict(sorted(per.items()))}
+
+
+@torch.no_grad()
+def gate_profile(model, tokenizer, rows: list[dict], template: str = "compact", max_length: int = 64,
+                 batch_size: int = 32) -> dict:
+    """How the adapters route each row: its gate averaged over its prompt tokens, per layer.
+
+    Returns {"layers": module names, "gates": (rows, layers, heads) float tensor}; for any gate (learned per
+    token or per sequence, task, cluster, uniform), so routings can be compared on the same footing."""
+    model.eval()
+    device = next(model.parameters()).device
+    layers = list(adapter_layers(model).values())
+    if not layers:
+        raise ValueError("this model has no hydralib adapters, so nothing routes")
+    out = []
+    for chunk in _batches(rows, batch_size):
+        batch = collate([encode_row(r, tokenizer, template, max_length) for r in chunk], tokenizer.pad_token_id)
+        mask = prompt_mask(batch).float()
+        with batch_routing(model, batch["route"], mask), routing(model, record=True):
+            model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+            per_layer = []
+            for layer in layers:
+                g = layer.last_gate.float().cpu()
+                n = len(chunk)
+                g = g.expand(n, 1, -1) if g.dim() == 1 else g.reshape(n, -1, layer.heads)
+                weights = mask if g.shape[1] > 1 else torch.ones(n, 1)
+                per_layer.append((g * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True))
+        out.append(torch.stack(per_layer, 1))
+    return {"layers": list(adapter_layers(model)), "gates": torch.cat(out)}
 
 
 @torch.no_grad()

@@ -67,14 +67,33 @@ def run_key(spec: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+DATA_SELECTIONS = ("only_component", "part", "parts")
+
+
 def build_data(data: dict) -> dict:
-    """{'train', 'test', 'components'} for a data spec; kinds: 'synthetic', 'primitives'."""
+    """{'train', 'test', 'components'} for a data spec; kinds: 'synthetic', 'primitives'.
+
+    Selections for per-task and control LoRAs: only_component=c keeps component c's rows (train and test);
+    part=i of parts=n keeps the i-th of n random, equal parts of the training rows (an IID split)."""
     from .data.synthetic import make_corpus, make_primitive_corpus
-    options = {k: v for k, v in data.items() if k not in ("kind", "cluster_features")}
+    options = {k: v for k, v in data.items() if k not in ("kind", "cluster_features", *DATA_SELECTIONS)}
     builders = {"synthetic": make_corpus, "primitives": make_primitive_corpus}
     if data.get("kind") not in builders:
         raise ValueError(f"unknown data kind {data.get('kind')!r}; allowed: {', '.join(builders)}")
-    return builders[data["kind"]](**options)
+    corpus = builders[data["kind"]](**options)
+    if "only_component" in data:
+        c = data["only_component"]
+        if not 0 <= c < len(corpus["components"]):
+            raise ValueError(f"only_component={c!r}; allowed: 0..{len(corpus['components']) - 1}")
+        corpus = {**corpus, "train": [r for r in corpus["train"] if r["component"] == c],
+                  "test": [r for r in corpus["test"] if r["component"] == c]}
+    if "part" in data or "parts" in data:
+        part, parts = data.get("part"), data.get("parts")
+        if not (isinstance(parts, int) and parts >= 1 and isinstance(part, int) and 0 <= part < parts):
+            raise ValueError(f"an IID split needs part in 0..parts-1 and parts >= 1, got part={part!r}, parts={parts!r}")
+        order = torch.randperm(len(corpus["train"]), generator=torch.Generator().manual_seed(data.get("seed", 0)))
+        corpus = {**corpus, "train": [corpus["train"][i] for i in order[part::parts].tolist()]}
+    return corpus
 
 
 def route_rows(data: dict, adapter: dict | None, features: str, seed: int, template: str) -> tuple[dict, dict]:
@@ -126,6 +145,9 @@ def execute_run(spec: dict, run_dir: Path) -> dict:
     generation = evaluate_generation(result.model, tokenizer, test, config.template,
                                      evaluation.get("max_new_tokens", 16), scorer=evaluation.get("scorer", "exact"))
     count = count_parameters(result.model)
+    if spec["adapter"] is not None and spec["adapter"]["heads"] > 1:
+        routes = {**routes, "routing": routing_summary(result.model, tokenizer, test, data["components"],
+                                                        config.template, config.max_length)}
     return {
         "key": run_dir.name,
         "components": data["components"],
@@ -140,6 +162,21 @@ def execute_run(spec: dict, run_dir: Path) -> dict:
         "generations": generation["generations"],
         **routes,
     }
+
+
+def routing_summary(model, tokenizer, rows: list[dict], components: list[str], template: str,
+                    max_length: int) -> dict:
+    """What routing did on the test rows: the mean gate per component and layer, and how much the head a
+    row leans on most (its gate averaged over layers) tells about its true component (mutual information)."""
+    from .clustering import routing_mutual_information
+    from .evaluate import gate_profile
+    profile = gate_profile(model, tokenizer, rows, template, max_length)
+    gates = profile["gates"]  # (rows, layers, heads)
+    component = torch.tensor([int(r.get("component", 0)) for r in rows])
+    usage = {components[c]: gates[component == c].mean(0).tolist() for c in component.unique().tolist()}
+    chosen = gates.mean(1).argmax(-1)
+    return {"layers": profile["layers"], "usage_by_component": usage,
+            **routing_mutual_information(component.tolist(), chosen.tolist())}
 
 
 class RunStore:
@@ -236,12 +273,14 @@ def adapter(method: str = "lora", r: int = 8, heads: int | None = None, alpha: f
 
 def synthetic_spec(adapter_spec: dict | None, seed: int, *, n_components: int, steps: int, lr: float,
                    pretrain_steps: int, n_train: int, n_test: int, conflict: float = 1.0, batch_size: int = 32,
-                   device: str = "cpu", max_new_tokens: int = 16, **train_options) -> dict:
+                   device: str = "cpu", max_new_tokens: int = 16, data_options: dict | None = None,
+                   **train_options) -> dict:
     """The run spec of the notebooks' experiments: the tiny pretrained LLaMA adapted on the synthetic mixture
-    (adapter_spec None = full fine-tuning); one seed drives the data, the adapter init and the batch order."""
+    (adapter_spec None = full fine-tuning); one seed drives the data, the adapter init and the batch order.
+    data_options: more data keys, e.g. a selection (see build_data) or cluster_features."""
     return {"model": {"name": "tiny", "pretrain_steps": pretrain_steps},
             "data": {"kind": "synthetic", "n_components": n_components, "conflict": conflict, "n_train": n_train,
-                     "n_test": n_test, "seed": seed},
+                     "n_test": n_test, "seed": seed, **(data_options or {})},
             "adapter": adapter_spec,
             "train": {"steps": steps, "batch_size": batch_size, "seed": seed, "device": device, "lr": lr,
                       **train_options},

@@ -1,6 +1,8 @@
 """Scoring: loss per component, exact match, GSM8K numbers, multiple choice, sandboxed HumanEval."""
 import math
 
+import torch
+
 import pytest
 
 from hydralib import load_model
@@ -69,3 +71,21 @@ def test_multiple_choice_picks_the_likeliest_letter():
     model.lm_head.register_forward_hook(lambda module, args, out: out + biased)
     rows = [{"instruction": "Q?\nA. a\nB. b\nC. c\nD. d", "answer": letter, "subject": "s"} for letter in "ABCC"]
     assert multiple_choice_accuracy(model, tokenizer, rows)["accuracy"] == 0.5
+
+
+def test_gate_profile_gives_each_row_its_gate_per_layer():
+    from hydralib import AdapterConfig, add_adapters, load_model
+    from hydralib.data import make_corpus
+    from hydralib.evaluate import gate_profile
+    rows = make_corpus(n_components=3, n_train=12, n_test=6, seed=0)["train"]
+    small = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
+                 num_key_value_heads=4, max_position_embeddings=64)
+    for gate in ("task", "learned"):
+        model, tokenizer = load_model("tiny-random", **small)
+        add_adapters(model, AdapterConfig(method="hydra", r=4, heads=3, gate=gate), seed=0)
+        profile = gate_profile(model, tokenizer, rows, batch_size=5)
+        assert profile["gates"].shape == (12, len(profile["layers"]), 3)
+        assert torch.allclose(profile["gates"].sum(-1), torch.ones(12, len(profile["layers"])), atol=1e-5)
+        if gate == "task":
+            chosen = profile["gates"].argmax(-1)
+            assert chosen.tolist() == [[r["component"]] * len(profile["layers"]) for r in rows]

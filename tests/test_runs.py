@@ -84,3 +84,25 @@ def test_bad_spec_is_refused_before_anything_runs(tmp_path):
         run_many([{**SPEC, "optimizer": "sgd"}], RunStore(tmp_path))
     with pytest.raises(ValueError, match="unknown data kind"):
         RunStore(tmp_path).run({**SPEC, "data": {"kind": "imagenet"}})
+
+
+def test_data_selections_give_one_component_or_one_iid_part():
+    base = {"kind": "synthetic", "n_components": 3, "conflict": 1.0, "n_train": 90, "n_test": 30, "seed": 0}
+    one = runs.build_data({**base, "only_component": 2})
+    assert {r["component"] for r in one["train"] + one["test"]} == {2} and len(one["train"]) == 30
+    parts = [runs.build_data({**base, "part": i, "parts": 3})["train"] for i in range(3)]
+    whole = runs.build_data(base)["train"]
+    assert sorted(map(str, sum(parts, []))) == sorted(map(str, whole)) and all(len(p) == 30 for p in parts)
+    assert len({r["component"] for r in parts[0]}) == 3  # a random third mixes every component
+    with pytest.raises(ValueError, match="only_component=3; allowed: 0..2"):
+        runs.build_data({**base, "only_component": 3})
+    with pytest.raises(ValueError, match="part=3, parts=3"):
+        runs.build_data({**base, "part": 3, "parts": 3})
+
+
+def test_task_routes_fold_components_onto_fewer_heads():
+    data = runs.build_data({"kind": "synthetic", "n_components": 4, "n_train": 40, "n_test": 8, "seed": 0})
+    adapter = runs.adapter("split", 4, heads=2, gate="task")
+    routed, info = runs.route_rows(data, adapter, "tfidf", 0, "compact")
+    assert info == {} and all(r["route"] == r["component"] % 2 for r in routed["train"] + routed["test"])
+    assert "route" not in data["train"][0]  # the input rows are not changed
