@@ -95,3 +95,14 @@ def test_a_suite_run_gathers_the_notebooks_verdicts_into_claims_md(tmp_path):
     run_suite("p", notebook_dir=notebooks, profile_dir=notebooks / "profiles", build_dir=tmp_path / "build")
     table = (tmp_path / "figs" / "claims.md").read_text()
     assert "| 00_v | a beats b |" in table and "0.650 vs 0.250" in table and "| held |" in table
+
+
+@pytest.mark.parametrize("notebook", list_notebooks(), ids=lambda p: p.stem)
+def test_papermill_reads_every_assignment_of_the_parameters_cell(notebook):
+    """papermill silently skips a line it cannot parse (e.g. '=' in a comment): that parameter would never be set."""
+    import ast
+
+    import papermill
+    cell = next(c for c in nbformat.read(notebook, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    assigned = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
+    assert set(papermill.inspect_notebook(str(notebook))) == assigned
