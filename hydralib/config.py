@@ -8,7 +8,7 @@ METHODS = ("lora", "split", "hydra")
 GATES = ("learned", "uniform", "task", "cluster")
 ROUTER_INPUTS = ("x", "Ax")
 ROUTER_LEVELS = ("token", "sequence")
-ROUTER_INITS = ("kaiming", "zeros")
+ROUTER_INITS = ("kaiming", "zeros", "clusters")
 IMPLEMENTATIONS = ("fused", "loop")
 
 
@@ -31,7 +31,9 @@ class AdapterConfig:
     router_input: "x" (the official code: router reads the layer input) or "Ax" (the paper's Eq.).
     router_level: "token" (the official code: a gate per token) or "sequence" (one gate per sample, from
              the mean of the prompt's states at that layer, held for all its tokens and during generation).
-    router_init: "kaiming" (the official code) or "zeros" (an ablation: heads never separate).
+    router_init: "kaiming" (the official code), "zeros" (an ablation: heads never separate) or "clusters"
+             (kaiming, then pointed at k-means clusters of the prompts by inject.warm_start_routers, which
+             hydralib.runs calls: a learned router warm-started from the intrinsic components).
     implementation: "fused" (default, no Python loop over heads) or "loop" (the official
              per-head algorithm, A recomputed and dropout drawn per head; a reference).
     """
@@ -71,6 +73,8 @@ class AdapterConfig:
                 raise ValueError(f"top_k applies to gate='learned' only, got gate={self.gate!r}")
             if not isinstance(self.top_k, int) or not 1 <= self.top_k <= self.heads:
                 raise ValueError(f"top_k must be an integer in 1..heads={self.heads}, got top_k={self.top_k!r}")
+        if self.router_init != "kaiming" and self.gate != "learned":
+            raise ValueError(f"router_init={self.router_init!r} applies to gate='learned' only, got gate={self.gate!r}")
         if self.router_level == "sequence" and self.gate != "learned":
             raise ValueError(f"router_level='sequence' applies to gate='learned' only, got gate={self.gate!r}")
         if not 0.0 <= self.dropout < 1.0:

@@ -190,6 +190,57 @@ def mean_gates(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.
     return out
 
 
+@torch.no_grad()
+def warm_start_routers(model: nn.Module, tokenizer, rows: list[dict], template: str = "compact",
+                       max_length: int = 64, batch_size: int = 32, sharpness: float = 4.0) -> nn.Module:
+    """Point every learned router at the rows' routes (e.g. k-means clusters): router row c becomes the mean
+    router input over the prompt tokens of route c's rows, minus the mean over routes, scaled so that the
+    logits of those means spread with standard deviation `sharpness`. Training then starts from routing
+    by cluster and may move away from it."""
+    from .data.formatting import collate, encode_row, prompt_mask
+    layers = {name: layer for name, layer in adapter_layers(model).items() if layer.router is not None}
+    if not layers:
+        raise ValueError("this model has no learned routers to warm-start (gate='learned' with heads > 1)")
+    heads = next(iter(layers.values())).heads
+    routes = sorted({int(r.get("route", -1)) for r in rows})
+    if routes[0] < 0 or routes[-1] >= heads:
+        raise ValueError(f"every row needs a 'route' in 0..{heads - 1} (e.g. from clustering.assign_routes), got {routes}")
+    sums = {name: torch.zeros(heads, layer.router.shape[1], dtype=torch.float64) for name, layer in layers.items()}
+    counts = torch.zeros(heads, dtype=torch.float64)
+    pooled: dict[str, torch.Tensor] = {}
+
+    def capture(name):
+        def hook(layer, args):
+            x = args[0].to(layer.lora_A.dtype)
+            source = x if layer.config.router_input == "x" else x @ layer.lora_A.T
+            pooled[name] = source
+        return hook
+
+    handles = [layer.register_forward_pre_hook(capture(name)) for name, layer in layers.items()]
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = collate([encode_row(r, tokenizer, template, max_length) for r in rows[start:start + batch_size]],
+                            tokenizer.pad_token_id)
+            mask = prompt_mask(batch).to(device).double()
+            with routing(model, prompt_mask=mask):
+                model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+            one_hot = F.one_hot(batch["route"], heads).double()
+            counts += one_hot.sum(0)
+            for name in layers:
+                means = (pooled[name].double() * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+                sums[name] += one_hot.T.to(device) @ means
+    finally:
+        for handle in handles:
+            handle.remove()
+    for name, layer in layers.items():
+        centroids = sums[name] / counts.clamp_min(1).unsqueeze(-1)
+        weight = centroids - centroids[counts > 0].mean(0)
+        spread = (centroids @ weight.T).std().clamp_min(1e-12)
+        layer.router.copy_((weight * sharpness / spread).to(layer.router.dtype))
+    return model
+
+
 def router_statistics(model: nn.Module, attention_mask: torch.Tensor) -> dict:
     """What the gates recorded by the last forward (inside `routing(model, record=...)`) did, over real tokens:
 

@@ -52,7 +52,7 @@ class AdapterLayer(nn.Module):
         if config.gate == "learned" and heads > 1:
             router_in = self.in_features if config.router_input == "x" else num_a * r
             self.router = nn.Parameter(torch.empty(heads, router_in, **factory))
-            if config.router_init == "kaiming":
+            if config.router_init in ("kaiming", "clusters"):
                 nn.init.kaiming_uniform_(self.router, a=math.sqrt(5))
             else:
                 nn.init.zeros_(self.router)

@@ -101,9 +101,9 @@ def route_rows(data: dict, adapter: dict | None, features: str, seed: int, templ
 
     task: the true component; with fewer heads than components, component c shares head c mod heads
     (an oracle that still mixes components: which ones share a head is fixed, not chosen).
-    cluster: the k-means cluster (k = heads) of the row's prompt, fitted on the training prompts;
-    test rows go to the nearest centroid, so no labels are used."""
-    if adapter is None or adapter["gate"] not in ("task", "cluster"):
+    cluster (and a learned router with router_init "clusters"): the k-means cluster (k = heads) of the row's
+    prompt, fitted on the training prompts; test rows go to the nearest centroid, so no labels are used."""
+    if adapter is None or (adapter["gate"] not in ("task", "cluster") and adapter["router_init"] != "clusters"):
         return data, {}
     heads = adapter["heads"]
     if adapter["gate"] == "task":
@@ -129,7 +129,7 @@ def load_spec_model(model: dict):
 def execute_run(spec: dict, run_dir: Path) -> dict:
     """Build model and data from the spec, train (resuming a checkpoint in run_dir), evaluate; the results."""
     from .evaluate import evaluate_generation, evaluate_loss
-    from .inject import add_adapters, count_parameters
+    from .inject import add_adapters, count_parameters, warm_start_routers
     spec = normalise_spec(spec)
     model, tokenizer = load_spec_model(spec["model"])
     if spec["adapter"] is not None:
@@ -138,6 +138,8 @@ def execute_run(spec: dict, run_dir: Path) -> dict:
     config = TrainConfig(**spec["train"])
     data, routes = route_rows(build_data(spec["data"]), spec["adapter"], spec["data"].get("cluster_features", "tfidf"),
                               config.seed, config.template)
+    if spec["adapter"] is not None and spec["adapter"]["router_init"] == "clusters":
+        warm_start_routers(model, tokenizer, data["train"], config.template, config.max_length)
     result = train(model, tokenizer, data["train"], config, run_dir, run_record={"spec": spec})
     evaluation = spec["eval"]
     test = data["test"][:evaluation.get("n_test", len(data["test"]))]

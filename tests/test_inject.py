@@ -185,3 +185,26 @@ def test_gates_recorded_with_graph_carry_gradients_to_the_router(tokens):
         router_statistics(model, torch.ones_like(tokens))["balance_loss"].backward()
     assert all(layer.router.grad is not None and layer.router.grad.abs().max() > 0
                for layer in adapter_layers(model).values())
+
+
+def test_warm_started_routers_send_each_route_to_its_head():
+    from hydralib import load_model
+    from hydralib.data import make_corpus
+    from hydralib.evaluate import gate_profile
+    from hydralib.inject import warm_start_routers
+    small = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
+                 num_key_value_heads=4, max_position_embeddings=64)
+    rows = [{**r, "route": r["component"]} for r in make_corpus(n_components=3, n_train=60, n_test=6, seed=0)["train"]]
+    agreement = {}
+    for init in ("kaiming", "clusters"):
+        model, tokenizer = load_model("tiny-random", **small)
+        add_adapters(model, AdapterConfig(method="hydra", r=4, heads=3, router_init=init), seed=0)
+        if init == "clusters":
+            warm_start_routers(model, tokenizer, rows)
+        chosen = gate_profile(model, tokenizer, rows)["gates"].mean(1).argmax(-1)
+        agreement[init] = (chosen == torch.tensor([r["route"] for r in rows])).float().mean().item()
+    assert agreement["clusters"] > 0.9 > agreement["kaiming"]
+    with pytest.raises(ValueError, match="every row needs a 'route' in 0..2"):
+        warm_start_routers(model, tokenizer, [{**rows[0], "route": 5}])
+    with pytest.raises(ValueError, match="router_init='clusters' applies to gate='learned' only"):
+        AdapterConfig(method="hydra", gate="uniform", router_init="clusters")

@@ -106,3 +106,15 @@ def test_task_routes_fold_components_onto_fewer_heads():
     routed, info = runs.route_rows(data, adapter, "tfidf", 0, "compact")
     assert info == {} and all(r["route"] == r["component"] % 2 for r in routed["train"] + routed["test"])
     assert "route" not in data["train"][0]  # the input rows are not changed
+
+
+@pytest.mark.parametrize("adapter", [{"method": "hydra", "r": 4, "heads": 2, "gate": "cluster"},
+                                     {"method": "hydra", "r": 4, "heads": 2, "router_init": "clusters"}])
+def test_cluster_routed_runs_report_their_clusters_and_routing(tmp_path, adapter):
+    spec = {**SPEC, "data": {**SPEC["data"], "n_train": 96, "n_test": 16, "conflict": 1.0}, "adapter": adapter}
+    results = RunStore(tmp_path).run(spec)
+    assert results["clusters"]["train_ari"] == pytest.approx(1.0) and sum(results["clusters"]["test_sizes"]) == 16
+    usage = results["routing"]["usage_by_component"]
+    assert set(usage) == set(results["components"]) and 0.0 <= results["routing"]["nmi"] <= 1.0
+    if adapter.get("gate") == "cluster":  # hard routing by clusters that match the components exactly
+        assert results["routing"]["nmi"] == pytest.approx(1.0)
