@@ -15,7 +15,7 @@ import torch
 
 from .data.formatting import IGNORE_INDEX, collate, encode_prompt, encode_row, prompt_mask, routing_fields
 from .data.sources import extract_gsm8k_answer
-from .inject import adapter_layers, batch_routing, routing
+from .inject import adapter_layers, batch_routing, recorded_gates, routing
 
 MMLU_LETTERS = ("A", "B", "C", "D")
 
@@ -81,11 +81,8 @@ def gate_profile(model, tokenizer, rows: list[dict], template: str = "compact", 
             model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
             per_layer = []
             for layer in layers:
-                g = layer.last_gate.float().cpu()
-                n = len(chunk)
-                g = g.expand(n, 1, -1) if g.dim() == 1 else g.reshape(n, -1, layer.heads)
-                weights = mask if g.shape[1] > 1 else torch.ones(n, 1)
-                per_layer.append((g * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True))
+                g, weights = recorded_gates(layer, mask)
+                per_layer.append(((g * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)).cpu())
         out.append(torch.stack(per_layer, 1))
     return {"layers": list(adapter_layers(model)), "gates": torch.cat(out)}
 

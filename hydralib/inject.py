@@ -171,6 +171,19 @@ def merge_adapters(model: nn.Module, gate=None) -> nn.Module:
     return model
 
 
+def recorded_gates(layer: AdapterLayer, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's last recorded gate as (batch, positions, heads) float, and each position's weight (batch,
+    positions): the masked tokens for a per-token router, one position per sample for a per-sample or fixed gate.
+    The one place that reads gates recorded by `routing(model, record=...)`."""
+    g = layer.last_gate
+    if g is None:
+        raise RuntimeError("no recorded gates: run the model inside `with hydralib.routing(model, record=True):`")
+    batch = attention_mask.shape[0]
+    g = g.float().expand(batch, 1, -1) if g.dim() == 1 else g.float().reshape(batch, -1, layer.heads)
+    weights = attention_mask.to(g.device).float() if g.shape[1] > 1 else torch.ones(batch, 1, device=g.device)
+    return g, weights
+
+
 @torch.no_grad()
 def mean_gates(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict:
     """Each adapter layer's gate averaged over the real (non-padding) tokens of a batch: {layer name: (heads,)}.
@@ -181,11 +194,8 @@ def mean_gates(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.
         model(input_ids=input_ids, attention_mask=attention_mask)
         out = {}
         for name, layer in adapter_layers(model).items():
-            g = layer.last_gate.float()
-            if g.dim() == 3:
-                weights = attention_mask.to(g.device).unsqueeze(-1).float()
-                g = (g * weights).sum((0, 1)) / weights.sum()
-            out[name] = g.reshape(-1, layer.heads).mean(0).cpu()
+            g, weights = recorded_gates(layer, attention_mask)
+            out[name] = ((g * weights.unsqueeze(-1)).sum((0, 1)) / weights.sum()).cpu()
             layer.last_gate = None
     return out
 
@@ -251,12 +261,7 @@ def router_statistics(model: nn.Module, attention_mask: torch.Tensor) -> dict:
     usage:        (heads,) mean gate per head, averaged over layers."""
     losses, entropies, usages = [], [], []
     for layer in adapter_layers(model).values():
-        g = layer.last_gate
-        if g is None:
-            raise RuntimeError("no recorded gates: run the model inside `with hydralib.routing(model, record=True):`")
-        batch = attention_mask.shape[0]
-        g = g.float().expand(batch, 1, -1) if g.dim() == 1 else g.float().reshape(batch, -1, layer.heads)
-        weights = (attention_mask.to(g.device).float() if g.shape[1] > 1 else torch.ones(g.shape[0], 1, device=g.device))
+        g, weights = recorded_gates(layer, attention_mask)
         weights = weights.unsqueeze(-1) / weights.sum()
         mean_gate = (g * weights).sum((0, 1))
         top_share = (F.one_hot(g.detach().argmax(-1), layer.heads).float() * weights).sum((0, 1))
