@@ -26,6 +26,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import adjusted_rand_score, mutual_info_score, normalized_mutual_info_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
+from .checks import check_choice, check_int
 from .data.formatting import format_prompt
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def tfidf_features(texts: Sequence[str], ngram_range: tuple[int, int] = (1, 3),
 
     IDF weighting makes boilerplate shared by all prompts (a template) count for little."""
     _check_not_empty("texts", texts)
-    _check_choice("analyzer", analyzer, ANALYZERS)
+    check_choice("analyzer", analyzer, ANALYZERS)
     options = {"token_pattern": WORD_TOKENS} if analyzer == "word" else {}
     vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=tuple(ngram_range), norm="l2", **options)
     return vectorizer, vectorizer.fit_transform(texts)
@@ -72,7 +73,7 @@ def sentence_features(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
     The pooling of sentence-transformers, computed with transformers from the bundled files."""
     import torch
     _check_not_empty("texts", texts)
-    _check_int("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size, 1)
     tokenizer, model = _sentence_encoder()
     batches = []
     with torch.no_grad():
@@ -114,8 +115,8 @@ class Featurizer:
     vectorizer: TfidfVectorizer | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
-        _check_choice("kind", self.kind, FEATURE_KINDS)
-        _check_choice("analyzer", self.analyzer, ANALYZERS)
+        check_choice("kind", self.kind, FEATURE_KINDS)
+        check_choice("analyzer", self.analyzer, ANALYZERS)
 
     def fit(self, texts: Sequence[str]) -> Featurizer:
         if self.kind == "tfidf":
@@ -141,7 +142,7 @@ def make_featurizer(features: str | Featurizer = "tfidf") -> Featurizer:
     """A fresh, unfitted featurizer: from a kind name, or a copy of a configured Featurizer."""
     if isinstance(features, Featurizer):
         return replace(features)
-    _check_choice("features", features, FEATURE_KINDS)
+    check_choice("features", features, FEATURE_KINDS)
     return Featurizer(kind=features)
 
 
@@ -188,7 +189,7 @@ def kmeans_sweep(features: Matrix, ks: Sequence[int] = DEFAULT_KS, seed: int = 0
     """k-means (sklearn, random_state=seed, n_init restarts) for every k in ks, ascending."""
     n_samples = _n_samples(features)
     ks = _check_ks(ks, n_samples)
-    _check_int("n_init", n_init, 1)
+    check_int("n_init", n_init, 1)
     sse, silhouette, labels = [], [], []
     for k in ks:
         kmeans = KMeans(n_clusters=k, random_state=seed, n_init=n_init).fit(features)
@@ -225,7 +226,7 @@ def dbscan_clusters(features: Matrix, min_samples: int = 5) -> DBSCANResult:
     The k-distance of a point is the distance to its min_samples-th nearest neighbour, itself
     included, as DBSCAN counts it: points left of the knee lie in dense regions and become core points."""
     n_samples = _n_samples(features)
-    _check_int("min_samples", min_samples, 2, n_samples)
+    check_int("min_samples", min_samples, 2, n_samples)
     distances, _ = NearestNeighbors(n_neighbors=min_samples).fit(features).kneighbors(features)
     k_distances = np.sort(distances[:, -1])
     knee = _knee(np.arange(n_samples), k_distances, direction="increasing")
@@ -241,12 +242,12 @@ def choose_n(data: Sequence[str] | Matrix, method: str = "elbow", ks: Sequence[i
 
     elbow: knee of the k-means SSE over ks (the paper); silhouette: best silhouette over ks;
     dbscan: clusters DBSCAN finds; fixed: k as given."""
-    _check_choice("method", method, METHODS)
+    check_choice("method", method, METHODS)
     matrix = _as_features(data, features)
     if method == "fixed":
         if k is None:
             raise ValueError("method='fixed' needs k, the number of heads")
-        _check_int("k", k, 1, _n_samples(matrix))
+        check_int("k", k, 1, _n_samples(matrix))
         return ChosenN(k, method)
     if method == "dbscan":
         result = dbscan_clusters(matrix, min_samples)
@@ -272,8 +273,8 @@ def cluster_trials(rows: Sequence[dict], n_trials: int = 15, fraction: float = 0
     Each trial draws fraction of the rows without replacement, fits features on them, and runs every
     method. Returns {method: {"n_clusters": [one per trial], "ari": [vs the true components]}}."""
     for method in methods:
-        _check_choice("method", method, TRIAL_METHODS)
-    _check_int("n_trials", n_trials, 1)
+        check_choice("method", method, TRIAL_METHODS)
+    check_int("n_trials", n_trials, 1)
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got fraction={fraction!r}")
     texts = prompt_texts(rows, template)
@@ -300,8 +301,8 @@ class Clusterer:
     """k-means over prompt features, fitted on training texts; predict = nearest centroid (no labels)."""
 
     def __init__(self, k: int, features: str | Featurizer = "tfidf", seed: int = 0, n_init: int = 10):
-        _check_int("k", k, 1)
-        _check_int("n_init", n_init, 1)
+        check_int("k", k, 1)
+        check_int("n_init", n_init, 1)
         self.k, self.seed, self.n_init = k, seed, n_init
         self.featurizer = make_featurizer(features)
         self.kmeans: KMeans | None = None
@@ -309,7 +310,7 @@ class Clusterer:
 
     def fit(self, texts: Sequence[str]) -> Clusterer:
         _check_not_empty("texts", texts)
-        _check_int("k", self.k, 1, len(texts))
+        check_int("k", self.k, 1, len(texts))
         matrix = self.featurizer.fit_transform(texts)
         self.kmeans = KMeans(n_clusters=self.k, random_state=self.seed, n_init=self.n_init).fit(matrix)
         self.labels_ = self.kmeans.labels_
@@ -396,22 +397,10 @@ def _check_ks(ks: Sequence[int], n_samples: int) -> list[int]:
     if not ks:
         raise ValueError("ks must hold at least one number of clusters")
     for k in ks:
-        _check_int("k", k, 1, n_samples)
+        check_int("k", k, 1, n_samples)
     return ks
 
 
 def _check_not_empty(name: str, values: Sequence) -> None:
     if len(values) == 0:
         raise ValueError(f"{name} is empty; need at least one")
-
-
-def _check_choice(name: str, value, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {name}={value!r}")
-
-
-def _check_int(name: str, value, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or \
-            (high is not None and value > high):
-        allowed = f"{low}..{high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be an integer in {allowed}, got {name}={value!r}")

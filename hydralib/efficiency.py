@@ -26,16 +26,6 @@ from .layers import linear_features
 
 POWERCAP = Path("/sys/class/powercap")
 
-# The paper's Figure 5 (LLaMA-2-7B fine-tuned on GSM8K, on GPUs), as its text states it: for display beside
-# ours, never a result of this library.
-PAPER_FIGURE5 = {
-    "source": "Tian et al. 2024 (arXiv 2404.19245), Figure 5: LLaMA-2-7B, GSM8K fine-tuning",
-    "hydra_speedup_over_lora_r32": 1.96,
-    "hydra_energy_saving_over_lora_r32": 0.496,
-    "split_over_lora_r32": "above 1",
-    "hydra_over_lora_r16": "about 1",
-}
-
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """'auto': the GPU if there is one, else the CPU; anything else as torch names it."""

@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 from typing import Iterable
 
+from ..checks import check_choice
+
 REQUIRED_KEYS = ("instruction", "input", "output", "component", "component_name")
 MMLU_SPLITS = ("dev", "val", "test")
 GSM8K_SPLITS = ("train", "test")
@@ -52,7 +54,7 @@ def load_gsm8k(split: str = "train", download: bool = False) -> list[dict]:
     after "#### " (commas removed), component 0 "gsm8k". With download=True a missing file is
     fetched from the hub dataset "openai/gsm8k" and saved there. Refuses other splits than train/test.
     """
-    _check_choice("split", split, GSM8K_SPLITS)
+    check_choice("split", split, GSM8K_SPLITS)
     path = data_dir() / "gsm8k" / f"{split}.jsonl"
     if not path.is_file():
         if not download:
@@ -92,7 +94,7 @@ def extract_gsm8k_answer(text: str) -> str | None:
 
 def mmlu_subjects(split: str = "test") -> list[str]:
     """Sorted subject names found in ``<data dir>/mmlu/<split>/`` (file name minus ``_<split>.csv``)."""
-    _check_choice("split", split, MMLU_SPLITS)
+    check_choice("split", split, MMLU_SPLITS)
     folder = data_dir() / "mmlu" / split
     if not folder.is_dir():
         raise _missing(folder, "the MMLU data.tar of github.com/hendrycks/test (its data/ folder), "
@@ -111,7 +113,7 @@ def load_mmlu(split: str = "test", subjects: Iterable[str] | None = None, downlo
     "cais/mmlu" and saved in that layout. Refuses an unknown split, a record without 6 fields and an
     answer that is not A-D.
     """
-    _check_choice("split", split, MMLU_SPLITS)
+    check_choice("split", split, MMLU_SPLITS)
     folder = data_dir() / "mmlu" / split
     if download and not folder.is_dir():
         _save_mmlu(folder, split)
@@ -296,8 +298,3 @@ def _write_jsonl(path: Path, records) -> None:
     with path.open("w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(dict(record)) + "\n")
-
-
-def _check_choice(name: str, value, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {name}={value!r}")
