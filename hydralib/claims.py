@@ -60,3 +60,14 @@ def claims_table(folders) -> str:
     lines += [f"| {r['notebook']} | {r['claim']} | {r['paper']} | {r['better_mean']:.3f} vs {r['worse_mean']:.3f} | "
               f"{r['ours']:+.3f} | {r['spread']:.3f} | {r['seeds']} | {r['verdict']} |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def record_verdicts(folder, notebook: str, claims: list[tuple[str, list[float], list[float], str]]) -> list[dict]:
+    """Record and print a notebook's verdicts: claims are (claim, better values, worse values, the paper's figure)."""
+    entries = []
+    for claim, better, worse, paper in claims:
+        entry = record_verdict(folder, notebook, claim, compare(better, worse), paper=paper)
+        print(f"{claim}: {entry['verdict']} ({entry['better_mean']:.3f} vs {entry['worse_mean']:.3f}, "
+              f"difference {entry['ours']:+.3f}, spread {entry['spread']:.3f}, {entry['seeds']} seeds)")
+        entries.append(entry)
+    return entries

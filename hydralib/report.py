@@ -48,3 +48,21 @@ def _pm(value: tuple[float, float]) -> str:
 
 def _short(name: str) -> str:
     return name if len(name) <= 8 else name[:7] + "."
+
+
+def plot_methods(summaries: dict[str, dict], title: str, path=None):
+    """Exact match per method as bars with their spread over seeds, coloured by family (the first word of the
+    name: full, LoRA, Split, Hydra, ...); saved to path if given. Returns the figure."""
+    import matplotlib.pyplot as plt
+    names = list(summaries)
+    families = list(dict.fromkeys(name.split()[0] for name in names))
+    colors = [plt.get_cmap("tab10")(families.index(name.split()[0]) % 10) for name in names]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(names) + 2), 3.6))
+    ax.bar(range(len(names)), [summaries[n]["exact_match"][0] for n in names],
+           yerr=[summaries[n]["exact_match"][1] for n in names], capsize=3, color=colors)
+    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+    ax.set(ylabel="exact match", title=title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

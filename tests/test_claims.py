@@ -26,3 +26,12 @@ def test_verdicts_are_recorded_once_per_claim_and_tabulated(tmp_path):
     record_verdict(tmp_path, "01_x", "full beats lora", compare([0.4, 0.4], [0.6, 0.6]))
     table = claims_table([tmp_path, tmp_path / "missing"])
     assert table.count("full beats lora") == 1 and "not held" in table and "-0.200" in table
+
+
+def test_record_verdicts_records_and_prints_each_claim(tmp_path, capsys):
+    from hydralib.claims import record_verdicts
+    entries = record_verdicts(tmp_path, "03_x", [("a beats b", [0.6, 0.7], [0.2, 0.3], "Table 2"),
+                                                 ("b beats a", [0.2, 0.3], [0.6, 0.7], "")])
+    assert [e["verdict"] for e in entries] == ["held", "not held"]
+    assert "a beats b: held (0.650 vs 0.250" in capsys.readouterr().out
+    assert claims_table([tmp_path]).count("| 03_x |") == 2

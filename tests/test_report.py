@@ -47,3 +47,14 @@ def test_run_methods_builds_one_spec_per_method_and_seed(monkeypatch):
     assert seen[0]["adapter"]["alpha"] == 16 and seen[2]["adapter"] is None  # alpha = 2r at equal scale
     with pytest.raises(ValueError, match="unknown method 'lorra'"):
         runs.adapter("lorra")
+
+
+def test_plot_methods_draws_a_bar_per_method_coloured_by_family(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from hydralib.report import plot_methods
+    summaries = {name: summarise([fake_result(0.5, 1.0)] * 2) for name in ("LoRA r8", "LoRA r32", "Hydra N=8")}
+    fig = plot_methods(summaries, "t", tmp_path / "m.png")
+    bars = fig.axes[0].patches
+    assert len(bars) == 3 and (tmp_path / "m.png").exists()
+    assert bars[0].get_facecolor() == bars[1].get_facecolor() != bars[2].get_facecolor()
