@@ -22,11 +22,14 @@ def mean_and_spread(values: list[float]) -> tuple[float, float]:
 
 
 def compare(better: list[float], worse: list[float]) -> dict:
-    """Is `better` above `worse`? The difference of means against the combined spread."""
+    """Is `better` above `worse`? The difference of means against the combined spread; with a single
+    value on either side there is no spread, so the verdict is inconclusive whatever the difference."""
     mean_a, sd_a = mean_and_spread(better)
     mean_b, sd_b = mean_and_spread(worse)
     difference, spread = mean_a - mean_b, math.hypot(sd_a, sd_b)
-    if difference > spread:
+    if min(len(better), len(worse)) < 2:  # one seed has no spread to measure a difference against
+        verdict = "inconclusive"
+    elif difference > spread:
         verdict = "held"
     elif difference < -spread:
         verdict = "not held"

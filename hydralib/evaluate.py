@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .data.formatting import IGNORE_INDEX, collate, encode_prompt, encode_row, prompt_mask, routing_fields
+from .data.formatting import (IGNORE_INDEX, collate, encode_prompt, encode_row, format_prompt, prompt_mask,
+                              routing_fields)
 from .data.sources import extract_gsm8k_answer
 from .inject import adapter_layers, batch_routing, recorded_gates, routing
 
@@ -147,13 +148,18 @@ def mmlu_prompt(row: dict, shots: list[dict] = ()) -> str:
 
 @torch.no_grad()
 def multiple_choice_accuracy(model, tokenizer, rows: list[dict], shots: dict[str, list[dict]] | None = None,
-                             k_shot: int = 0) -> dict:
+                             k_shot: int = 0, template: str | None = None) -> dict:
     """MMLU-style scoring: the letter among A-D whose token is likeliest after the prompt.
 
-    shots: subject -> solved dev rows (the first k_shot are used as examples)."""
+    shots: subject -> solved dev rows (the first k_shot are used as examples). template: None for the
+    usual MMLU prompt ("... Answer:", then " A"); a training template's name to ask the way an adapter
+    was trained (its prompt, then the bare letter), which then takes no shots."""
+    if template is not None and k_shot:
+        raise ValueError(f"k_shot={k_shot} needs template=None: a training template's prompt holds one question")
     model.eval()
     device = next(model.parameters()).device
-    encoded = [tokenizer.encode(" " + letter, add_special_tokens=False) for letter in MMLU_LETTERS]
+    space = "" if template is not None else " "
+    encoded = [tokenizer.encode(space + letter, add_special_tokens=False) for letter in MMLU_LETTERS]
     prefix = encoded[0][:-1]  # e.g. a space token for byte-level tokenizers, fed as part of the prompt
     if any(e[:-1] != prefix for e in encoded):
         raise ValueError(f"the tokenizer encodes the answer letters inconsistently: {encoded}")
@@ -161,7 +167,8 @@ def multiple_choice_accuracy(model, tokenizer, rows: list[dict], shots: dict[str
     per = defaultdict(list)
     for row in rows:
         examples = (shots or {}).get(row.get("subject"), [])[:k_shot]
-        ids = tokenizer.encode(mmlu_prompt(row, examples), add_special_tokens=False) + prefix
+        prompt = mmlu_prompt(row, examples) if template is None else format_prompt(row, template)
+        ids = tokenizer.encode(prompt, add_special_tokens=False) + prefix
         if tokenizer.bos_token_id is not None:
             ids = [tokenizer.bos_token_id] + ids
         with batch_routing(model, torch.tensor([routing_fields(row)["route"]]), torch.ones(1, len(ids))):

@@ -71,13 +71,16 @@ DATA_SELECTIONS = ("only_component", "part", "parts")
 
 
 def build_data(data: dict) -> dict:
-    """{'train', 'test', 'components'} for a data spec; kinds: 'synthetic', 'primitives'.
+    """{'train', 'test', 'components'} for a data spec; kinds: 'synthetic', 'primitives', 'real' (see
+    hydralib.real: a mixture of real sets).
 
     Selections for per-task and control LoRAs: only_component=c keeps component c's rows (train and test);
     part=i of parts=n keeps the i-th of n random, equal parts of the training rows (an IID split)."""
     from .data.synthetic import make_corpus, make_primitive_corpus
+    from .real import build_real_data
     options = {k: v for k, v in data.items() if k not in ("kind", "cluster_features", *DATA_SELECTIONS)}
-    builders = {"synthetic": make_corpus, "primitives": make_primitive_corpus}
+    builders = {"synthetic": make_corpus, "primitives": make_primitive_corpus,
+                "real": lambda **spec: build_real_data(spec)}
     if data.get("kind") not in builders:
         raise ValueError(f"unknown data kind {data.get('kind')!r}; allowed: {', '.join(builders)}")
     corpus = builders[data["kind"]](**options)
@@ -130,6 +133,7 @@ def execute_run(spec: dict, run_dir: Path) -> dict:
     """Build model and data from the spec, train (resuming a checkpoint in run_dir), evaluate; the results."""
     from .evaluate import evaluate_generation, evaluate_loss
     from .inject import add_adapters, count_parameters, warm_start_routers
+    from .real import evaluate_real
     spec = normalise_spec(spec)
     model, tokenizer = load_spec_model(spec["model"])
     if spec["adapter"] is not None:
@@ -143,9 +147,14 @@ def execute_run(spec: dict, run_dir: Path) -> dict:
     result = train(model, tokenizer, data["train"], config, run_dir, run_record={"spec": spec})
     evaluation = spec["eval"]
     test = data["test"][:evaluation.get("n_test", len(data["test"]))]
-    loss = evaluate_loss(result.model, tokenizer, test, config.template, config.max_length)
-    generation = evaluate_generation(result.model, tokenizer, test, config.template,
-                                     evaluation.get("max_new_tokens", 16), scorer=evaluation.get("scorer", "exact"))
+    if spec["data"]["kind"] == "real":
+        scores = evaluate_real(result.model, tokenizer, test, evaluation, config.template, config.max_length)
+    else:
+        loss = evaluate_loss(result.model, tokenizer, test, config.template, config.max_length)
+        generation = evaluate_generation(result.model, tokenizer, test, config.template,
+                                         evaluation.get("max_new_tokens", 16), scorer=evaluation.get("scorer", "exact"))
+        scores = {"test_loss": loss, "exact_match": generation["exact_match"],
+                  "exact_match_per_component": generation["per_component"], "generations": generation["generations"]}
     count = count_parameters(result.model)
     if spec["adapter"] is not None and spec["adapter"]["heads"] > 1:
         routes = {**routes, "routing": routing_summary(result.model, tokenizer, test, data["components"],
@@ -158,10 +167,7 @@ def execute_run(spec: dict, run_dir: Path) -> dict:
         "tokens_per_s": sum(m["tokens_per_s"] for m in result.metrics) / max(1, len(result.metrics)),
         "parameters": {"trainable": count.trainable, "adapter": count.adapter, "router": count.router,
                        "paper": count.paper, "base": count.base},
-        "test_loss": loss,
-        "exact_match": generation["exact_match"],
-        "exact_match_per_component": generation["per_component"],
-        "generations": generation["generations"],
+        **scores,
         **routes,
     }
 
@@ -204,6 +210,13 @@ class RunStore:
             return json.loads((folder / RESULTS_NAME).read_text())
         except (OSError, ValueError, KeyError):
             return None
+
+    def metrics(self, spec: dict) -> list[dict]:
+        """The training log of a finished run: one dict per logged step (loss, lr, router statistics...)."""
+        path = self.path(spec) / "metrics.jsonl"
+        if self.get(spec) is None or not path.exists():
+            raise FileNotFoundError(f"no finished run with a training log for this spec in {self.root}; run it first")
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def run(self, spec: dict) -> dict:
         """Results for spec: from the store if finished and intact, else trained now (once, under a lock)."""
@@ -289,16 +302,26 @@ def synthetic_spec(adapter_spec: dict | None, seed: int, *, n_components: int, s
             "eval": {"max_new_tokens": max_new_tokens}}
 
 
-def run_methods(methods: dict[str, dict], seeds: list[int], store: RunStore, processes: int = 2,
-                **spec_options) -> dict[str, list[dict]]:
-    """{name: [results per seed]} for methods {name: {"adapter": adapter spec or None, "lr": ..., more
-    train options}}, every spec built by synthetic_spec(**spec_options) and trained through the store."""
-    keys, specs = [], []
+def method_specs(methods: dict[str, dict], seeds: list[int], spec_builder=None, **spec_options) -> dict[str, list[dict]]:
+    """{name: [run spec per seed]} for methods {name: {"adapter": adapter spec or None, "lr": ..., more train
+    options}}, each built by spec_builder(adapter, seed, **options): synthetic_spec unless given (real.real_spec
+    for real data)."""
+    builder = spec_builder or synthetic_spec
+    specs = {}
     for name, method in methods.items():
         options = {**spec_options, **{k: v for k, v in method.items() if k != "adapter"}}
-        for seed in seeds:
-            keys.append(name)
-            specs.append(synthetic_spec(method["adapter"], seed, **options))
+        specs[name] = [builder(method["adapter"], seed, **options) for seed in seeds]
+    return specs
+
+
+def run_methods(methods: dict[str, dict], seeds: list[int], store: RunStore, processes: int = 2,
+                spec_builder=None, **spec_options) -> dict[str, list[dict]]:
+    """{name: [results per seed]} for the runs of method_specs(methods, seeds, spec_builder, **spec_options),
+    trained through the store."""
+    keys, specs = [], []
+    for name, per_seed in method_specs(methods, seeds, spec_builder, **spec_options).items():
+        keys += [name] * len(per_seed)
+        specs += per_seed
     out: dict[str, list[dict]] = {name: [] for name in methods}
     for name, result in zip(keys, run_many(specs, store, processes=processes)):
         out[name].append(result)

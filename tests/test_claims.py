@@ -35,3 +35,10 @@ def test_record_verdicts_records_and_prints_each_claim(tmp_path, capsys):
     assert [e["verdict"] for e in entries] == ["held", "not held"]
     assert "a beats b: held (0.650 vs 0.250" in capsys.readouterr().out
     assert claims_table([tmp_path]).count("| 03_x |") == 2
+
+
+def test_one_seed_is_never_held_or_refuted():
+    """One seed has no spread: a large difference is still only inconclusive."""
+    assert compare([0.9], [0.1])["verdict"] == "inconclusive"
+    assert compare([0.1], [0.9, 0.91])["verdict"] == "inconclusive"
+    assert compare([0.9], [0.1])["seeds"] == 1

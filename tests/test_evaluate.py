@@ -89,3 +89,22 @@ def test_gate_profile_gives_each_row_its_gate_per_layer():
         if gate == "task":
             chosen = profile["gates"].argmax(-1)
             assert chosen.tolist() == [[r["component"]] * len(profile["layers"]) for r in rows]
+
+
+def test_multiple_choice_in_a_training_template_asks_with_the_training_prompt():
+    """template='alpaca': the model reads the training prompt and answers with the bare letter."""
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    b_token = tokenizer.encode("B", add_special_tokens=False)[-1]
+    biased = torch.zeros(model.config.vocab_size)
+    biased[b_token] = 1000.0
+    model.lm_head.register_forward_hook(lambda module, args, out: out + biased)
+    read = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: read.append(kwargs["input_ids"][0].tolist()),
+                                    with_kwargs=True)
+    rows = [{"instruction": "Q?\nA. a\nB. b\nC. c\nD. d", "answer": letter, "subject": "s"} for letter in "BBAD"]
+    assert multiple_choice_accuracy(model, tokenizer, rows, template="alpaca")["accuracy"] == 0.5
+    assert tokenizer.decode(read[-1], skip_special_tokens=True).endswith("Q?\nA. a\nB. b\nC. c\nD. d\n\n### Response:\n")
+    multiple_choice_accuracy(model, tokenizer, rows)
+    assert tokenizer.decode(read[-1], skip_special_tokens=True).endswith("D. d\nAnswer: ")
+    with pytest.raises(ValueError, match="k_shot=1 needs template=None"):
+        multiple_choice_accuracy(model, tokenizer, rows, shots={"s": rows}, k_shot=1, template="alpaca")

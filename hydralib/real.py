@@ -1,0 +1,183 @@
+"""The real-data lane: a mixture of real sets as run data, how a run on it is scored, and the
+paper-scale shape check.
+
+A real-data run's data spec (see runs.build_data):
+
+    {"kind": "real", "sources": ["gsm8k", "mmlu", "humaneval"], "eval_sources": [],
+     "n_train": 64, "n_test": 16, "seed": 0, "download": False}
+
+Each source is one component of the mixture (its own labels, e.g. the MMLU subject, move to
+subcomponent). n_train and n_test are rows per source (fewer when a source has fewer). Training rows
+and test rows never overlap: GSM8K trains on its train split and tests on its test split, MMLU trains
+on dev + val and tests on test, HumanEval and Dolly are cut once into fixed train and test parts.
+eval_sources are tested on only (the paper's general-domain setting: train on Dolly, test on MMLU). A
+single source keeps its own components (Dolly's eight categories). download=True lets a loader fetch
+a missing set from the hub with `datasets`; tests and CI never do.
+"""
+from __future__ import annotations
+
+import random
+
+from .checks import check_choice
+from .data.sources import load_dolly, load_gsm8k, load_humaneval, load_mmlu, mix_sources
+
+SOURCES = ("gsm8k", "mmlu", "humaneval", "dolly")
+# Rows of a source cut once into train and test parts: every TEST_EVERY-th row (by position) is a test row.
+TEST_EVERY = 4
+
+# LLaMA-2-7B's architecture (the public config of meta-llama/Llama-2-7b-hf), for the shape check.
+LLAMA2_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+             "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096,
+             "rms_norm_eps": 1e-5}
+
+
+def load_source(name: str, download: bool = False) -> tuple[list[dict], list[dict]]:
+    """(training pool, test pool) of one source; each row gets "source" = name."""
+    check_choice("source", name, SOURCES)
+    if name == "gsm8k":
+        train, test = load_gsm8k("train", download), load_gsm8k("test", download)
+    elif name == "mmlu":
+        train = load_mmlu("dev", download=download) + load_mmlu("val", download=download)
+        test = load_mmlu("test", download=download)
+    else:
+        rows = load_humaneval() if name == "humaneval" else load_dolly(download=download)
+        train = [r for i, r in enumerate(rows) if i % TEST_EVERY != TEST_EVERY - 1]
+        test = [r for i, r in enumerate(rows) if i % TEST_EVERY == TEST_EVERY - 1]
+    return [{**r, "source": name} for r in train], [{**r, "source": name} for r in test]
+
+
+def missing_sources(sources, download: bool = False) -> dict[str, str]:
+    """{source: why it cannot be loaded here} for the sources that cannot; empty when all can."""
+    missing = {}
+    for name in sources:
+        try:
+            load_source(name, download)
+        except FileNotFoundError as e:
+            missing[name] = str(e)
+    return missing
+
+
+def build_real_data(data: dict) -> dict:
+    """{'train', 'test', 'components'} for a data spec of kind 'real' (see the module docstring)."""
+    sources, eval_sources = list(data["sources"]), list(data.get("eval_sources") or [])
+    if not sources:
+        raise ValueError("a real-data spec needs at least one training source; allowed: " + ", ".join(SOURCES))
+    overlap = sorted(set(sources) & set(eval_sources))
+    if overlap:
+        raise ValueError(f"sources {overlap} are both trained on and test-only (eval_sources); name each once")
+    for key in ("n_train", "n_test"):
+        if isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 1:
+            raise ValueError(f"{key} must be an integer >= 1 (rows per source), got {key}={data[key]!r}")
+    rng = random.Random(data.get("seed", 0))
+    train_pools, test_pools = {}, {}
+    for name in sources + eval_sources:
+        train, test = load_source(name, data.get("download", False))
+        if name in sources:
+            train_pools[name] = rng.sample(train, min(data["n_train"], len(train)))
+        test_pools[name] = rng.sample(test, min(data["n_test"], len(test)))
+    if len(test_pools) == 1:  # one source: its own components (e.g. Dolly's categories) are the mixture's
+        (rows,) = train_pools.values()
+        components = sorted({r["component_name"] for r in rows + test_pools[sources[0]]})
+        return {"train": rows, "test": test_pools[sources[0]], "components": components}
+    names = sources + eval_sources
+    train = mix_sources(train_pools, None, data.get("seed", 0))
+    # test-only sources take the component numbers after the trained ones
+    test = mix_sources({name: test_pools[name] for name in names}, None, data.get("seed", 0))
+    return {"train": train, "test": test, "components": names}
+
+
+def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template: str, max_length: int) -> dict:
+    """Scores of a model on real test rows: response loss per component for every row; MMLU accuracy
+    (the likeliest answer letter after the training template) on MMLU rows; GSM8K exact match of the
+    final number, generated greedily up to evaluation["max_new_tokens"], on GSM8K rows; HumanEval pass@1
+    only when evaluation["execute_code"] is true (it runs the generated code, sandboxed)."""
+    from .evaluate import evaluate_loss, generate, humaneval_pass_at_1, is_correct, multiple_choice_accuracy
+    batch_size = evaluation.get("batch_size", 8)
+    loss = evaluate_loss(model, tokenizer, rows, template, max_length, batch_size=batch_size)
+    scores = {"test_loss": loss["loss"], "loss_per_component": {k: v["loss"] for k, v in loss["per_component"].items()}}
+    mmlu = [r for r in rows if r["source"] == "mmlu"]
+    if mmlu:
+        scores["mmlu_accuracy"] = multiple_choice_accuracy(model, tokenizer, mmlu, template=template)["accuracy"]
+        scores["mmlu_n"] = len(mmlu)
+    gsm8k = [r for r in rows if r["source"] == "gsm8k"]
+    max_new_tokens = evaluation.get("max_new_tokens", 160)
+    if gsm8k:
+        texts = generate(model, tokenizer, gsm8k, template, max_new_tokens, batch_size, max_length)
+        scores["gsm8k_exact_match"] = sum(is_correct(r, t, "gsm8k") for r, t in zip(gsm8k, texts)) / len(gsm8k)
+        scores["gsm8k_n"] = len(gsm8k)
+        scores["gsm8k_generations"] = texts
+    code = [r for r in rows if r["source"] == "humaneval"]
+    if code and evaluation.get("execute_code", False):
+        texts = generate(model, tokenizer, code, template, max_new_tokens, batch_size, max_length)
+        scores["pass_at_1"] = humaneval_pass_at_1(code, texts, allow_execution=True)["pass_at_1"]
+        scores["humaneval_n"] = len(code)
+    return scores
+
+
+def shape_check(adapter_spec: dict, architecture: dict = LLAMA2_7B, batch: int = 2, length: int = 16) -> dict:
+    """Build a LLaMA model of the given architecture on the meta device (no memory, no download), add the
+    adapters, run one forward and backward pass; the logits' shape and the parameter counts.
+
+    This is how the paper-scale profile (LLaMA-2-7B) is checked on a machine that cannot hold it."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .config import AdapterConfig
+    from .inject import add_adapters, count_parameters
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(**architecture))
+        add_adapters(model, AdapterConfig.from_dict(adapter_spec))
+        ids = torch.zeros(batch, length, dtype=torch.long)
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+    count = count_parameters(model)
+    grads = [p for p in model.parameters() if p.requires_grad]
+    if any(p.grad is None for p in grads):
+        raise RuntimeError("the backward pass left some trainable parameters without a gradient")
+    return {"logits": tuple(out.logits.shape), "base": count.base, "trainable": count.trainable,
+            "adapter": count.adapter, "router": count.router, "paper": count.paper,
+            "paper_percent": 100 * count.paper / count.base, "trainable_tensors": len(grads)}
+
+
+def lane_methods(r: int, heads: int, targets, lr: float) -> dict[str, dict]:
+    """The lane's methods at equal scale (alpha = 2r), as run_methods takes them: LoRA r; Split heads x r
+    with a learned gate; HydraLoRA r with `heads` heads under the official per-token router and under the
+    cluster gate."""
+    from .runs import adapter
+
+    def method(kind, **options):
+        return {"adapter": adapter(kind, r, targets=targets, **options), "lr": lr}
+    return {f"LoRA r{r}": method("lora"),
+            f"Split {heads}x{r} learned": method("split", heads=heads),
+            f"Hydra r{r} N={heads} token router": method("hydra", heads=heads),
+            f"Hydra r{r} N={heads} cluster gate": method("hydra", heads=heads, gate="cluster")}
+
+
+def real_spec(adapter_spec: dict | None, seed: int, *, model: str, sources: list[str], n_train: int, n_test: int,
+              steps: int, lr: float, eval_sources: list[str] = (), batch_size: int = 4, max_length: int = 192,
+              template: str = "alpaca", device: str = "cpu", download: bool = False, model_options: dict | None = None,
+              cluster_features: str = "sentence", max_new_tokens: int = 128, execute_code: bool = False,
+              **train_options) -> dict:
+    """The run spec of the real-data lane (the counterpart of runs.synthetic_spec): `model` (a built-in
+    name, a transformers id or a path) adapted on a mixture of real sets. One seed drives the rows drawn,
+    the adapter init and the batch order."""
+    return {"model": {"name": model, **(model_options or {})},
+            "data": {"kind": "real", "sources": list(sources), "eval_sources": list(eval_sources), "n_train": n_train,
+                     "n_test": n_test, "seed": seed, "download": download, "cluster_features": cluster_features},
+            "adapter": adapter_spec,
+            "train": {"steps": steps, "batch_size": batch_size, "seed": seed, "device": device, "lr": lr,
+                      "max_length": max_length, "template": template, **train_options},
+            "eval": {"max_new_tokens": max_new_tokens, "execute_code": execute_code}}
+
+
+def evaluate_base(spec: dict) -> dict:
+    """The scores of a spec's model as it is, before any adaptation, on the spec's test rows."""
+    from .runs import build_data, load_spec_model, normalise_spec
+    spec = normalise_spec(spec)
+    model, tokenizer = load_spec_model(spec["model"])
+    train = spec["train"]
+    if train["device"] != "cpu":  # the device training would use: accelerate's pick (a GPU when there is one)
+        from accelerate import PartialState
+        model.to(PartialState(cpu=False).device)
+    rows = build_data(spec["data"])["test"]
+    return evaluate_real(model, tokenizer, rows, spec["eval"], train["template"], train["max_length"])
