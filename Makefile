@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= default
+# The real benchmark files (GSM8K, MMLU) for notebook 08: ../shared/data where it exists, unless set already.
+ifneq ($(wildcard ../shared/data),)
+export HYDRALIB_DATA ?= $(abspath ../shared/data)
+endif
 
 .PHONY: suite test pytest notebooks-ci benchmark clean-build
 

@@ -93,10 +93,10 @@ class AdapterLayer(nn.Module):
                 raise RuntimeError(
                     f"gate={self.config.gate!r} needs the head of every sample (its component or cluster): run the "
                     "model inside `with hydralib.routing(model, task_ids=ids):` (ids: LongTensor of shape (batch,))")
-            ids = self.task_ids.to(x.device)
+            ids = self.task_ids  # checked where they were given (a model on the meta device cannot check values)
             if ids.min() < 0 or ids.max() >= heads:
                 raise ValueError(f"task/cluster ids must lie in 0..{heads - 1}, got {ids.unique().tolist()}")
-            g = _per_sample(F.one_hot(ids, heads).to(dtype), x.dim())
+            g = _per_sample(F.one_hot(ids.to(x.device), heads).to(dtype), x.dim())
         elif self.held_gate is not None:
             g = self.held_gate
         else:

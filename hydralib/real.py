@@ -68,22 +68,29 @@ def build_real_data(data: dict) -> dict:
     for key in ("n_train", "n_test"):
         if isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 1:
             raise ValueError(f"{key} must be an integer >= 1 (rows per source), got {key}={data[key]!r}")
-    rng = random.Random(data.get("seed", 0))
+    seed = data.get("seed", 0)
+    rng = random.Random(seed)
     train_pools, test_pools = {}, {}
     for name in sources + eval_sources:
         train, test = load_source(name, data.get("download", False))
         if name in sources:
             train_pools[name] = rng.sample(train, min(data["n_train"], len(train)))
         test_pools[name] = rng.sample(test, min(data["n_test"], len(test)))
-    if len(test_pools) == 1:  # one source: its own components (e.g. Dolly's categories) are the mixture's
-        (rows,) = train_pools.values()
-        components = sorted({r["component_name"] for r in rows + test_pools[sources[0]]})
-        return {"train": rows, "test": test_pools[sources[0]], "components": components}
-    names = sources + eval_sources
-    train = mix_sources(train_pools, None, data.get("seed", 0))
-    # test-only sources take the component numbers after the trained ones
-    test = mix_sources({name: test_pools[name] for name in names}, None, data.get("seed", 0))
-    return {"train": train, "test": test, "components": names}
+    if len(sources) == 1:  # one training source: its own labels (e.g. Dolly's categories) are the components
+        (name,) = sources
+        components = sorted({r["component_name"] for r in train_pools[name] + test_pools[name]})
+        renumber = {c: i for i, c in enumerate(components)}
+        train = [{**r, "component": renumber[r["component_name"]]} for r in train_pools[name]]
+        test = [{**r, "component": renumber[r["component_name"]]} for r in test_pools[name]]
+    else:
+        components = list(sources)
+        train = mix_sources(train_pools, None, seed)
+        test = mix_sources({name: test_pools[name] for name in sources}, None, seed)
+    for name in eval_sources:  # test-only sources: one component each, numbered after the trained ones
+        test += [{**r, "component": len(components), "component_name": name, "subcomponent": r["component"],
+                  "subcomponent_name": r["component_name"]} for r in test_pools[name]]
+        components.append(name)
+    return {"train": train, "test": test, "components": components}
 
 
 def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template: str, max_length: int) -> dict:
@@ -123,13 +130,14 @@ def shape_check(adapter_spec: dict, architecture: dict = LLAMA2_7B, batch: int =
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from .config import AdapterConfig
-    from .inject import add_adapters, count_parameters
+    from .inject import add_adapters, count_parameters, routing
     with torch.device("meta"):
         model = LlamaForCausalLM(LlamaConfig(**architecture))
         add_adapters(model, AdapterConfig.from_dict(adapter_spec))
-        ids = torch.zeros(batch, length, dtype=torch.long)
+    ids = torch.zeros(batch, length, dtype=torch.long, device="meta")
+    with routing(model, task_ids=torch.zeros(batch, dtype=torch.long)):  # head 0, for task and cluster gates
         out = model(input_ids=ids, labels=ids)
-        out.loss.backward()
+    out.loss.backward()
     count = count_parameters(model)
     grads = [p for p in model.parameters() if p.requires_grad]
     if any(p.grad is None for p in grads):
@@ -181,3 +189,43 @@ def evaluate_base(spec: dict) -> dict:
         model.to(PartialState(cpu=False).device)
     rows = build_data(spec["data"])["test"]
     return evaluate_real(model, tokenizer, rows, spec["eval"], train["template"], train["max_length"])
+
+
+SCORES = (("mmlu_accuracy", "MMLU accuracy"), ("gsm8k_exact_match", "GSM8K exact match"), ("pass_at_1", "HumanEval pass@1"))
+
+
+def lane_summary(base: dict, results: dict[str, list[dict]]) -> dict[str, dict]:
+    """{row name: {score: (mean, sd over seeds)}} for the base model (one evaluation) and each method: the test
+    loss overall and per component, the task scores present, trainable parameters and training seconds."""
+    from .claims import mean_and_spread
+
+    def summarise(runs):
+        out = {"test loss": mean_and_spread([r["test_loss"] for r in runs])}
+        for component in runs[0]["loss_per_component"]:
+            out[f"loss {component}"] = mean_and_spread([r["loss_per_component"][component] for r in runs])
+        for key, label in SCORES:
+            if key in runs[0]:
+                out[label] = mean_and_spread([r[key] for r in runs])
+        return out
+    summary = {"base model": summarise([base])}
+    for name, runs in results.items():
+        summary[name] = {**summarise(runs), "train seconds": mean_and_spread([r["train_seconds"] for r in runs]),
+                         "trainable": runs[0]["parameters"]["trainable"],
+                         "paper % of base": 100 * runs[0]["parameters"]["paper"] / runs[0]["parameters"]["base"]}
+    return summary
+
+
+def lane_table(summary: dict[str, dict]) -> str:
+    """The summary as a markdown table: one row per model, mean ± sd where there are several seeds."""
+    columns = list(dict.fromkeys(key for row in summary.values() for key in row))
+
+    def cell(value):
+        if value is None:
+            return ""
+        if isinstance(value, tuple):
+            mean, sd = value
+            return f"{mean:.3f} ± {sd:.3f}" if sd else f"{mean:.3f}"
+        return f"{value:,}" if isinstance(value, int) else f"{value:.3f}"
+    lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(cell(row.get(c)) for c in columns) + " |" for name, row in summary.items()]
+    return "\n".join(lines) + "\n"

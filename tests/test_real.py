@@ -155,3 +155,33 @@ def _parameters_cell(notebook) -> dict:
     values = {}
     exec(source, {}, values)
     return values
+
+
+def test_one_source_with_a_test_only_source(tmp_path, monkeypatch, small_data):
+    """The paper's general-domain setting: train on Dolly's categories, test on MMLU too."""
+    records = [{"instruction": f"do {i}", "context": "", "response": f"done {i}", "category": c}
+               for i, c in enumerate(["qa", "summary"] * 8)]
+    (small_data / "dolly").mkdir()
+    (small_data / "dolly" / "databricks-dolly-15k.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    data = build_real_data({"kind": "real", "sources": ["dolly"], "eval_sources": ["mmlu"], "n_train": 8,
+                            "n_test": 3, "seed": 0})
+    assert data["components"] == ["qa", "summary", "mmlu"]
+    assert {r["component_name"] for r in data["train"]} == {"qa", "summary"}
+    assert [r["component"] for r in data["test"] if r["source"] == "mmlu"] == [2, 2, 2]
+
+
+def test_lane_summary_and_table():
+    from hydralib.real import lane_summary, lane_table
+
+    def run(loss, mmlu, seconds):
+        return {"test_loss": loss, "loss_per_component": {"gsm8k": loss + 0.1, "mmlu": loss - 0.1},
+                "mmlu_accuracy": mmlu, "train_seconds": seconds,
+                "parameters": {"trainable": 1000, "paper": 500.0, "base": 100000}}
+    base = {k: v for k, v in run(2.0, 0.25, 0).items() if k not in ("train_seconds", "parameters")}
+    summary = lane_summary(base, {"LoRA r8": [run(1.0, 0.3, 10), run(1.2, 0.5, 12)]})
+    assert summary["base model"]["test loss"] == (2.0, 0.0) and "trainable" not in summary["base model"]
+    lora = summary["LoRA r8"]
+    assert lora["test loss"][0] == pytest.approx(1.1) and lora["loss mmlu"][0] == pytest.approx(1.0)
+    assert lora["MMLU accuracy"][0] == pytest.approx(0.4) and lora["paper % of base"] == pytest.approx(0.5)
+    table = lane_table(summary)
+    assert "| base model | 2.000 |" in table and "| LoRA r8 | 1.100 ± 0.141 |" in table and "1,000" in table
