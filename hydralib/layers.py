@@ -93,7 +93,7 @@ class AdapterLayer(nn.Module):
                 raise RuntimeError(
                     f"gate={self.config.gate!r} needs the head of every sample (its component or cluster): run the "
                     "model inside `with hydralib.routing(model, task_ids=ids):` (ids: LongTensor of shape (batch,))")
-            ids = self.task_ids  # checked where they were given (a model on the meta device cannot check values)
+            ids = self.task_ids  # checked before moving: on the meta device (shape checks) there are no values
             if ids.min() < 0 or ids.max() >= heads:
                 raise ValueError(f"task/cluster ids must lie in 0..{heads - 1}, got {ids.unique().tolist()}")
             g = _per_sample(F.one_hot(ids.to(x.device), heads).to(dtype), x.dim())

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import random
 
-from .checks import check_choice
+from .checks import check_choice, check_int
 from .data.sources import load_dolly, load_gsm8k, load_humaneval, load_mmlu, mix_sources
 
 SOURCES = ("gsm8k", "mmlu", "humaneval", "dolly")
+DATA_KEYS = ("kind", "sources", "eval_sources", "n_train", "n_test", "seed", "download", "cluster_features")
 # Rows of a source cut once into train and test parts: every TEST_EVERY-th row (by position) is a test row.
 TEST_EVERY = 4
 
@@ -47,27 +48,42 @@ def load_source(name: str, download: bool = False) -> tuple[list[dict], list[dic
 
 
 def missing_sources(sources, download: bool = False) -> dict[str, str]:
-    """{source: why it cannot be loaded here} for the sources that cannot; empty when all can."""
+    """{source: why it cannot be loaded here} for the sources that cannot; empty when all can.
+
+    With download=True a missing set is fetched (and kept) here; a failed download (no network, no hub)
+    is reported as missing too, whatever error `datasets` raised."""
     missing = {}
     for name in sources:
         try:
             load_source(name, download)
         except FileNotFoundError as e:
             missing[name] = str(e)
+        except Exception as e:  # only a download can fail otherwise, with the hub's or the network's error
+            if not download:
+                raise
+            missing[name] = f"downloading it failed: {type(e).__name__}: {e}"
     return missing
 
 
 def build_real_data(data: dict) -> dict:
     """{'train', 'test', 'components'} for a data spec of kind 'real' (see the module docstring)."""
-    sources, eval_sources = list(data["sources"]), list(data.get("eval_sources") or [])
+    unknown = sorted(set(data) - set(DATA_KEYS))
+    if unknown:
+        raise ValueError(f"unknown keys {unknown} in a real-data spec; allowed: {', '.join(DATA_KEYS)}")
+    for key in ("sources", "eval_sources"):
+        if isinstance(data.get(key), str):
+            raise ValueError(f"{key} must be a list of source names, got {key}={data[key]!r}; "
+                             f"e.g. [{data[key]!r}]")
+    sources, eval_sources = list(data.get("sources") or []), list(data.get("eval_sources") or [])
     if not sources:
         raise ValueError("a real-data spec needs at least one training source; allowed: " + ", ".join(SOURCES))
     overlap = sorted(set(sources) & set(eval_sources))
     if overlap:
         raise ValueError(f"sources {overlap} are both trained on and test-only (eval_sources); name each once")
     for key in ("n_train", "n_test"):
-        if isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 1:
-            raise ValueError(f"{key} must be an integer >= 1 (rows per source), got {key}={data[key]!r}")
+        if key not in data:
+            raise ValueError(f"a real-data spec needs {key} (rows per source); it has {sorted(data)}")
+        check_int(key, data[key], 1)
     seed = data.get("seed", 0)
     rng = random.Random(seed)
     train_pools, test_pools = {}, {}
@@ -94,14 +110,15 @@ def build_real_data(data: dict) -> dict:
 
 
 def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template: str, max_length: int) -> dict:
-    """Scores of a model on real test rows: response loss per component for every row; MMLU accuracy
-    (the likeliest answer letter after the training template) on MMLU rows; GSM8K exact match of the
+    """Scores of a model on real test rows: test_loss, the response loss overall (per token, so long answers
+    weigh most) and per component, as evaluate_loss gives it; MMLU accuracy, zero-shot (the likeliest
+    answer letter after the training template), on MMLU rows; GSM8K exact match of the
     final number, generated greedily up to evaluation["max_new_tokens"], on GSM8K rows; HumanEval pass@1
     only when evaluation["execute_code"] is true (it runs the generated code, sandboxed)."""
     from .evaluate import evaluate_loss, generate, humaneval_pass_at_1, is_correct, multiple_choice_accuracy
     batch_size = evaluation.get("batch_size", 8)
     loss = evaluate_loss(model, tokenizer, rows, template, max_length, batch_size=batch_size)
-    scores = {"test_loss": loss["loss"], "loss_per_component": {k: v["loss"] for k, v in loss["per_component"].items()}}
+    scores = {"test_loss": loss}
     mmlu = [r for r in rows if r["source"] == "mmlu"]
     if mmlu:
         scores["mmlu_accuracy"] = multiple_choice_accuracy(model, tokenizer, mmlu, template=template)["accuracy"]
@@ -180,34 +197,42 @@ def real_spec(adapter_spec: dict | None, seed: int, *, model: str, sources: list
 
 def evaluate_base(spec: dict) -> dict:
     """The scores of a spec's model as it is, before any adaptation, on the spec's test rows."""
+    from .efficiency import resolve_device
     from .runs import build_data, load_spec_model, normalise_spec
     spec = normalise_spec(spec)
     model, tokenizer = load_spec_model(spec["model"])
-    train = spec["train"]
-    if train["device"] != "cpu":  # the device training would use: accelerate's pick (a GPU when there is one)
-        from accelerate import PartialState
-        model.to(PartialState(cpu=False).device)
+    train, evaluation = spec["train"], spec["eval"]
+    model.to(resolve_device(train["device"]))  # where training would put it: a GPU for "auto" when there is one
     rows = build_data(spec["data"])["test"]
-    return evaluate_real(model, tokenizer, rows, spec["eval"], train["template"], train["max_length"])
+    rows = rows[:evaluation.get("n_test", len(rows))]  # as runs.execute_run scores them
+    return evaluate_real(model, tokenizer, rows, evaluation, train["template"], train["max_length"])
 
 
 SCORES = (("mmlu_accuracy", "MMLU accuracy"), ("gsm8k_exact_match", "GSM8K exact match"), ("pass_at_1", "HumanEval pass@1"))
 
 
-def lane_summary(base: dict, results: dict[str, list[dict]]) -> dict[str, dict]:
-    """{row name: {score: (mean, sd over seeds)}} for the base model (one evaluation) and each method: the test
-    loss overall and per component, the task scores present, trainable parameters and training seconds."""
+def mean_component_loss(result: dict) -> float:
+    """The test loss averaged over components (each source counts once, however long its answers)."""
+    per = result["test_loss"]["per_component"]
+    return sum(v["loss"] for v in per.values()) / len(per)
+
+
+def lane_summary(base: list[dict], results: dict[str, list[dict]]) -> dict[str, dict]:
+    """{row name: {score: (mean, sd over seeds)}} for the base model (scored on each seed's test rows) and
+    each method: the mean of the component losses, the loss per component, the task scores present, and for
+    the methods trainable parameters and training seconds."""
     from .claims import mean_and_spread
 
     def summarise(runs):
-        out = {"test loss": mean_and_spread([r["test_loss"] for r in runs])}
-        for component in runs[0]["loss_per_component"]:
-            out[f"loss {component}"] = mean_and_spread([r["loss_per_component"][component] for r in runs])
+        out = {"mean component loss": mean_and_spread([mean_component_loss(r) for r in runs])}
+        for component in runs[0]["test_loss"]["per_component"]:
+            out[f"loss {component}"] = mean_and_spread([r["test_loss"]["per_component"][component]["loss"]
+                                                        for r in runs])
         for key, label in SCORES:
             if key in runs[0]:
                 out[label] = mean_and_spread([r[key] for r in runs])
         return out
-    summary = {"base model": summarise([base])}
+    summary = {"base model": summarise(base)}
     for name, runs in results.items():
         summary[name] = {**summarise(runs), "train seconds": mean_and_spread([r["train_seconds"] for r in runs]),
                          "trainable": runs[0]["parameters"]["trainable"],

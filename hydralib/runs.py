@@ -215,7 +215,8 @@ class RunStore:
         """The training log of a finished run: one dict per logged step (loss, lr, router statistics...)."""
         path = self.path(spec) / "metrics.jsonl"
         if self.get(spec) is None or not path.exists():
-            raise FileNotFoundError(f"no finished run with a training log for this spec in {self.root}; run it first")
+            raise FileNotFoundError(f"no finished run with a training log at {self.path(spec)} (run key "
+                                    f"{run_key(spec)}); train it first, e.g. with run_many([spec], store)")
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def run(self, spec: dict) -> dict:
@@ -318,14 +319,13 @@ def run_methods(methods: dict[str, dict], seeds: list[int], store: RunStore, pro
                 spec_builder=None, **spec_options) -> dict[str, list[dict]]:
     """{name: [results per seed]} for the runs of method_specs(methods, seeds, spec_builder, **spec_options),
     trained through the store."""
-    keys, specs = [], []
-    for name, per_seed in method_specs(methods, seeds, spec_builder, **spec_options).items():
-        keys += [name] * len(per_seed)
-        specs += per_seed
-    out: dict[str, list[dict]] = {name: [] for name in methods}
-    for name, result in zip(keys, run_many(specs, store, processes=processes)):
-        out[name].append(result)
-    return out
+    return run_named(method_specs(methods, seeds, spec_builder, **spec_options), store, processes)
+
+
+def run_named(specs: dict[str, list[dict]], store: RunStore, processes: int = 2) -> dict[str, list[dict]]:
+    """{name: [results]} for {name: [specs]}, all trained together (in parallel) through the store."""
+    results = iter(run_many([s for per_name in specs.values() for s in per_name], store, processes=processes))
+    return {name: [next(results) for _ in per_name] for name, per_name in specs.items()}
 
 
 def run_many(specs: list[dict], store: RunStore, processes: int = 2, threads_per_process: int = 1) -> list[dict]:

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from hydralib import RunStore
-from hydralib.real import (LLAMA2_7B, build_real_data, lane_methods, load_source, missing_sources, shape_check)
+from hydralib.real import (LLAMA2_7B, build_real_data, evaluate_base, lane_methods, load_source, missing_sources,
+                           real_spec, shape_check)
 from hydralib.runs import adapter, run_many
 
 GSM8K = [{"question": f"Tom has {i} apples and buys 2 more. How many now?", "answer": f"{i} + 2 = {i + 2}\n#### {i + 2}"}
@@ -79,6 +80,9 @@ def test_one_source_keeps_its_own_components(tmp_path, monkeypatch):
     data = build_real_data({"kind": "real", "sources": ["dolly"], "n_train": 10, "n_test": 5, "seed": 0})
     assert data["components"] == ["brainstorm", "qa", "summary"]
     assert len(data["train"]) == 10 and len(data["test"]) == 5
+    assert not {r["instruction"] for r in data["train"]} & {r["instruction"] for r in data["test"]}
+    for row in data["train"] + data["test"]:
+        assert data["components"][row["component"]] == row["component_name"]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -86,10 +90,29 @@ def test_one_source_keeps_its_own_components(tmp_path, monkeypatch):
     ({"sources": ["gsm8k"], "eval_sources": ["gsm8k"]}, "both trained on and test-only"),
     ({"n_train": 0}, "n_train must be an integer >= 1"),
     ({"sources": ["wikipedia"]}, "source must be one of|allowed"),
+    ({"sources": "gsm8k"}, r"sources must be a list of source names, got sources='gsm8k'"),
+    ({"eval_source": ["mmlu"]}, r"unknown keys \['eval_source'\] in a real-data spec; allowed: kind, sources"),
+    ({"n_test": 2.5}, "n_test must be an integer in >= 1, got n_test=2.5"),
 ])
 def test_bad_specs_are_refused_with_the_reason(small_data, change, message):
     with pytest.raises(ValueError, match=message):
         build_real_data(spec(**change))
+
+
+def test_a_spec_without_row_counts_is_refused(small_data):
+    with pytest.raises(ValueError, match="needs n_train"):
+        build_real_data({"kind": "real", "sources": ["gsm8k"], "n_test": 2})
+
+
+def test_a_failed_download_counts_as_missing(tmp_path, monkeypatch):
+    import hydralib.data.sources as sources
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+    monkeypatch.setenv("HYDRALIB_DATA", str(tmp_path))
+    monkeypatch.setattr(sources, "_download", offline)
+    missing = missing_sources(["gsm8k", "humaneval"], download=True)
+    assert list(missing) == ["gsm8k"] and "ConnectionError: no network" in missing["gsm8k"]
 
 
 def test_missing_sets_are_named_with_where_to_put_them(tmp_path, monkeypatch):
@@ -118,7 +141,7 @@ def test_a_real_run_is_trained_and_scored_through_the_store(small_data, tmp_path
                      "template": "alpaca"},
            "eval": {"max_new_tokens": 4}}
     (result,) = run_many([run], RunStore(tmp_path / "store"), processes=1)
-    assert set(result["loss_per_component"]) == {"gsm8k", "mmlu", "humaneval"}
+    assert set(result["test_loss"]["per_component"]) == {"gsm8k", "mmlu", "humaneval"}
     assert result["mmlu_n"] == 2 and 0 <= result["mmlu_accuracy"] <= 1
     assert result["gsm8k_n"] == 2 and len(result["gsm8k_generations"]) == 2 and result["gsm8k_exact_match"] == 0
     assert "pass_at_1" not in result  # running generated code is opt-in
@@ -127,7 +150,7 @@ def test_a_real_run_is_trained_and_scored_through_the_store(small_data, tmp_path
 
 def test_paper_scale_parameter_counts_match_the_papers_percentages():
     """LLaMA-2-7B on the meta device: Hydra r8 on q_proj and v_proj with 3 heads is 0.124 % of the model in
-    the paper's convention, with 10 heads 0.341 % (its tables round LoRA's 0.062 % first)."""
+    the paper's convention, with 10 heads 0.342 % (the paper prints 0.341: it multiplies LoRA's rounded 0.062 %)."""
     for heads, percent in ((3, 0.124), (10, 0.342)):
         check = shape_check(adapter("hydra", 8, heads=heads, targets=["q_proj", "v_proj"]))
         assert check["logits"] == (2, 16, LLAMA2_7B["vocab_size"])
@@ -142,7 +165,7 @@ def test_every_profile_of_notebook_08_builds_on_the_meta_device():
         (notebook, params), = plan_suite(profile, only=["08_real_data"])
         declared = _parameters_cell(notebook)
         values = {**declared, **params}
-        methods = lane_methods(values["r"], values["heads"] or 3, values["targets"], values["lr"])
+        methods = lane_methods(values["r"], values["heads"] or len(values["sources"]), values["targets"], values["lr"])
         for method in methods.values():
             check = shape_check(method["adapter"], length=8)
             assert check["logits"] == (2, 8, LLAMA2_7B["vocab_size"]) and check["trainable"] > 0
@@ -170,18 +193,28 @@ def test_one_source_with_a_test_only_source(tmp_path, monkeypatch, small_data):
     assert [r["component"] for r in data["test"] if r["source"] == "mmlu"] == [2, 2, 2]
 
 
+def test_the_base_model_is_scored_on_the_runs_test_rows(small_data):
+    small = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
+                 num_key_value_heads=4, max_position_embeddings=512)
+    spec = real_spec(None, 0, model="tiny-random", model_options=small, sources=["gsm8k", "mmlu"], n_train=4,
+                     n_test=3, steps=1, lr=1e-3, max_new_tokens=4)
+    scores = evaluate_base(spec)
+    assert set(scores["test_loss"]["per_component"]) == {"gsm8k", "mmlu"}
+    assert scores["mmlu_n"] == 3 and scores["gsm8k_n"] == 3 and scores["test_loss"]["loss"] > 3
+
+
 def test_lane_summary_and_table():
     from hydralib.real import lane_summary, lane_table
 
-    def run(loss, mmlu, seconds):
-        return {"test_loss": loss, "loss_per_component": {"gsm8k": loss + 0.1, "mmlu": loss - 0.1},
+    def run(gsm8k, mmlu_loss, mmlu, seconds):
+        return {"test_loss": {"loss": gsm8k, "per_component": {"gsm8k": {"loss": gsm8k}, "mmlu": {"loss": mmlu_loss}}},
                 "mmlu_accuracy": mmlu, "train_seconds": seconds,
                 "parameters": {"trainable": 1000, "paper": 500.0, "base": 100000}}
-    base = {k: v for k, v in run(2.0, 0.25, 0).items() if k not in ("train_seconds", "parameters")}
-    summary = lane_summary(base, {"LoRA r8": [run(1.0, 0.3, 10), run(1.2, 0.5, 12)]})
-    assert summary["base model"]["test loss"] == (2.0, 0.0) and "trainable" not in summary["base model"]
+    base = [{k: v for k, v in run(2.0, 4.0, 0.25, 0).items() if k not in ("train_seconds", "parameters")}]
+    summary = lane_summary(base, {"LoRA r8": [run(1.0, 2.0, 0.3, 10), run(1.2, 2.0, 0.5, 12)]})
+    assert summary["base model"]["mean component loss"] == (3.0, 0.0) and "trainable" not in summary["base model"]
     lora = summary["LoRA r8"]
-    assert lora["test loss"][0] == pytest.approx(1.1) and lora["loss mmlu"][0] == pytest.approx(1.0)
+    assert lora["mean component loss"][0] == pytest.approx(1.55) and lora["loss mmlu"] == (2.0, 0.0)
     assert lora["MMLU accuracy"][0] == pytest.approx(0.4) and lora["paper % of base"] == pytest.approx(0.5)
     table = lane_table(summary)
-    assert "| base model | 2.000 |" in table and "| LoRA r8 | 1.100 ± 0.141 |" in table and "1,000" in table
+    assert "| base model | 3.000 |" in table and "| LoRA r8 | 1.550 ± 0.071 |" in table and "1,000" in table
