@@ -196,16 +196,13 @@ def real_spec(adapter_spec: dict | None, seed: int, *, model: str, sources: list
 
 
 def evaluate_base(spec: dict) -> dict:
-    """The scores of a spec's model as it is, before any adaptation, on the spec's test rows."""
+    """The scores of a spec's model as it is, before any adaptation, on the test rows its runs are scored on."""
     from .efficiency import resolve_device
-    from .runs import build_data, load_spec_model, normalise_spec
+    from .runs import build_data, eval_rows, load_spec_model, normalise_spec, score_rows
     spec = normalise_spec(spec)
     model, tokenizer = load_spec_model(spec["model"])
-    train, evaluation = spec["train"], spec["eval"]
-    model.to(resolve_device(train["device"]))  # where training would put it: a GPU for "auto" when there is one
-    rows = build_data(spec["data"])["test"]
-    rows = rows[:evaluation.get("n_test", len(rows))]  # as runs.execute_run scores them
-    return evaluate_real(model, tokenizer, rows, evaluation, train["template"], train["max_length"])
+    model.to(resolve_device(spec["train"]["device"]))  # where training would put it: a GPU for "auto" if there is one
+    return score_rows(model, tokenizer, eval_rows(build_data(spec["data"]), spec), spec)
 
 
 SCORES = (("mmlu_accuracy", "MMLU accuracy"), ("gsm8k_exact_match", "GSM8K exact match"), ("pass_at_1", "HumanEval pass@1"))
@@ -254,3 +251,37 @@ def lane_table(summary: dict[str, dict]) -> str:
     lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(cell(row.get(c)) for c in columns) + " |" for name, row in summary.items()]
     return "\n".join(lines) + "\n"
+
+
+def plot_component_losses(summary: dict[str, dict], components: list[str], title: str, path=None):
+    """Grouped bars: each model's test loss (a lane_summary row) on each component, with its spread over
+    seeds; saved to path if given. Returns the figure."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    width = 0.8 / len(summary)
+    for i, (name, row) in enumerate(summary.items()):
+        means, spreads = zip(*(row[f"loss {c}"] for c in components))
+        ax.bar(np.arange(len(components)) + i * width, means, width, yerr=spreads, capsize=2, label=name)
+    ax.set_xticks(np.arange(len(components)) + width * (len(summary) - 1) / 2, components)
+    ax.set(ylabel="test loss (response tokens)", title=title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def loss_trend(log: list[dict], window: int = 5) -> dict:
+    """A training log's loss as a moving average of `window` steps (fewer when the log is shorter): the
+    smoothed steps and losses, the first and last smoothed value, and recent_drop, how much it fell over the
+    last quarter of the curve (recent_points points, at least 2 where there are): positive = still falling."""
+    import numpy as np
+    if not log:
+        raise ValueError("the training log is empty")
+    window = min(window, len(log))
+    losses = np.convolve([m["loss"] for m in log], np.ones(window) / window, mode="valid")
+    steps = [m["step"] for m in log][window - 1:]
+    recent = min(len(losses), max(2, len(losses) // 4))
+    return {"steps": steps, "losses": losses.tolist(), "first": float(losses[0]), "last": float(losses[-1]),
+            "recent_points": recent, "recent_drop": float(losses[-recent] - losses[-1])}

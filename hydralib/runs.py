@@ -131,9 +131,7 @@ def load_spec_model(model: dict):
 
 def execute_run(spec: dict, run_dir: Path) -> dict:
     """Build model and data from the spec, train (resuming a checkpoint in run_dir), evaluate; the results."""
-    from .evaluate import evaluate_generation, evaluate_loss
     from .inject import add_adapters, count_parameters, warm_start_routers
-    from .real import evaluate_real
     spec = normalise_spec(spec)
     model, tokenizer = load_spec_model(spec["model"])
     if spec["adapter"] is not None:
@@ -145,16 +143,8 @@ def execute_run(spec: dict, run_dir: Path) -> dict:
     if spec["adapter"] is not None and spec["adapter"]["router_init"] == "clusters":
         warm_start_routers(model, tokenizer, data["train"], config.template, config.max_length)
     result = train(model, tokenizer, data["train"], config, run_dir, run_record={"spec": spec})
-    evaluation = spec["eval"]
-    test = data["test"][:evaluation.get("n_test", len(data["test"]))]
-    if spec["data"]["kind"] == "real":
-        scores = evaluate_real(result.model, tokenizer, test, evaluation, config.template, config.max_length)
-    else:
-        loss = evaluate_loss(result.model, tokenizer, test, config.template, config.max_length)
-        generation = evaluate_generation(result.model, tokenizer, test, config.template,
-                                         evaluation.get("max_new_tokens", 16), scorer=evaluation.get("scorer", "exact"))
-        scores = {"test_loss": loss, "exact_match": generation["exact_match"],
-                  "exact_match_per_component": generation["per_component"], "generations": generation["generations"]}
+    test = eval_rows(data, spec)
+    scores = score_rows(result.model, tokenizer, test, spec)
     count = count_parameters(result.model)
     if spec["adapter"] is not None and spec["adapter"]["heads"] > 1:
         routes = {**routes, "routing": routing_summary(result.model, tokenizer, test, data["components"],
@@ -170,6 +160,26 @@ def execute_run(spec: dict, run_dir: Path) -> dict:
         **scores,
         **routes,
     }
+
+
+def eval_rows(data: dict, spec: dict) -> list[dict]:
+    """The test rows a run is scored on: the first spec["eval"]["n_test"] (all when absent)."""
+    return data["test"][:spec["eval"].get("n_test", len(data["test"]))]
+
+
+def score_rows(model, tokenizer, rows: list[dict], spec: dict) -> dict:
+    """A model's scores on test rows, as the (normalised) spec's data kind asks: for real data
+    real.evaluate_real; otherwise the loss per component and greedy exact match (with the generations)."""
+    from .evaluate import evaluate_generation, evaluate_loss
+    from .real import evaluate_real
+    evaluation, template, max_length = spec["eval"], spec["train"]["template"], spec["train"]["max_length"]
+    if spec["data"]["kind"] == "real":
+        return evaluate_real(model, tokenizer, rows, evaluation, template, max_length)
+    loss = evaluate_loss(model, tokenizer, rows, template, max_length)
+    generation = evaluate_generation(model, tokenizer, rows, template, evaluation.get("max_new_tokens", 16),
+                                     scorer=evaluation.get("scorer", "exact"))
+    return {"test_loss": loss, "exact_match": generation["exact_match"],
+            "exact_match_per_component": generation["per_component"], "generations": generation["generations"]}
 
 
 def routing_summary(model, tokenizer, rows: list[dict], components: list[str], template: str,

@@ -218,3 +218,24 @@ def test_lane_summary_and_table():
     assert lora["MMLU accuracy"][0] == pytest.approx(0.4) and lora["paper % of base"] == pytest.approx(0.5)
     table = lane_table(summary)
     assert "| base model | 3.000 |" in table and "| LoRA r8 | 1.550 ± 0.071 |" in table and "1,000" in table
+
+
+def test_loss_trend_smooths_and_says_whether_the_loss_still_falls():
+    from hydralib.real import loss_trend
+    falling = loss_trend([{"step": s, "loss": 10.0 - s} for s in range(1, 21)], window=5)
+    assert falling["steps"][0] == 5 and len(falling["losses"]) == 16
+    assert falling["first"] == pytest.approx(7.0) and falling["last"] == pytest.approx(-8.0)
+    assert falling["recent_points"] == 4 and falling["recent_drop"] == pytest.approx(3.0)
+    short = loss_trend([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}])  # ci: two steps
+    assert short["losses"] == [1.5] and short["recent_points"] == 1 and short["recent_drop"] == 0.0
+    with pytest.raises(ValueError, match="empty"):
+        loss_trend([])
+
+
+def test_component_losses_are_plotted_per_model_and_component(tmp_path):
+    from hydralib.real import plot_component_losses
+    summary = {"base model": {"loss a": (2.0, 0.0), "loss b": (3.0, 0.0)},
+               "LoRA r8": {"loss a": (1.0, 0.1), "loss b": (1.5, 0.2)}}
+    fig = plot_component_losses(summary, ["a", "b"], "t", tmp_path / "x.png")
+    heights = sorted(round(p.get_height(), 2) for p in fig.axes[0].patches)
+    assert heights == [1.0, 1.5, 2.0, 3.0] and (tmp_path / "x.png").stat().st_size > 0
