@@ -22,8 +22,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
-TINY_DEFAULTS = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                     intermediate_size=688, max_position_embeddings=256)
+# Hidden 192 (not 256): 0.56x the multiply-adds, so a first `make suite` fits its 60 minutes on 2 cores, and
+# the pretrained base learns the primitives better at the same 1000 steps (exact match .86 against .61).
+TINY_DEFAULTS = dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                     intermediate_size=512, max_position_embeddings=256)
 
 
 def build_byte_tokenizer() -> PreTrainedTokenizerFast:
@@ -46,7 +48,7 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast, **overrides) -> LlamaConfig:
 
 
 def build_tiny(seed: int = 0, **overrides) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
-    """A randomly initialised tiny LLaMA (hidden 256, 4 layers by default) and its byte tokenizer."""
+    """A randomly initialised tiny LLaMA (hidden 192, 4 layers by default) and its byte tokenizer."""
     tokenizer = build_byte_tokenizer()
     torch.manual_seed(seed)
     model = LlamaForCausalLM(tiny_config(tokenizer, **overrides))

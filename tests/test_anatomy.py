@@ -19,7 +19,7 @@ LAYERS = ["L0.q_proj", "L0.v_proj", "L1.q_proj", "L1.v_proj"]
 
 def tiny_lora(init_seed: int, b_seed: int):
     """A 2-block tiny LLaMA with a LoRA on q_proj and v_proj: A drawn from init_seed, B random from b_seed."""
-    model, _ = build_tiny(seed=0, num_hidden_layers=2)
+    model, _ = build_tiny(seed=0, num_hidden_layers=2, hidden_size=256)  # the shapes below assume 256
     return randomize_b(add_adapters(model, LORA, seed=init_seed), seed=b_seed, scale=1.0)
 
 
