@@ -46,7 +46,11 @@ def record_verdict(folder, notebook: str, claim: str, result: dict, paper: str =
     path = folder / VERDICT_NAME
     records = json.loads(path.read_text()) if path.exists() else []
     entry = {"notebook": notebook, "claim": claim, "paper": paper, **result}
-    records = [r for r in records if not (r["notebook"] == notebook and r["claim"] == claim)] + [entry]
+    same = [i for i, r in enumerate(records) if r["notebook"] == notebook and r["claim"] == claim]
+    if same:  # a re-run keeps the claim's place in the table
+        records[same[0]] = entry
+    else:
+        records.append(entry)
     path.write_text(json.dumps(records, indent=2))
     return entry
 
@@ -58,6 +62,7 @@ def claims_table(folders) -> str:
         path = Path(folder) / VERDICT_NAME
         if path.exists():
             rows += json.loads(path.read_text())
+    rows.sort(key=lambda r: r["notebook"])  # notebook order, whichever notebook ran last; claims keep theirs
     lines = ["| notebook | claim | the paper | ours: means compared | difference | spread | seeds | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['notebook']} | {r['claim']} | {r['paper']} | {r['better_mean']:.3f} vs {r['worse_mean']:.3f} | "

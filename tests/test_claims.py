@@ -42,3 +42,13 @@ def test_one_seed_is_never_held_or_refuted():
     assert compare([0.9], [0.1])["verdict"] == "inconclusive"
     assert compare([0.1], [0.9, 0.91])["verdict"] == "inconclusive"
     assert compare([0.9], [0.1])["seeds"] == 1
+
+
+def test_a_rerun_notebook_keeps_its_rows_in_place_and_the_table_follows_notebook_order(tmp_path):
+    record_verdict(tmp_path, "05_x", "e beats f", compare([0.6, 0.7], [0.2, 0.3]))
+    record_verdict(tmp_path, "01_x", "a beats b", compare([0.6, 0.7], [0.2, 0.3]))
+    record_verdict(tmp_path, "01_x", "c beats d", compare([0.6, 0.7], [0.2, 0.3]))
+    record_verdict(tmp_path, "01_x", "a beats b", compare([0.2, 0.3], [0.6, 0.7]))  # 01 again, after 05
+    claims = [line.split(" | ")[1] for line in claims_table([tmp_path]).splitlines()[2:]]
+    assert claims == ["a beats b", "c beats d", "e beats f"]
+    assert "not held" in claims_table([tmp_path]).splitlines()[2]
