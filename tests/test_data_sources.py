@@ -1,4 +1,4 @@
-"""Real-data loaders: sizes and known rows on ../shared/data, formats, and errors that say what is wrong."""
+"""Real-data loaders: sizes and known rows on the repository's data/ (or $HYDRALIB_DATA), formats, and errors that say what is wrong."""
 import json
 
 import pytest
@@ -148,3 +148,22 @@ def test_mix_sources_labels_components_by_source():
 ])
 def test_extract_gsm8k_answer(text, expected):
     assert extract_gsm8k_answer(text) == expected
+
+
+def test_a_clone_finds_its_own_data_folder(monkeypatch):
+    """Without HYDRALIB_DATA the loaders read the repository's data/, which the clone carries (not ignored)."""
+    import subprocess
+    from pathlib import Path
+
+    from hydralib.data.sources import data_dir
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.delenv("HYDRALIB_DATA", raising=False)
+    assert data_dir() == repo / "data"
+    if not (repo / "data" / "gsm8k" / "train.jsonl").is_file():
+        pytest.skip("data/ holds no GSM8K file in this checkout")
+    assert len(load_gsm8k("test")) == 1319 and len(mmlu_subjects("test")) == 57
+    files = ["data/gsm8k/train.jsonl", "data/gsm8k/LICENSE", "data/mmlu/test/anatomy_test.csv", "data/mmlu/LICENSE"]
+    ignored = subprocess.run(["git", "check-ignore", *files], cwd=repo, capture_output=True, text=True)
+    assert ignored.stdout == "", f"git ignores data files a clone needs: {ignored.stdout}"
+    monkeypatch.setenv("HYDRALIB_DATA", "/elsewhere")
+    assert data_dir() == Path("/elsewhere")
