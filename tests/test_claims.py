@@ -1,7 +1,13 @@
-"""Verdicts: held only when the difference exceeds the spread over seeds."""
-import pytest
+"""Verdicts: from the paired difference over seeds and its 95 % t interval, checked on known answers."""
+import json
+import math
 
-from hydralib.claims import claims_table, compare, mean_and_spread, record_verdict
+import numpy as np
+import pytest
+from scipy import stats
+
+from hydralib.claims import (bootstrap_interval, claims_table, compare, compare_to_baseline, mean_and_spread,
+                             record_verdict, record_verdicts, size_text, sizes_text, t_interval, verdict_of)
 
 
 def test_mean_and_spread():
@@ -16,20 +22,111 @@ def test_mean_and_spread():
     ([0.50, 0.60, 0.40], [0.45, 0.55, 0.50], "inconclusive"),
     ([0.30, 0.31, 0.32], [0.50, 0.52, 0.51], "not held"),
 ])
-def test_verdict_depends_on_difference_against_spread(better, worse, verdict):
+def test_verdict_depends_on_the_interval_of_the_paired_difference(better, worse, verdict):
     result = compare(better, worse)
-    assert result["verdict"] == verdict and result["seeds"] == 3
+    assert result["verdict"] == verdict and result["seeds"] == 3 and result["method"] == "paired t"
+    assert result["lo"] <= result["ours"] <= result["hi"]
+
+
+def test_the_interval_is_students_t_over_seeds():
+    d = [0.05, 0.02, 0.04, -0.01, 0.03]
+    mean, lo, hi = t_interval(d)
+    half = stats.t.ppf(0.975, 4) * np.std(d, ddof=1) / math.sqrt(5)
+    assert mean == pytest.approx(0.026) and lo == pytest.approx(0.026 - half) and hi == pytest.approx(0.026 + half)
+    assert compare([0.5 + x for x in d], [0.5] * 5)["lo"] == pytest.approx(lo)
+
+
+def test_pairing_removes_what_the_seed_does_to_both_methods():
+    """Seed effects much larger than the method's effect: unpaired the difference drowns, paired it is clear."""
+    seed_effect = [0.0, 0.3, -0.2, 0.1, 0.25]
+    better = [0.5 + s + 0.02 + e for s, e in zip(seed_effect, [0.001, -0.002, 0.0, 0.002, -0.001])]
+    worse = [0.5 + s for s in seed_effect]
+    assert compare(better, worse)["verdict"] == "held"
+    assert compare(better, worse[:4])["method"] == "Welch t, unpaired"
+    assert compare(better, worse[:4])["verdict"] == "inconclusive"
+
+
+def test_one_seed_is_never_held_or_refuted():
+    """One seed has no interval: a large difference is still only inconclusive, and says why."""
+    assert compare([0.9], [0.1])["verdict"] == "inconclusive (1 seed)"
+    assert compare([0.1], [0.9, 0.91])["verdict"] == "inconclusive (1 seed)"
+    assert compare([0.9], [0.1])["seeds"] == 1
+    assert verdict_of(0.1, 0.2, 1) == "inconclusive (1 seed)"
+
+
+def test_equal_methods_are_held_in_at_most_5_percent_and_a_two_sd_difference_is_found():
+    """1000 simulated claims at 5 seeds, each seed shifting both methods alike (the pairing's point).
+
+    Equal methods: held exactly when the interval lies above 0, probability 2.5 % (one side of 95 %).
+    A true difference of 2 sd of the paired difference: the interval's lower end is above 0 with the
+    probability that a noncentral t (df 4, noncentrality 2 sqrt 5) exceeds t_.975,4: 0.909."""
+    rng = np.random.default_rng(13)
+    n_claims, seeds, noise = 1000, 5, 0.02
+    sd_difference = noise * math.sqrt(2)
+
+    def held_share(delta):
+        seed_effect = rng.normal(0, 0.1, size=(n_claims, seeds))  # shared by both methods of a seed
+        better = 0.5 + delta + seed_effect + rng.normal(0, noise, size=(n_claims, seeds))
+        worse = 0.5 + seed_effect + rng.normal(0, noise, size=(n_claims, seeds))
+        verdicts = [compare(list(b), list(w))["verdict"] for b, w in zip(better, worse)]
+        return verdicts.count("held") / n_claims, verdicts.count("not held") / n_claims
+
+    false_held, false_refuted = held_share(0.0)
+    assert false_held <= 0.05 and false_refuted <= 0.05
+    assert 0.01 <= false_held  # the rule is calibrated, not merely timid (expected 0.025, sd 0.005)
+    expected_power = stats.nct.sf(stats.t.ppf(0.975, seeds - 1), seeds - 1, 2 * math.sqrt(seeds))
+    assert expected_power == pytest.approx(0.909, abs=0.001)
+    power, wrong_side = held_share(2 * sd_difference)
+    assert power > 0.85 and wrong_side == 0  # binomial sd of the measured power at 1000 claims: 0.009
+    assert abs(power - expected_power) < 0.04
+    print(f"false held {false_held:.3f} (expected 0.025), power {power:.3f} (expected {expected_power:.3f})")
+
+
+def test_paired_bootstrap_over_seeds_and_rows():
+    rng = np.random.default_rng(0)
+    worse_rows = [rng.random(400) < 0.3 for _ in range(5)]
+    better_rows = [w | (rng.random(400) < 0.2) for w in worse_rows]  # better solves what worse does, and more
+    mean, lo, hi = bootstrap_interval(better_rows, worse_rows)
+    assert 0 < lo < mean < hi and mean == pytest.approx(np.mean([b.mean() - w.mean()
+                                                                 for b, w in zip(better_rows, worse_rows)]))
+    assert bootstrap_interval(better_rows, worse_rows) == (mean, lo, hi)  # a fixed generator seed
+    better = [float(b.mean()) for b in better_rows]
+    worse = [float(w.mean()) for w in worse_rows]
+    result = compare(better, worse, better_rows=better_rows, worse_rows=worse_rows)
+    assert result["test_rows"] == 400 and result["bootstrap_lo"] == pytest.approx(lo)
+    assert result["method"] == "paired t" and result["verdict"] == "held"
+    boot = compare(better, worse, better_rows=better_rows, worse_rows=worse_rows, method="bootstrap")
+    assert boot["lo"] == pytest.approx(lo) and boot["verdict"] == "held" and boot["method"].startswith("paired boot")
+    equal = bootstrap_interval(worse_rows, worse_rows)
+    assert equal == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same rows"):
+        bootstrap_interval([[1, 0]], [[1, 0, 1]])
+    with pytest.raises(ValueError, match="per-row"):
+        compare(better, worse, method="bootstrap")
+
+
+def test_a_value_is_compared_with_its_chance_baseline():
+    similarity = [0.012, 0.004, -0.006, 0.010, -0.002]  # near zero, like chance
+    result = compare_to_baseline(similarity, 0.0)
+    assert result["verdict"] == "inconclusive" and result["baseline"] is True
+    draws = [list(np.random.default_rng(s).normal(0, 0.01, 200)) for s in range(5)]
+    assert compare_to_baseline([0.31, 0.28, 0.35, 0.30, 0.29], draws)["verdict"] == "held"
+    nmi_chance = [{"mean": 0.02, "q95": 0.03}] * 5
+    result = compare_to_baseline([0.6, 0.5, 0.7, 0.55, 0.65], nmi_chance)
+    assert result["verdict"] == "held" and result["chance_q95"] == pytest.approx(0.03)
+    assert result["worse_mean"] == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="one chance baseline per seed"):
+        compare_to_baseline([0.1, 0.2], [0.0, 0.0, 0.0])
 
 
 def test_verdicts_are_recorded_once_per_claim_and_tabulated(tmp_path):
     record_verdict(tmp_path, "01_x", "full beats lora", compare([0.6, 0.6], [0.4, 0.4]), paper="Fig. 2 (schematic)")
     record_verdict(tmp_path, "01_x", "full beats lora", compare([0.4, 0.4], [0.6, 0.6]))
     table = claims_table([tmp_path, tmp_path / "missing"])
-    assert table.count("full beats lora") == 1 and "not held" in table and "-0.200" in table
+    assert table.count("full beats lora") == 1 and "not held" in table and "-0.200 [-0.200, -0.200]" in table
 
 
 def test_record_verdicts_records_and_prints_each_claim(tmp_path, capsys):
-    from hydralib.claims import record_verdicts
     entries = record_verdicts(tmp_path, "03_x", [("a beats b", [0.6, 0.7], [0.2, 0.3], "Table 2"),
                                                  ("b beats a", [0.2, 0.3], [0.6, 0.7], "")])
     assert [e["verdict"] for e in entries] == ["held", "not held"]
@@ -37,11 +134,51 @@ def test_record_verdicts_records_and_prints_each_claim(tmp_path, capsys):
     assert claims_table([tmp_path]).count("| 03_x |") == 2
 
 
-def test_one_seed_is_never_held_or_refuted():
-    """One seed has no spread: a large difference is still only inconclusive."""
-    assert compare([0.9], [0.1])["verdict"] == "inconclusive"
-    assert compare([0.1], [0.9, 0.91])["verdict"] == "inconclusive"
-    assert compare([0.9], [0.1])["seeds"] == 1
+def test_the_table_shows_interval_seeds_rows_sizes_and_the_deciding_profile(tmp_path, capsys):
+    class Count:  # the fields of hydralib.inject.ParameterCount that matter here
+        def __init__(self, trainable, paper, base):
+            self.trainable, self.paper, self.paper_percent = trainable, paper, 100 * paper / base
+
+    hydra, lora32 = Count(614_400, 4.5 * 102_400, 10_000_000), Count(466_944, 4 * 102_400, 10_000_000)
+    record_verdicts(tmp_path, "03_x", [
+        ("hydra beats lora r32", [0.52, 0.55, 0.50, 0.53, 0.51], [0.45, 0.47, 0.46, 0.44, 0.48], "Table 2",
+         {"sizes": (hydra, lora32), "test_rows": 500}),
+        ("on the real set", [], [], "Table 2", {"decided_by": "gpu"}),
+        ("similar A", [0.30, 0.31, 0.29], [0.0, 0.0, 0.0], "Fig. 3", {"baseline": True}),
+        ("at one seed here", [0.6], [0.4], "", {"decided_by": "gpu"}),
+    ])
+    out = capsys.readouterr().out
+    assert "hydra beats lora r32: held" in out and "500 test rows" in out and "614,400" in out
+    lines = claims_table([tmp_path]).splitlines()
+    cells = [c.strip() for c in lines[2].split("|")[1:-1]]
+    assert cells[:4] == ["03_x", "hydra beats lora r32", "Table 2", "0.522 vs 0.460"]
+    assert cells[4].startswith("+0.062 [+0.0") and cells[5:7] == ["5", "500"]
+    assert cells[7] == "614,400; 4.61% vs 466,944; 4.1%" and cells[8] == "held"
+    assert "not decided here; decided by: gpu" in lines[3] and "| — vs — |" in lines[3]
+    assert "chance 0.000" in lines[4] and "| held |" in lines[4]
+    assert lines[5].endswith("| inconclusive (1 seed); decided by: gpu |")
+    stored = json.loads((tmp_path / "verdicts.json").read_text())
+    assert stored[1]["decided_by"] == "gpu" and stored[3]["lo"] is None  # no NaN in the JSON
+    with pytest.raises(ValueError, match="decided_by"):
+        record_verdicts(tmp_path, "03_x", [("nothing", [], [], "")])
+    with pytest.raises(ValueError, match="unknown claim options"):
+        record_verdicts(tmp_path, "03_x", [("typo", [0.1, 0.2], [0.0, 0.1], "", {"size": 1})])
+
+
+def test_size_texts_name_both_counts_and_the_larger_side():
+    run_parameters = {"trainable": 614_400, "paper": 460_800, "base": 10_000_000, "adapter": 600_000, "router": 14_400}
+    assert size_text("Hydra r8 N=8", run_parameters) == "Hydra r8 N=8 (exact 614,400; paper 4.61%)"
+    text = sizes_text("Hydra r8 N=8", run_parameters, "LoRA r32", 466_944)
+    assert text == ("Hydra r8 N=8 (exact 614,400; paper 4.61%) vs LoRA r32 (exact 466,944; paper 466,944): "
+                    "Hydra r8 N=8 is the larger, x1.32")
+    assert "is the smaller" in sizes_text("a", 10, "b", 20) and "the same size" in sizes_text("a", 10, "b", 10)
+
+
+def test_a_table_from_older_records_without_intervals_still_renders(tmp_path):
+    old = [{"notebook": "01_x", "claim": "old", "paper": "", "ours": 0.1, "spread": 0.05, "verdict": "held",
+            "better_mean": 0.5, "worse_mean": 0.4, "seeds": 3}]
+    (tmp_path / "verdicts.json").write_text(json.dumps(old))
+    assert "+0.100 (spread 0.050)" in claims_table([tmp_path])
 
 
 def test_a_rerun_notebook_keeps_its_rows_in_place_and_the_table_follows_notebook_order(tmp_path):
