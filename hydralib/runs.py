@@ -121,7 +121,7 @@ def route_rows(data: dict, adapter: dict | None, features: str, seed: int, templ
 
 def load_spec_model(model: dict):
     """(model, tokenizer) for a spec's model entry: {'name': ..., options}; no progress bars in runs."""
-    from .models import load_model
+    from .bases import load_model
     options = dict(model)
     name = options.pop("name")
     if name == "tiny":
