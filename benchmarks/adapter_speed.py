@@ -18,6 +18,7 @@ import torch
 import hydralib
 from hydralib import AdapterConfig
 from hydralib.efficiency import measure_steps, ratios
+from hydralib.methods import adapter_config
 
 
 def build_base(name: str, vocab: int):
@@ -31,10 +32,10 @@ def build_base(name: str, vocab: int):
 def methods(r: int, heads: int) -> dict[str, AdapterConfig | None]:
     return {
         "frozen": None,
-        "lora": AdapterConfig(method="lora", r=r, alpha=2 * r),
-        "split": AdapterConfig(method="split", r=r, alpha=2 * r, heads=heads),
-        "hydra": AdapterConfig(method="hydra", r=r, alpha=2 * r, heads=heads),
-        "hydra_loop": AdapterConfig(method="hydra", r=r, alpha=2 * r, heads=heads, implementation="loop"),
+        "lora": adapter_config("lora", r),
+        "split": adapter_config("split", r, heads=heads),
+        "hydra": adapter_config("hydra", r, heads=heads),
+        "hydra_loop": adapter_config("hydra", r, heads=heads, implementation="loop"),
     }
 
 

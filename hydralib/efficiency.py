@@ -34,28 +34,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def method_configs(r: int = 8, hydra_heads: int = 3) -> dict[str, AdapterConfig | None]:
-    """Figure 5's methods (alpha = 2r throughout), and the frozen model as the floor every method pays.
-
-    HydraLoRA r8 with 3 heads carries (1 + 3) / 2 = 2 rank-8 LoRAs in the paper's convention: LoRA r16's size."""
-    return {
-        "frozen": None,
-        f"LoRA r{r}": AdapterConfig(method="lora", r=r, alpha=2 * r),
-        f"LoRA r{2 * r}": AdapterConfig(method="lora", r=2 * r, alpha=4 * r),
-        f"LoRA r{4 * r}": AdapterConfig(method="lora", r=4 * r, alpha=8 * r),
-        f"Split 4x{r}": AdapterConfig(method="split", r=r, alpha=2 * r, heads=4),
-        f"Hydra r{r} N={hydra_heads}": AdapterConfig(method="hydra", r=r, alpha=2 * r, heads=hydra_heads),
-    }
-
-
-def head_configs(r: int, head_counts: list[int]) -> dict[str, AdapterConfig]:
-    """HydraLoRA with each number of heads, fused (ours) and looped per head (the official algorithm)."""
-    if not head_counts or any(not isinstance(n, int) or n < 1 for n in head_counts):
-        raise ValueError(f"head_counts must be a non-empty list of integers >= 1, got {head_counts!r}")
-    return {f"{impl} N={n}": AdapterConfig(method="hydra", r=r, alpha=2 * r, heads=n, implementation=impl)
-            for impl in ("fused", "loop") for n in head_counts}
-
-
 class TrainStep:
     """One copy of the base with its adapters (None: none, the base frozen) and its AdamW: one training step."""
 

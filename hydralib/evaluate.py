@@ -78,7 +78,7 @@ def gate_profile(model, tokenizer, rows: list[dict], template: str = "compact", 
     for chunk in _batches(rows, batch_size):
         batch = collate([encode_row(r, tokenizer, template, max_length) for r in chunk], tokenizer.pad_token_id)
         mask = prompt_mask(batch).float()
-        with batch_routing(model, batch["route"], mask), routing(model, record=True):
+        with batch_routing(model, batch["route"], mask), routing(model, record="detached"):
             model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
             per_layer = []
             for layer in layers:
@@ -179,45 +179,70 @@ def multiple_choice_accuracy(model, tokenizer, rows: list[dict], shots: dict[str
     return {"accuracy": sum(every) / len(every), "per_subject": _summaries(per)}
 
 
+def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template: str, max_length: int) -> dict:
+    """Scores of a model on real test rows: test_loss, the response loss overall (per token, so long answers
+    weigh most) and per component, as evaluate_loss gives it; MMLU accuracy, zero-shot (the likeliest
+    answer letter after the training template), on MMLU rows; GSM8K exact match of the
+    final number, generated greedily up to evaluation["max_new_tokens"], on GSM8K rows; HumanEval pass@1
+    only when evaluation["execute_code"] is true (it runs the generated code, sandboxed)."""
+    batch_size = evaluation.get("batch_size", 8)
+    loss = evaluate_loss(model, tokenizer, rows, template, max_length, batch_size=batch_size)
+    scores = {"test_loss": loss}
+    mmlu = [r for r in rows if r["source"] == "mmlu"]
+    if mmlu:
+        scores["mmlu_accuracy"] = multiple_choice_accuracy(model, tokenizer, mmlu, template=template)["accuracy"]
+        scores["mmlu_n"] = len(mmlu)
+    gsm8k = [r for r in rows if r["source"] == "gsm8k"]
+    max_new_tokens = evaluation.get("max_new_tokens", 160)
+    if gsm8k:
+        texts = generate(model, tokenizer, gsm8k, template, max_new_tokens, batch_size, max_length)
+        scores["gsm8k_exact_match"] = sum(is_correct(r, t, "gsm8k") for r, t in zip(gsm8k, texts)) / len(gsm8k)
+        scores["gsm8k_n"] = len(gsm8k)
+        scores["gsm8k_generations"] = texts
+    code = [r for r in rows if r["source"] == "humaneval"]
+    if code and evaluation.get("execute_code", False):
+        texts = generate(model, tokenizer, code, template, max_new_tokens, batch_size, max_length)
+        scores["pass_at_1"] = humaneval_pass_at_1(code, texts, allow_execution=True)["pass_at_1"]
+        scores["humaneval_n"] = len(code)
+    return scores
+
+
 def humaneval_pass_at_1(problems: list[dict], completions: list[str], allow_execution: bool = False,
                         timeout: float = 5.0) -> dict:
     """Fraction of problems whose completion passes its tests (one sample each: pass@1).
 
-    Runs model-written code, so it refuses unless allow_execution=True; each program then runs in its
-    own Python process and session (isolated mode, an empty temporary working folder, 2 GiB of memory,
-    10 MiB files), and it and everything it started are killed after `timeout` seconds. This limits
-    accidents, it is not a security boundary: run untrusted models' code in a container."""
+    Runs model-written code, so it refuses unless allow_execution=True (in the notebooks: the person
+    running them passes ``-p 08_real_data.execute_code=true``; no profile turns it on). Each completion is
+    cut at the HumanEval stop sequences, then runs through ``hydralib.sandbox``: a pass is the wrapper's
+    nonce written after ``check(entry_point)`` returned, never an exit code; everything the program started
+    is killed afterwards; a scrubbed environment, a fresh directory, rlimits, and where the platform allows a
+    PID and a network namespace and an unprivileged uid (``sandbox.containment()`` says which). This limits
+    accidents, it is not a security boundary: run untrusted models' code in a container.
+
+    Returns pass_at_1, passed (task_id -> bool), status (task_id -> "passed"/"failed"/"timeout") and
+    containment (what was enforced)."""
+    from . import sandbox
     if not allow_execution:
         raise PermissionError("humaneval_pass_at_1 executes generated code; pass allow_execution=True to opt in")
     if len(problems) != len(completions):
         raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
-    results = {}
-    for problem, completion in zip(problems, completions):
-        program = (problem["prompt"] + completion + "\n\n" + problem["test"] + "\n\n"
-                   + f"check({problem['entry_point']})\n")
-        results[problem["task_id"]] = _run_sandboxed(program, timeout)
-    return {"pass_at_1": sum(results.values()) / len(results), "passed": results}
+    if not problems:
+        raise ValueError("humaneval_pass_at_1 needs at least one problem")
+    results = {problem["task_id"]: _run_sandboxed(problem, completion, timeout)
+               for problem, completion in zip(problems, completions)}
+    return {"pass_at_1": sum(r.passed for r in results.values()) / len(results),
+            "passed": {task: r.passed for task, r in results.items()},
+            "status": {task: r.status for task, r in results.items()},
+            "containment": sandbox.containment()}
 
 
 def _limit_resources() -> None:
-    """In the child, before exec: cap memory, CPU time and file sizes."""
-    import resource
-    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-    resource.setrlimit(resource.RLIMIT_CPU, (30, 30))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (10 << 20, 10 << 20))
+    """Kept for callers of the old name: the sandbox's rlimits (memory, CPU time, file size, no core)."""
+    from . import sandbox
+    sandbox._limits(sandbox.MEMORY_BYTES, 30)
 
 
-def _run_sandboxed(program: str, timeout: float) -> bool:
-    """Run in a new session (so a timeout kills every process it started), in an empty folder, with limits."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "program.py"
-        path.write_text(program)
-        process = subprocess.Popen([sys.executable, "-I", str(path)], cwd=folder, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                                   preexec_fn=_limit_resources)
-        try:
-            return process.wait(timeout=timeout) == 0
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            return False
+def _run_sandboxed(problem: dict, completion: str, timeout: float):
+    """One problem through hydralib.sandbox (truncate, build, run contained); a sandbox.Result."""
+    from . import sandbox
+    return sandbox.run_completion(problem, completion, timeout=timeout)

@@ -1,24 +1,17 @@
-"""Attaching adapters to a model, routing them, saving, loading, merging and counting them."""
+"""Attaching adapters to a model, routing them, merging and counting them (files: hydralib.adapter_files)."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import AdapterConfig
-from .layers import ADAPTABLE_TYPES, AdapterLayer, linear_features
-
-WEIGHTS_NAME = "adapter_model.safetensors"
-CONFIG_NAME = "adapter_config.json"
-FORMAT_VERSION = 1
+from .data.formatting import collate, encode_row, prompt_mask
+from .layers import ADAPTABLE_TYPES, RECORD_MODES, AdapterLayer, linear_features
 
 
 def adapter_layers(model: nn.Module) -> dict[str, AdapterLayer]:
@@ -81,36 +74,43 @@ def add_adapters(model: nn.Module, config: AdapterConfig, seed: int | None = Non
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, child, AdapterLayer(getattr(parent, child), config))
-    model.hydralib_config = config
     return model
 
 
+def adapter_config_of(model: nn.Module) -> AdapterConfig | None:
+    """The AdapterConfig the model's adapter layers were built with (read from the layers), None without adapters."""
+    layer = next(iter(adapter_layers(model).values()), None)
+    return None if layer is None else layer.config
+
+
 def get_adapter_config(model: nn.Module) -> AdapterConfig:
-    config = getattr(model, "hydralib_config", None)
-    if config is None or not adapter_layers(model):
+    config = adapter_config_of(model)
+    if config is None:
         raise ValueError("this model has no hydralib adapters; call add_adapters(model, config) first")
     return config
 
 
 @contextlib.contextmanager
-def routing(model: nn.Module, task_ids=None, gate=None, prompt_mask=None, hold: bool = False, record: bool = False):
-    """Route every adapter layer from outside for the duration of the block.
+def routing(model: nn.Module, routes=None, gate=None, prompt_mask=None, hold: bool = False, record: str = "off"):
+    """Route every adapter layer from outside for the duration of the block (see layers.RoutingState).
 
-    task_ids:    (batch,) component ids, for gate='task'.
+    routes:      (batch,) each sample's head (its component or k-means cluster), for gate='task' or 'cluster'.
     gate:        fixed gate weights, (heads,) for all samples or (batch, heads) per sample; overrides
                  the configured gate (a head index i is accepted too, meaning one-hot on head i).
     prompt_mask: (batch, tokens), 1 on prompt tokens: what a sequence-level router pools.
     hold:        a sequence-level router keeps the gate of its first call (the prompt) for later calls
                  (the generated tokens); released when the block ends.
-    record:      keep each layer's last gate in `layer.last_gate` (for routing analyses); "graph" keeps
-                 it attached to the autograd graph (for a training loss on the gates).
+    record:      "detached" keeps each layer's last gate in `layer.routing.recorded` (for routing analyses);
+                 "graph" keeps it attached to the autograd graph (for a training loss on the gates).
     """
     layers = list(adapter_layers(model).values())
     if not layers:
         raise ValueError("this model has no hydralib adapters to route")
     heads = layers[0].heads
-    if task_ids is not None:
-        task_ids = torch.as_tensor(task_ids, dtype=torch.long).flatten()
+    if record not in RECORD_MODES:
+        raise ValueError(f"record must be one of {', '.join(RECORD_MODES)}, got record={record!r}")
+    if routes is not None:
+        routes = torch.as_tensor(routes, dtype=torch.long).flatten()
     if isinstance(gate, int):
         if not 0 <= gate < heads:
             raise ValueError(f"gate index must lie in 0..{heads - 1}, got {gate}")
@@ -120,38 +120,66 @@ def routing(model: nn.Module, task_ids=None, gate=None, prompt_mask=None, hold: 
         if gate.shape[-1] != heads or gate.dim() > 2:
             raise ValueError(f"gate must have shape (heads,) or (batch, heads) with heads={heads}, got {tuple(gate.shape)}")
     # Only what this block gives is set, so an inner block (e.g. evaluation's) keeps an outer one's gate.
-    given = {"task_ids": task_ids, "fixed_gate": gate, "prompt_mask": prompt_mask,
-             "hold_gate": hold or None, "record_gate": record or None}
+    given = {"routes": routes, "fixed_gate": gate, "prompt_mask": prompt_mask,
+             "hold": hold or None, "record": None if record == "off" else record}
     given = {name: value for name, value in given.items() if value is not None}
-    names = (*given, "held_gate")
-    saved = [tuple(getattr(layer, n) for n in names) for layer in layers]
+    names = (*given, "held")
+    saved = [tuple(getattr(layer.routing, n) for n in names) for layer in layers]
     try:
         for layer in layers:
             for name, value in given.items():
-                setattr(layer, name, value)
-            layer.held_gate = None
+                setattr(layer.routing, name, value)
+            layer.routing.held = None
         yield model
     finally:
         for layer, previous in zip(layers, saved):
             for name, value in zip(names, previous):
-                setattr(layer, name, value)
+                setattr(layer.routing, name, value)
 
 
-def batch_routing(model: nn.Module, route_ids, prompt_mask=None, hold: bool = False):
+def batch_routing(model: nn.Module, routes, prompt_mask=None, hold: bool = False):
     """What a batch must tell the adapters, and nothing when they need nothing: each sample's head (its
     component or cluster) for a task or cluster gate, the prompt mask (and hold, for generation) for a sequence-level router. The one place
     training and evaluation decide it."""
-    config = getattr(model, "hydralib_config", None) or getattr(getattr(model, "module", None), "hydralib_config", None)
+    config = adapter_config_of(model)
     if config is None:
         return contextlib.nullcontext()
     if config.gate in ("task", "cluster"):
-        return routing(model, task_ids=route_ids)
+        return routing(model, routes=routes)
     if config.router_level == "sequence":
         return routing(model, prompt_mask=prompt_mask, hold=hold)
     return contextlib.nullcontext()
 
 
 # --- merging ------------------------------------------------------------------------------------
+def merge_gates(model: nn.Module, gate=None) -> dict[str, torch.Tensor]:
+    """Each adapter layer's fixed gate vector (heads,) for merging or exporting under `gate` (see
+    merge_adapters), every layer checked before any is used: refuses a missing, unknown, misshapen or
+    non-finite gate, naming the layer."""
+    layers = adapter_layers(model)
+    get_adapter_config(model)
+    if isinstance(gate, dict):
+        missing, unknown = sorted(set(layers) - set(gate)), sorted(set(gate) - set(layers))
+        if missing:
+            raise ValueError(f"gate dict has no entry for adapter layers {missing[:3]} ({len(missing)} in all)")
+        if unknown:
+            raise ValueError(f"gate dict names modules that have no adapter: {unknown[:3]} ({len(unknown)} in all)")
+    gates = {}
+    for name, layer in layers.items():
+        given = gate[name] if isinstance(gate, dict) else gate
+        try:
+            g = layer.resolve_merge_gate(given)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}" if isinstance(gate, dict) else str(err)) from None
+        except (TypeError, RuntimeError) as err:
+            raise ValueError(f"{name}: gate must be a head index, a vector of {layer.heads} weights or "
+                             f"{{layer name: either}}, got {gate!r:.80} ({err})") from None
+        if not g.is_meta and not torch.isfinite(g).all():
+            raise ValueError(f"{name}: gate has non-finite weights {g.tolist()}")
+        gates[name] = g
+    return gates
+
+
 def merge_adapters(model: nn.Module, gate=None) -> nn.Module:
     """Fold the adapters into the base weights, so inference costs what the base model costs.
 
@@ -159,15 +187,31 @@ def merge_adapters(model: nn.Module, gate=None) -> nn.Module:
     index (e.g. a task id), a weight vector of length heads, or {layer name: either} (see mean_gates). A learned router routes every token
     by its input, so it merges only under a gate you give (e.g. the mean gate over a data set);
     the merged model then differs from the routed one by exactly that approximation.
+
+    All-or-nothing: every gate and every layer's update is computed and checked (finite, no layer merged
+    already) before any base weight changes; a failure while adding undoes the layers already merged.
     """
+    gates = merge_gates(model, gate)
     layers = adapter_layers(model)
-    get_adapter_config(model)
-    if isinstance(gate, dict):
-        missing = sorted(set(layers) - set(gate))
-        if missing:
-            raise ValueError(f"gate dict has no entry for adapter layers {missing[:3]} ({len(missing)} in all)")
-    for name, layer in layers.items():
-        layer.merge(gate[name] if isinstance(gate, dict) else gate)
+    merged = [name for name, layer in layers.items() if layer.merged]
+    if merged:
+        raise RuntimeError(f"adapters are already merged ({merged[0]}, {len(merged)} layers); call unmerge_adapters first")
+    with torch.no_grad():
+        deltas = {name: layer.delta_weight(gates[name]) for name, layer in layers.items()}
+        for name, delta in deltas.items():
+            if not delta.is_meta and not torch.isfinite(delta).all():
+                raise ValueError(f"{name}: the merged update has non-finite values (NaN or inf in the adapter "
+                                 "weights or the gate); nothing was merged")
+        done = []
+        try:
+            for name, layer in layers.items():
+                layer._add_to_base(deltas[name])
+                layer.merged_delta = deltas[name]
+                done.append(layer)
+        except BaseException:
+            for layer in done:
+                layer.unmerge()
+            raise
     return model
 
 
@@ -175,9 +219,9 @@ def recorded_gates(layer: AdapterLayer, attention_mask: torch.Tensor) -> tuple[t
     """A layer's last recorded gate as (batch, positions, heads) float, and each position's weight (batch,
     positions): the masked tokens for a per-token router, one position per sample for a per-sample or fixed gate.
     The one place that reads gates recorded by `routing(model, record=...)`."""
-    g = layer.last_gate
+    g = layer.routing.recorded
     if g is None:
-        raise RuntimeError("no recorded gates: run the model inside `with hydralib.routing(model, record=True):`")
+        raise RuntimeError("no recorded gates: run the model inside `with hydralib.routing(model, record='detached'):`")
     batch = attention_mask.shape[0]
     g = g.float().expand(batch, 1, -1) if g.dim() == 1 else g.float().reshape(batch, -1, layer.heads)
     weights = attention_mask.to(g.device).float() if g.shape[1] > 1 else torch.ones(batch, 1, device=g.device)
@@ -190,13 +234,13 @@ def mean_gates(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.
     The gate to merge a learned router under, at the cost of its per-token choices."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    with routing(model, prompt_mask=attention_mask, record=True):
+    with routing(model, prompt_mask=attention_mask, record="detached"):
         model(input_ids=input_ids, attention_mask=attention_mask)
         out = {}
         for name, layer in adapter_layers(model).items():
             g, weights = recorded_gates(layer, attention_mask)
             out[name] = ((g * weights.unsqueeze(-1)).sum((0, 1)) / weights.sum()).cpu()
-            layer.last_gate = None
+            layer.routing.recorded = None
     return out
 
 
@@ -207,7 +251,6 @@ def warm_start_routers(model: nn.Module, tokenizer, rows: list[dict], template: 
     router input over the prompt tokens of route c's rows, minus the mean over routes, scaled so that the
     logits of those means spread with standard deviation `sharpness`. Training then starts from routing
     by cluster and may move away from it."""
-    from .data.formatting import collate, encode_row, prompt_mask
     layers = {name: layer for name, layer in adapter_layers(model).items() if layer.router is not None}
     if not layers:
         raise ValueError("this model has no learned routers to warm-start (gate='learned' with heads > 1)")
@@ -277,126 +320,6 @@ def unmerge_adapters(model: nn.Module) -> nn.Module:
     for layer in adapter_layers(model).values():
         layer.unmerge()
     return model
-
-
-# --- identity, saving and loading ---------------------------------------------------------------
-def base_model_identity(model: nn.Module, names: list[str] | None = None) -> dict:
-    """What a saved adapter needs its base to be: architecture, target shapes and a weight fingerprint.
-
-    names: the target modules (default: the model's adapter layers); they need not be wrapped yet."""
-    names = list(adapter_layers(model)) if names is None else names
-    hf_config = getattr(model, "config", None)
-    fingerprint, shapes = hashlib.sha256(), {}
-    for name in names:
-        module = model.get_submodule(name)
-        if isinstance(module, AdapterLayer):
-            if module.merged:
-                raise RuntimeError("cannot identify the base while adapters are merged; call unmerge_adapters first")
-            module = module.base
-        shapes[name] = list(linear_features(module))
-        weight = module.weight
-        if fingerprint is None or weight.is_meta:
-            fingerprint = None
-            continue
-        # bfloat16 of a fixed sample, so fp32 and bf16 copies of one checkpoint agree.
-        sample = weight.detach().flatten()[:: max(1, weight.numel() // 4096)][:4096]
-        fingerprint.update(name.encode())
-        fingerprint.update(sample.to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes())
-    return {
-        "architecture": type(model).__name__,
-        "model_type": getattr(hf_config, "model_type", None),
-        "name_or_path": getattr(hf_config, "_name_or_path", None) or getattr(hf_config, "name_or_path", None),
-        "target_shapes": shapes,
-        "weight_fingerprint": None if fingerprint is None else fingerprint.hexdigest()[:16],
-    }
-
-
-def save_adapters(model: nn.Module, path, overwrite: bool = False) -> Path:
-    """Write the adapter weights (safetensors) and their config and base identity (JSON) into folder `path`.
-
-    Refuses to replace an existing adapter in `path` unless overwrite=True."""
-    config = get_adapter_config(model)
-    path = Path(path)
-    existing = [p for p in (path / WEIGHTS_NAME, path / CONFIG_NAME) if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it, or choose another folder")
-    path.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for name, layer in adapter_layers(model).items():
-        for key in ("lora_A", "lora_B", "router"):
-            value = getattr(layer, key)
-            if value is not None:
-                tensors[f"{name}.{key}"] = value.detach().contiguous().cpu()
-    save_file(tensors, str(path / WEIGHTS_NAME))
-    record = {
-        "format_version": FORMAT_VERSION,
-        "adapter_config": config.to_dict(),
-        "base_model": base_model_identity(model),
-        "tensor_shapes": {k: list(v.shape) for k, v in tensors.items()},
-    }
-    (path / CONFIG_NAME).write_text(json.dumps(record, indent=2))
-    return path
-
-
-def load_adapters(model: nn.Module, path, check_weights: bool = True) -> nn.Module:
-    """Load adapters saved by save_adapters into `model` (a bare base, or one with the same adapters).
-
-    Refuses, naming what differs, a file made for another architecture, other target shapes,
-    other base weights (unless check_weights=False) or another adapter configuration."""
-    path = Path(path)
-    if not (path / CONFIG_NAME).exists() or not (path / WEIGHTS_NAME).exists():
-        raise FileNotFoundError(f"no saved adapter in {path}: expected {CONFIG_NAME} and {WEIGHTS_NAME}")
-    record = json.loads((path / CONFIG_NAME).read_text())
-    saved_config = AdapterConfig.from_dict(record["adapter_config"])
-    saved_identity = dict(record["base_model"])
-    if adapter_layers(model):
-        diffs = _differences(saved_config.to_dict(), get_adapter_config(model).to_dict())
-        if diffs:
-            raise ValueError(f"adapter in {path} was saved with another configuration: {'; '.join(diffs)}")
-    names = list(saved_identity["target_shapes"])
-    modules = dict(model.named_modules())
-    missing_targets = [n for n in names if n not in modules]
-    identity = base_model_identity(model, [n for n in names if n in modules])
-    if missing_targets:
-        identity["target_shapes"].update({n: None for n in missing_targets})
-    if not check_weights or saved_identity["weight_fingerprint"] is None or identity["weight_fingerprint"] is None:
-        saved_identity.pop("weight_fingerprint")
-        identity.pop("weight_fingerprint")
-    identity.pop("name_or_path")
-    saved_identity.pop("name_or_path")
-    diffs = _differences(saved_identity, identity)
-    if diffs:  # checked before anything is wrapped: a refused load leaves the model as it was
-        raise ValueError(f"adapter in {path} was made for another base model: {'; '.join(diffs)}")
-    if not adapter_layers(model):
-        add_adapters(model, saved_config)
-    tensors = load_file(str(path / WEIGHTS_NAME))
-    expected = {f"{n}.{k}": getattr(l, k) for n, l in adapter_layers(model).items()
-                for k in ("lora_A", "lora_B", "router") if getattr(l, k) is not None}
-    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"adapter in {path} does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    with torch.no_grad():
-        for key, param in expected.items():
-            if tuple(tensors[key].shape) != tuple(param.shape):
-                raise ValueError(f"{key}: saved shape {tuple(tensors[key].shape)}, model expects {tuple(param.shape)}")
-            param.copy_(tensors[key])
-    return model
-
-
-def _differences(saved: dict, current: dict) -> list[str]:
-    out = []
-    for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key), current.get(key)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            only_saved, only_here = sorted(set(a) - set(b)), sorted(set(b) - set(a))
-            changed = [k for k in set(a) & set(b) if a[k] != b[k]]
-            out.append(f"{key}: saved-only {only_saved[:3]}, model-only {only_here[:3]}, "
-                       f"different {[(k, a[k], b[k]) for k in sorted(changed)[:3]]}")
-        else:
-            out.append(f"{key}: saved {a!r}, model has {b!r}")
-    return out
 
 
 # --- counting -----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ once per head) and is kept as the reference the fused path must equal.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,29 @@ from transformers.pytorch_utils import Conv1D
 from .config import AdapterConfig
 
 ADAPTABLE_TYPES = (nn.Linear, Conv1D)
+RECORD_MODES = ("off", "detached", "graph")
+
+
+@dataclass
+class RoutingState:
+    """What a layer is told from outside for a forward pass (see inject.routing), and what it keeps.
+
+    routes:      (batch,) each sample's head, for a task or cluster gate.
+    fixed_gate:  gate weights, (heads,) or (batch, heads), overriding the configured gate.
+    prompt_mask: (batch, tokens), 1 on prompt tokens: what a sequence-level router pools.
+    hold:        a sequence-level router keeps its first gate (the prompt's) in `held` for later calls
+                 (the generated tokens).
+    record:      "off"; "detached" keeps the last gate in `recorded` (routing analyses); "graph" keeps it
+                 attached to the autograd graph (a training loss on the gates).
+    """
+
+    routes: torch.Tensor | None = None
+    fixed_gate: torch.Tensor | None = None
+    prompt_mask: torch.Tensor | None = None
+    hold: bool = False
+    record: str = "off"
+    held: torch.Tensor | None = None
+    recorded: torch.Tensor | None = None
 
 
 def linear_features(module: nn.Module) -> tuple[int, int]:
@@ -59,15 +83,7 @@ class AdapterLayer(nn.Module):
         else:
             self.router = None
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        # Routing given from outside (see hydralib.routing): per-sample task ids, fixed gate weights,
-        # which tokens are prompt (for a sequence-level router) and whether to hold its gate.
-        self.task_ids: torch.Tensor | None = None
-        self.fixed_gate: torch.Tensor | None = None
-        self.prompt_mask: torch.Tensor | None = None
-        self.hold_gate = False
-        self.held_gate: torch.Tensor | None = None
-        self.last_gate: torch.Tensor | None = None
-        self.record_gate = False
+        self.routing = RoutingState()
         self.merged_delta: torch.Tensor | None = None
 
     @property
@@ -82,23 +98,23 @@ class AdapterLayer(nn.Module):
     def gate(self, x: torch.Tensor, h: torch.Tensor | None, logits: torch.Tensor | None = None) -> torch.Tensor:
         """Gate weights, shaped to broadcast against (..., heads): per token for a learned router,
         per sample for task ids or a per-sample fixed gate. `logits`: router logits if already computed."""
-        heads, dtype = self.heads, x.dtype if h is None else h.dtype
-        if self.fixed_gate is not None:
-            weights = self.fixed_gate.to(device=x.device, dtype=dtype)
+        heads, dtype, state = self.heads, x.dtype if h is None else h.dtype, self.routing
+        if state.fixed_gate is not None:
+            weights = state.fixed_gate.to(device=x.device, dtype=dtype)
             g = weights if weights.dim() == 1 else _per_sample(weights, x.dim())
         elif self.config.gate == "uniform":
             g = torch.full((heads,), 1.0 / heads, device=x.device, dtype=dtype)
         elif self.config.gate in ("task", "cluster"):
-            if self.task_ids is None:
+            if state.routes is None:
                 raise RuntimeError(
                     f"gate={self.config.gate!r} needs the head of every sample (its component or cluster): run the "
-                    "model inside `with hydralib.routing(model, task_ids=ids):` (ids: LongTensor of shape (batch,))")
-            ids = self.task_ids  # checked before moving: on the meta device (shape checks) there are no values
+                    "model inside `with hydralib.routing(model, routes=ids):` (ids: LongTensor of shape (batch,))")
+            ids = state.routes  # checked before moving: on the meta device (shape checks) there are no values
             if ids.min() < 0 or ids.max() >= heads:
-                raise ValueError(f"task/cluster ids must lie in 0..{heads - 1}, got {ids.unique().tolist()}")
+                raise ValueError(f"routes (task or cluster heads) must lie in 0..{heads - 1}, got {ids.unique().tolist()}")
             g = _per_sample(F.one_hot(ids.to(x.device), heads).to(dtype), x.dim())
-        elif self.held_gate is not None:
-            g = self.held_gate
+        elif state.held is not None:
+            g = state.held
         else:
             source = x if self.config.router_input == "x" else h
             if self.config.router_level == "sequence":
@@ -110,23 +126,23 @@ class AdapterLayer(nn.Module):
                 keep.scatter_(-1, logits.topk(self.config.top_k, dim=-1).indices, True)  # exactly k, ties too
                 logits = logits.masked_fill(~keep, float("-inf"))
             g = torch.softmax(logits, dim=-1, dtype=torch.float32).to(dtype)
-            if self.hold_gate and self.config.router_level == "sequence":
-                self.held_gate = g  # generation: the prompt's gate holds for every new token
-        if self.record_gate:
-            self.last_gate = g if self.record_gate == "graph" else g.detach()
+            if state.hold and self.config.router_level == "sequence":
+                state.held = g  # generation: the prompt's gate holds for every new token
+        if state.record != "off":
+            state.recorded = g if state.record == "graph" else g.detach()
         return g
 
     def pool_prompt(self, states: torch.Tensor) -> torch.Tensor:
         """(batch, T, features) -> (batch, features): the mean over prompt tokens (all tokens if no mask)."""
         if states.dim() != 3:
             raise ValueError(f"router_level='sequence' needs (batch, tokens, features) inputs, got {tuple(states.shape)}")
-        if self.prompt_mask is None:
+        if self.routing.prompt_mask is None:
             if states.shape[1] == 1:
                 raise RuntimeError(
                     "a sequence-level router got one token and no prompt gate to hold: generate through "
                     "hydralib.evaluate.generate, or inside `with hydralib.routing(model, prompt_mask=..., hold=True):`")
             return states.mean(1)
-        mask = self.prompt_mask.to(device=states.device, dtype=states.dtype)
+        mask = self.routing.prompt_mask.to(device=states.device, dtype=states.dtype)
         if mask.shape != states.shape[:2]:
             raise ValueError(f"prompt_mask has shape {tuple(mask.shape)}, the layer input {tuple(states.shape[:2])}")
         return (states * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)

@@ -1,8 +1,12 @@
-"""Tables of runs: one row per method, mean ± sd over seeds, per component and overall.
+"""Tables and plots of runs: one row per method, mean ± sd over seeds, per component and overall; the
+real-data lane's tables (lane_summary, lane_table), loss bars and training-curve trend.
 
 Results are the dicts `hydralib.runs.execute_run` returns (exact_match, exact_match_per_component,
 test_loss, parameters, train_seconds)."""
 from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
 
 from .claims import mean_and_spread
 
@@ -53,7 +57,6 @@ def _short(name: str) -> str:
 def plot_methods(summaries: dict[str, dict], title: str, path=None):
     """Exact match per method as bars with their spread over seeds, coloured by family (the first word of the
     name: full, LoRA, Split, Hydra, ...); saved to path if given. Returns the figure."""
-    import matplotlib.pyplot as plt
     names = list(summaries)
     families = list(dict.fromkeys(name.split()[0] for name in names))
     colors = [plt.get_cmap("tab10")(families.index(name.split()[0]) % 10) for name in names]
@@ -66,3 +69,82 @@ def plot_methods(summaries: dict[str, dict], title: str, path=None):
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+# --- the real-data lane --------------------------------------------------------------------------
+SCORES = (("mmlu_accuracy", "MMLU accuracy"), ("gsm8k_exact_match", "GSM8K exact match"), ("pass_at_1", "HumanEval pass@1"))
+
+
+def mean_component_loss(result: dict) -> float:
+    """The test loss averaged over components (each source counts once, however long its answers)."""
+    per = result["test_loss"]["per_component"]
+    return sum(v["loss"] for v in per.values()) / len(per)
+
+
+def lane_summary(base: list[dict], results: dict[str, list[dict]]) -> dict[str, dict]:
+    """{row name: {score: (mean, sd over seeds)}} for the base model (scored on each seed's test rows) and
+    each method: the mean of the component losses, the loss per component, the task scores present, and for
+    the methods trainable parameters and training seconds."""
+
+    def summarise(runs):
+        out = {"mean component loss": mean_and_spread([mean_component_loss(r) for r in runs])}
+        for component in runs[0]["test_loss"]["per_component"]:
+            out[f"loss {component}"] = mean_and_spread([r["test_loss"]["per_component"][component]["loss"]
+                                                        for r in runs])
+        for key, label in SCORES:
+            if key in runs[0]:
+                out[label] = mean_and_spread([r[key] for r in runs])
+        return out
+    summary = {"base model": summarise(base)}
+    for name, runs in results.items():
+        summary[name] = {**summarise(runs), "train seconds": mean_and_spread([r["train_seconds"] for r in runs]),
+                         "trainable": runs[0]["parameters"]["trainable"],
+                         "paper % of base": 100 * runs[0]["parameters"]["paper"] / runs[0]["parameters"]["base"]}
+    return summary
+
+
+def lane_table(summary: dict[str, dict]) -> str:
+    """The summary as a markdown table: one row per model, mean ± sd where there are several seeds."""
+    columns = list(dict.fromkeys(key for row in summary.values() for key in row))
+
+    def cell(value):
+        if value is None:
+            return ""
+        if isinstance(value, tuple):
+            mean, sd = value
+            return f"{mean:.3f} ± {sd:.3f}" if sd else f"{mean:.3f}"
+        return f"{value:,}" if isinstance(value, int) else f"{value:.3f}"
+    lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(cell(row.get(c)) for c in columns) + " |" for name, row in summary.items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_component_losses(summary: dict[str, dict], components: list[str], title: str, path=None):
+    """Grouped bars: each model's test loss (a lane_summary row) on each component, with its spread over
+    seeds; saved to path if given. Returns the figure."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    width = 0.8 / len(summary)
+    for i, (name, row) in enumerate(summary.items()):
+        means, spreads = zip(*(row[f"loss {c}"] for c in components))
+        ax.bar(np.arange(len(components)) + i * width, means, width, yerr=spreads, capsize=2, label=name)
+    ax.set_xticks(np.arange(len(components)) + width * (len(summary) - 1) / 2, components)
+    ax.set(ylabel="test loss (response tokens)", title=title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def loss_trend(log: list[dict], window: int = 5) -> dict:
+    """A training log's loss as a moving average of `window` steps (fewer when the log is shorter): the
+    smoothed steps and losses, the first and last smoothed value, and recent_drop, how much it fell over the
+    last quarter of the curve (recent_points points, at least 2 where there are): positive = still falling."""
+    if not log:
+        raise ValueError("the training log is empty")
+    window = min(window, len(log))
+    losses = np.convolve([m["loss"] for m in log], np.ones(window) / window, mode="valid")
+    steps = [m["step"] for m in log][window - 1:]
+    recent = min(len(losses), max(2, len(losses) // 4))
+    return {"steps": steps, "losses": losses.tolist(), "first": float(losses[0]), "last": float(losses[-1]),
+            "recent_points": recent, "recent_drop": float(losses[-recent] - losses[-1])}

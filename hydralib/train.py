@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from .data.formatting import IGNORE_INDEX, collate, encode_row, prompt_mask
-from .inject import adapter_layers, batch_routing, router_statistics, routing, save_adapters
+from .adapter_files import save_adapters
+from .inject import adapter_config_of, adapter_layers, batch_routing, router_statistics, routing
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -41,7 +42,15 @@ class TrainConfig:
 
     batch_size is the global batch per optimizer step, summed over processes and accumulation.
     balance_weight: weight of a load-balancing loss on learned routers (see inject.router_statistics);
-    0, as in the paper, adds none."""
+    0, as in the paper, adds none.
+    mixed_precision: "bf16" autocasts matmuls to bfloat16 on the CPU too (accelerate's CPU autocast; pays
+    on CPUs with native bf16, e.g. avx512_bf16 / AMX); "auto" picks bf16 on a GPU that supports it only.
+    compile: run the training forward/backward through torch.compile (the graph cache persists under
+    $TORCHINDUCTOR_CACHE_DIR, so later processes compile faster); pair it with pad_to_multiple, since
+    every new batch shape costs a recompile.
+    pad_to_multiple: pad each batch's length up to a multiple of this (1: to its longest row); padding
+    is masked, so the loss is unchanged.
+    See benchmarks/train_throughput.py for what each option costs and brings."""
 
     steps: int = 300
     batch_size: int = 32
@@ -58,6 +67,8 @@ class TrainConfig:
     checkpoint_every: int = 0
     balance_weight: float = 0.0
     progress: bool = True
+    compile: bool = False
+    pad_to_multiple: int = 1
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "max_length"):
@@ -71,6 +82,11 @@ class TrainConfig:
             raise ValueError(f"unknown mixed_precision {self.mixed_precision!r}; allowed: auto, no, bf16, fp16")
         if self.device not in ("auto", "cpu"):
             raise ValueError(f"unknown device {self.device!r}; allowed: 'auto' (the accelerator if any) or 'cpu'")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be True or False, got {self.compile!r}")
+        if not isinstance(self.pad_to_multiple, int) or self.pad_to_multiple < 1:
+            raise ValueError(f"pad_to_multiple must be an integer >= 1 (1: pad each batch to its longest row), "
+                             f"got {self.pad_to_multiple!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -146,12 +162,12 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
     has_adapters = bool(adapter_layers(model))
     if not has_adapters:
         model.requires_grad_(True)
-    adapter_config = getattr(model, "hydralib_config", None)
+    adapter_config = adapter_config_of(model)
     routed = has_adapters and adapter_config.gate == "learned" and adapter_config.heads > 1
     if config.balance_weight and not routed:
         raise ValueError(f"balance_weight={config.balance_weight} needs a learned router with heads > 1; "
                          f"this model has {adapter_config.to_dict() if has_adapters else 'no adapters'}")
-    record_gates = ("graph" if config.balance_weight else True) if routed else False
+    record_gates = "graph" if config.balance_weight else "detached"
     names = _component_names(rows)
 
     encoded = [encode_row(r, tokenizer, config.template, config.max_length) for r in rows]
@@ -160,6 +176,7 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # callers get a plain model back
+    step_model = torch.compile(model) if config.compile else model
 
     start_step, metrics = 0, []
     if run_dir is not None and resume and (run_dir / CHECKPOINT_NAME).exists():
@@ -190,11 +207,12 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
         for m in range(config.grad_accum):
             first = (m * world + rank) * micro
             batch = collate([encoded[i] for i in global_ids[first:first + micro]], tokenizer.pad_token_id)
+            batch = _pad_to_multiple(batch, config.pad_to_multiple, tokenizer.pad_token_id)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with batch_routing(model, batch["route"], prompt_mask(batch)), \
                     routing(inner, record=record_gates) if routed else contextlib.nullcontext():
                 with accelerator.autocast():
-                    losses, mask = token_losses(model, batch)
+                    losses, mask = token_losses(step_model, batch)
                 loss = losses.sum() * world / global_tokens
                 if routed:
                     stats = router_statistics(inner, batch["attention_mask"])
@@ -249,6 +267,15 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
         _save_weights(inner, run_dir)
     model.eval()
     return TrainResult(inner, metrics, run_dir, seconds)
+
+
+def _pad_to_multiple(batch: dict, multiple: int, pad_token_id: int) -> dict:
+    """Right-pad a collated batch to a length that is a multiple of `multiple` (masked: the loss is unchanged)."""
+    extra = -batch["input_ids"].shape[1] % multiple
+    if extra == 0:
+        return batch
+    fill = {"input_ids": pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
+    return {k: F.pad(v, (0, extra), value=fill[k]) if k in fill else v for k, v in batch.items()}
 
 
 def _response_tokens(example: dict) -> int:

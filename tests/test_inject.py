@@ -64,8 +64,8 @@ def test_merge_equals_unmerged_under_a_fixed_gate_and_unmerge_restores(build, na
     model = randomize_b(add_adapters(build(), config))
     original = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     fixed = None if gate is None or isinstance(gate, int) else gate
-    task_ids = torch.full((tokens.shape[0],), gate) if isinstance(gate, int) else None
-    with routing(model, task_ids=task_ids, gate=fixed):
+    routes = torch.full((tokens.shape[0],), gate) if isinstance(gate, int) else None
+    with routing(model, routes=routes, gate=fixed):
         expected = model(tokens).logits
     merge_adapters(model, gate=gate)
     merged = model(tokens).logits  # merged: routing is no longer consulted
@@ -127,10 +127,10 @@ def test_merge_under_per_layer_mean_gates_equals_routing_each_layer_by_its_mean(
     layers = adapter_layers(model)
     assert set(gates) == set(layers) and all(torch.allclose(g.sum(), torch.tensor(1.0)) for g in gates.values())
     for name, layer in layers.items():
-        layer.fixed_gate = gates[name]
+        layer.routing.fixed_gate = gates[name]
     expected = model(tokens).logits
     for layer in layers.values():
-        layer.fixed_gate = None
+        layer.routing.fixed_gate = None
     routed = model(tokens).logits
     merge_adapters(model, gate=gates)
     torch.testing.assert_close(model(tokens).logits, expected, atol=1e-5, rtol=1e-5)
@@ -151,23 +151,23 @@ def test_nested_routing_keeps_the_outer_gate_and_restores_on_exit(tokens):
     model = randomize_b(add_adapters(small_llama(), AdapterConfig(method="hydra", r=4, heads=3, gate="task")))
     layer = next(iter(adapter_layers(model).values()))
     with routing(model, gate=[1.0, 0.0, 0.0]):
-        with routing(model, task_ids=torch.tensor([2, 2, 2])):
-            assert layer.fixed_gate is not None and layer.task_ids is not None
+        with routing(model, routes=torch.tensor([2, 2, 2])):
+            assert layer.routing.fixed_gate is not None and layer.routing.routes is not None
             inner = model(tokens).logits  # the fixed gate takes precedence
-        assert layer.task_ids is None
+        assert layer.routing.routes is None
         outer = model(tokens).logits
     torch.testing.assert_close(inner, outer)
-    assert layer.fixed_gate is None
+    assert layer.routing.fixed_gate is None
 
 
 def test_router_statistics_read_balance_entropy_and_usage_from_recorded_gates(tokens):
     from hydralib.inject import router_statistics
     model = add_adapters(small_llama(), AdapterConfig(method="hydra", r=4, heads=4))
     mask = torch.ones_like(tokens)
-    with routing(model, gate=torch.full((4,), 0.25), record=True):
+    with routing(model, gate=torch.full((4,), 0.25), record="detached"):
         model(input_ids=tokens)
         uniform = router_statistics(model, mask)
-    with routing(model, gate=2, record=True):
+    with routing(model, gate=2, record="detached"):
         model(input_ids=tokens)
         one_head = router_statistics(model, mask)
     assert uniform["entropy"] == pytest.approx(math.log(4), abs=1e-5)

@@ -30,20 +30,19 @@ def make_pair(base, **settings):
     return fused, loop
 
 
-def run(layer, x, task_ids):
+def run(layer, x, routes):
     x = x.clone().requires_grad_(True)
-    with routing_if(layer, task_ids):
+    with routing_if(layer, routes):
         y = layer(x)
     (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
     grads = {n: p.grad.clone() for n, p in layer.named_parameters() if p.requires_grad}
     return y.detach(), x.grad, grads
 
 
-def routing_if(layer, task_ids):
+def routing_if(layer, routes):
     wrapper = nn.Module()
     wrapper.layer = layer
-    wrapper.hydralib_config = layer.config
-    return routing(wrapper, task_ids=task_ids)
+    return routing(wrapper, routes=routes)
 
 
 @pytest.mark.parametrize("base_type", ["linear", "conv1d"])
@@ -55,9 +54,9 @@ def test_fused_equals_per_head_loop(method, settings, base_type):
     base.requires_grad_(False)
     fused, loop = make_pair(base, method=method, r=3, heads=4, **settings)
     x = torch.randn(2, 5, 24)
-    task_ids = torch.tensor([3, 1])
-    y_fused, gx_fused, g_fused = run(fused, x, task_ids)
-    y_loop, gx_loop, g_loop = run(loop, x, task_ids)
+    routes = torch.tensor([3, 1])
+    y_fused, gx_fused, g_fused = run(fused, x, routes)
+    y_loop, gx_loop, g_loop = run(loop, x, routes)
     assert (y_fused - base(x)).abs().max() > 1e-2  # the update is not trivially zero
     torch.testing.assert_close(y_fused, y_loop, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gx_fused, gx_loop, atol=1e-5, rtol=1e-5)
@@ -107,7 +106,7 @@ def test_sequence_router_pools_the_prompt_and_holds_its_gate_while_generating():
         first = layer.gate(x, None)
         later = layer.gate(torch.randn(2, 1, 8), None)  # a generated token reuses the prompt's gate
         torch.testing.assert_close(first, later)
-    assert layer.held_gate is None and layer.prompt_mask is None  # released after the block
+    assert layer.routing.held is None and layer.routing.prompt_mask is None  # released after the block
 
 
 def test_task_gate_without_ids_says_how_to_give_them():

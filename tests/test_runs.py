@@ -1,8 +1,16 @@
 """The run store: trained once, retrained when anything changes, damaged entries rerun, parallel = serial."""
 import pytest
 
+import shutil
+from pathlib import Path
+
+import hydralib
 import hydralib.runs as runs
-from hydralib.runs import RunStore, run_key, run_many
+from hydralib.config import AdapterConfig
+from hydralib.data.corpus import build_data
+from hydralib.methods import adapter_config
+from hydralib.runs import RunSpec, RunStore, code_fingerprint, dependency_files, run_key, run_many
+from hydralib.train import TrainConfig
 
 SPEC = {
     "model": {"name": "tiny-random", "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128,
@@ -86,23 +94,9 @@ def test_bad_spec_is_refused_before_anything_runs(tmp_path):
         RunStore(tmp_path).run({**SPEC, "data": {"kind": "imagenet"}})
 
 
-def test_data_selections_give_one_component_or_one_iid_part():
-    base = {"kind": "synthetic", "n_components": 3, "conflict": 1.0, "n_train": 90, "n_test": 30, "seed": 0}
-    one = runs.build_data({**base, "only_component": 2})
-    assert {r["component"] for r in one["train"] + one["test"]} == {2} and len(one["train"]) == 30
-    parts = [runs.build_data({**base, "part": i, "parts": 3})["train"] for i in range(3)]
-    whole = runs.build_data(base)["train"]
-    assert sorted(map(str, sum(parts, []))) == sorted(map(str, whole)) and all(len(p) == 30 for p in parts)
-    assert len({r["component"] for r in parts[0]}) == 3  # a random third mixes every component
-    with pytest.raises(ValueError, match="only_component=3; allowed: 0..2"):
-        runs.build_data({**base, "only_component": 3})
-    with pytest.raises(ValueError, match="part=3, parts=3"):
-        runs.build_data({**base, "part": 3, "parts": 3})
-
-
 def test_task_routes_fold_components_onto_fewer_heads():
-    data = runs.build_data({"kind": "synthetic", "n_components": 4, "n_train": 40, "n_test": 8, "seed": 0})
-    adapter = runs.adapter("split", 4, heads=2, gate="task")
+    data = build_data({"kind": "synthetic", "n_components": 4, "n_train": 40, "n_test": 8, "seed": 0})
+    adapter = adapter_config("split", 4, heads=2, gate="task")
     routed, info = runs.route_rows(data, adapter, "tfidf", 0, "compact")
     assert info == {} and all(r["route"] == r["component"] % 2 for r in routed["train"] + routed["test"])
     assert "route" not in data["train"][0]  # the input rows are not changed
@@ -118,3 +112,41 @@ def test_cluster_routed_runs_report_their_clusters_and_routing(tmp_path, adapter
     assert set(usage) == set(results["components"]) and 0.0 <= results["routing"]["nmi"] <= 1.0
     if adapter.get("gate") == "cluster":  # hard routing by clusters that match the components exactly
         assert results["routing"]["nmi"] == pytest.approx(1.0)
+
+
+def test_a_spec_is_normalised_once_and_equal_specs_share_a_key():
+    spec = RunSpec.from_dict(SPEC)
+    assert isinstance(spec.adapter, AdapterConfig) and spec.adapter.heads == 2 and spec.adapter.alpha == 16.0
+    assert isinstance(spec.train, TrainConfig) and spec.train.progress is False
+    typed = RunSpec(SPEC["model"], SPEC["data"], AdapterConfig(method="hydra", r=4, heads=2),
+                    TrainConfig(steps=4, batch_size=8, lr=5e-3, progress=True), SPEC["eval"])
+    assert typed == spec and typed.key == spec.key == run_key(SPEC)
+    assert RunSpec.from_dict(spec.to_dict()) == spec  # the record a run writes rebuilds its spec
+    with pytest.raises(TypeError, match="AdapterConfig"):
+        RunSpec(SPEC["model"], SPEC["data"], {"method": "lora"}, spec.train)
+    with pytest.raises(ValueError, match="'name'"):
+        RunSpec({"pretrain_steps": 3}, SPEC["data"], None, spec.train)
+
+
+def test_the_key_follows_the_code_a_result_depends_on_not_reports(tmp_path):
+    package = tmp_path / "hydralib"
+    shutil.copytree(Path(hydralib.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    names = {str(p.relative_to(package)) for p in dependency_files(package / "runs.py")}
+    assert {"runs.py", "layers.py", "inject.py", "train.py", "evaluate.py", "data/synthetic.py"} <= names
+    assert not names & {"report.py", "claims.py", "suite.py", "anatomy.py", "methods.py", "real.py"}
+    before = code_fingerprint(package / "runs.py")
+    with open(package / "report.py", "a") as f:
+        f.write("\n# a new plot title\n")
+    assert code_fingerprint(package / "runs.py") == before  # editing a table or plot retrains nothing
+    with open(package / "layers.py", "a") as f:
+        f.write("\n# a change to the adapter layer\n")
+    assert code_fingerprint(package / "runs.py") != before
+
+
+def test_run_many_says_how_many_runs_came_from_the_store(tmp_path, capsys):
+    store = RunStore(tmp_path)
+    run_many([SPEC], store, processes=1)
+    assert "[runs] 1 runs: 0 from the store, 1 to train" in capsys.readouterr().out
+    run_many([SPEC, with_seed(1)], store, processes=1)
+    out = capsys.readouterr().out
+    assert "[runs] 2 runs: 1 from the store, 1 to train" in out and "run 2/2, 1 from the store" in out

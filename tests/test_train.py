@@ -103,7 +103,7 @@ def test_sequence_router_trains_evaluates_and_generates():
     loss = evaluate_loss(result.model, tokenizer, CORPUS["test"])
     generated = evaluate_generation(result.model, tokenizer, CORPUS["test"][:4], max_new_tokens=4)
     assert math.isfinite(loss["loss"]) and len(generated["generations"]) == 4
-    assert all(layer.held_gate is None for layer in adapter_layers(result.model).values())
+    assert all(layer.routing.held is None for layer in adapter_layers(result.model).values())
 
 
 def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):

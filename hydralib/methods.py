@@ -1,0 +1,104 @@
+"""The named methods the suite compares: each label and its adapter configuration written once.
+
+    methods = {**full_finetuning(), **lora(8, 32), **split(4, 8), **hydra(8, 8, gate="cluster")}
+    # {"full fine-tuning": None, "LoRA r8": AdapterConfig(...), ..., "Hydra r8 N=8 cluster gate": ...}
+
+Every adapter is at equal scale across ranks, alpha = 2r, unless alpha is given (the paper fixes
+alpha = 32, which makes a larger rank a smaller step). None stands for full fine-tuning. Notebooks,
+hydralib.efficiency, benchmarks/ and the real-data lane take their variants from here, so adding an
+ablation is one setting of AdapterConfig and, if it deserves a name, one line here.
+"""
+from __future__ import annotations
+
+from .config import AdapterConfig
+
+FULL_FINETUNING = "full fine-tuning"
+
+
+def adapter_config(method: str = "lora", r: int = 8, heads: int | None = None, alpha: float | None = None,
+                   targets="all-linear", **options) -> AdapterConfig:
+    """An AdapterConfig at equal scale across ranks (alpha = 2r unless given); a bad setting is refused here."""
+    return AdapterConfig(method=method, r=r, heads=heads, alpha=float(2 * r if alpha is None else alpha),
+                         targets=targets, **options)
+
+
+def gate_label(config: AdapterConfig) -> str:
+    """How a multi-head method routes, in the words of the tables: token router, sequence router,
+    cluster gate, oracle, uniform gate (w/o gate), with top-k and warm starts said."""
+    if config.gate == "learned":
+        label = f"{config.router_level} router" if config.method == "hydra" else "learned"
+        if config.top_k is not None:
+            label += f" top-{config.top_k}"
+        if config.router_init != "kaiming":
+            label += f" ({config.router_init} init)"
+        return label
+    return {"uniform": "uniform gate", "task": "oracle", "cluster": "cluster gate"}[config.gate]
+
+
+def label(config: AdapterConfig | None) -> str:
+    """The table name of a configuration: 'LoRA r8', 'Split 4x8 learned', 'Hydra r8 N=8 token router'."""
+    if config is None:
+        return FULL_FINETUNING
+    if config.method == "lora":
+        return f"LoRA r{config.r}"
+    if config.method == "split":
+        return f"Split {config.heads}x{config.r} {gate_label(config)}"
+    return f"Hydra r{config.r} N={config.heads} {gate_label(config)}"
+
+
+def full_finetuning() -> dict[str, None]:
+    return {FULL_FINETUNING: None}
+
+
+def lora(*ranks: int, **options) -> dict[str, AdapterConfig]:
+    """{'LoRA r8': ..., 'LoRA r32': ...} for the given ranks."""
+    configs = [adapter_config("lora", r, **options) for r in ranks]
+    return {label(c): c for c in configs}
+
+
+def split(n: int, r: int, gate: str = "learned", **options) -> dict[str, AdapterConfig]:
+    """LoRA-Split n x r: n pairs (A_i, B_i) of rank r under a gate ('learned' is MoLoRA, 'task' the oracle)."""
+    config = adapter_config("split", r, heads=n, gate=gate, **options)
+    return {label(config): config}
+
+
+def hydra(r: int, n: int, gate: str = "learned", **options) -> dict[str, AdapterConfig]:
+    """HydraLoRA: one shared A of rank r, n heads B_i of rank r each, under a gate (learned: the official
+    per-token router; options such as router_level='sequence', top_k, router_init)."""
+    config = adapter_config("hydra", r, heads=n, gate=gate, **options)
+    return {label(config): config}
+
+
+def with_lr(configs: dict[str, AdapterConfig | None], adapter_lr: float, full_lr: float | None = None,
+            **train_options) -> dict[str, dict]:
+    """The methods as hydralib.runs.run_methods takes them: {label: {"adapter": config, "lr": ..., ...}},
+    full fine-tuning at full_lr (it moves every weight, so it takes a smaller step)."""
+    out = {}
+    for name, config in configs.items():
+        if config is None and full_lr is None:
+            raise ValueError(f"{name!r} is full fine-tuning: give full_lr")
+        out[name] = {"adapter": config, "lr": adapter_lr if config is not None else full_lr, **train_options}
+    return out
+
+
+def figure5_methods(r: int = 8, hydra_heads: int = 3) -> dict[str, AdapterConfig | None]:
+    """What the paper's Figure 5 compares for cost: the frozen model (None, the floor every method pays),
+    LoRA r, 2r and 4r, Split 4 x r and HydraLoRA r with hydra_heads heads (learned gates). HydraLoRA r8 with
+    3 heads carries (1 + 3) / 2 = 2 rank-8 LoRAs in the paper's convention: LoRA r16's size."""
+    return {"frozen": None, **lora(r, 2 * r, 4 * r), **split(4, r), **hydra(r, hydra_heads)}
+
+
+def implementation_sweep(r: int, head_counts: list[int]) -> dict[str, AdapterConfig]:
+    """HydraLoRA with each number of heads, fused (ours) and looped per head (the official algorithm):
+    {'fused N=2': ..., 'loop N=2': ...}."""
+    if not head_counts or any(not isinstance(n, int) or n < 1 for n in head_counts):
+        raise ValueError(f"head_counts must be a non-empty list of integers >= 1, got {head_counts!r}")
+    return {f"{impl} N={n}": adapter_config("hydra", r, heads=n, implementation=impl)
+            for impl in ("fused", "loop") for n in head_counts}
+
+
+def lane_methods(r: int, heads: int, targets="all-linear") -> dict[str, AdapterConfig]:
+    """The real-data lane's methods: LoRA r; Split heads x r with a learned gate; HydraLoRA r with `heads`
+    heads under the official per-token router and under the cluster gate."""
+    return {**lora(r, targets=targets), **split(heads, r, targets=targets), **hydra(r, heads, targets=targets),
+            **hydra(r, heads, gate="cluster", targets=targets)}
