@@ -354,6 +354,27 @@ def routing_mutual_information(true_components: Sequence[int], chosen_heads: Seq
             "nmi": float(normalized_mutual_info_score(true_components, chosen_heads))}
 
 
+def cluster_agreement(corpus: dict, k: int, features: str | Featurizer = "tfidf", seed: int = 0,
+                      template: str = "compact") -> tuple[float, float]:
+    """(train ARI, test ARI) of k-means routes against the true components of a corpus {'train', 'test'}:
+    how far a cluster gate is from the oracle (1.0: the clusters are the components)."""
+    _, _, info = assign_routes(corpus["train"], corpus["test"], k=k, features=features, seed=seed, template=template)
+    return info["train_ari"], info["test_ari"]
+
+
+def components_per_head(usage) -> float:
+    """How many components a head serves, on average: exp of the entropy of each head's share of the
+    components, from a (components, heads) matrix of mean gate weights. 1 when every head serves one
+    component alone; the number of components when each head is shared evenly."""
+    weights = np.asarray(usage, dtype=float)
+    if weights.ndim != 2 or (weights < 0).any() or (weights.sum(0) <= 0).any():
+        raise ValueError(f"usage must be a (components, heads) matrix of non-negative weights with every head used; "
+                         f"got shape {weights.shape}")
+    share = weights / weights.sum(0, keepdims=True)
+    entropy = -(share * np.log(np.clip(share, 1e-12, None))).sum(0)
+    return float(np.exp(entropy).mean())
+
+
 # --- helpers ----------------------------------------------------------------------------------------
 
 
@@ -404,3 +425,43 @@ def _check_ks(ks: Sequence[int], n_samples: int) -> list[int]:
 def _check_not_empty(name: str, values: Sequence) -> None:
     if len(values) == 0:
         raise ValueError(f"{name} is empty; need at least one")
+
+
+# --- chance baselines ------------------------------------------------------------------------------
+
+
+def random_router_nmi(true_components: Sequence[int], n_heads: int, n_draws: int = 200, seed: int = 0) -> dict:
+    """The NMI between components and a router that picks one of n_heads heads uniformly at random for each
+    row, on the same rows: what a routing NMI must beat (finite rows give chance a positive NMI, about
+    (K - 1)(N - 1) / (2 rows) nats of mutual information for K components and N heads).
+
+    {"mean", "sd", "q95" (95 % quantile over draws), "draws"}; compare with
+    hydralib.claims.compare_to_baseline(nmi_per_seed, [random_router_nmi(rows of seed i, N) ...])."""
+    true_components = np.asarray(true_components).ravel()
+    _check_not_empty("true_components", true_components)
+    check_int("n_heads", n_heads, 1)
+    check_int("n_draws", n_draws, 1)
+    rng = np.random.default_rng(seed)
+    draws = [float(normalized_mutual_info_score(true_components, rng.integers(n_heads, size=true_components.size)))
+             for _ in range(n_draws)]
+    return _chance_summary(draws)
+
+
+def permuted_router_nmi(true_components: Sequence[int], chosen_heads: Sequence[int], n_draws: int = 200,
+                        seed: int = 0) -> dict:
+    """Like random_router_nmi, but the random router uses each head as often as the measured one did
+    (the chosen heads shuffled over the rows): chance for a router with the same head usage."""
+    true_components, chosen_heads = np.asarray(true_components).ravel(), np.asarray(chosen_heads).ravel()
+    if len(true_components) == 0 or len(true_components) != len(chosen_heads):
+        raise ValueError(f"need one chosen head per component, both non-empty; got {len(true_components)} "
+                         f"components and {len(chosen_heads)} heads")
+    check_int("n_draws", n_draws, 1)
+    rng = np.random.default_rng(seed)
+    draws = [float(normalized_mutual_info_score(true_components, rng.permutation(chosen_heads)))
+             for _ in range(n_draws)]
+    return _chance_summary(draws)
+
+
+def _chance_summary(draws: list[float]) -> dict:
+    return {"mean": float(np.mean(draws)), "sd": float(np.std(draws, ddof=1)) if len(draws) > 1 else 0.0,
+            "q95": float(np.quantile(draws, 0.95)), "draws": draws}

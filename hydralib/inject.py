@@ -315,6 +315,16 @@ def router_statistics(model: nn.Module, attention_mask: torch.Tensor) -> dict:
             "usage": torch.stack(usages).mean(0).cpu()}
 
 
+@torch.no_grad()
+def randomize_b(model: nn.Module, seed: int = 1, scale: float = 0.1) -> nn.Module:
+    """Give every B a random value: B starts at zero, so an untrained adapter changes nothing, and merging,
+    saving or comparing updates shows nothing until B moves."""
+    generator = torch.Generator().manual_seed(seed)
+    for layer in adapter_layers(model).values():
+        layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=generator) * scale)
+    return model
+
+
 def unmerge_adapters(model: nn.Module) -> nn.Module:
     """Subtract what merge_adapters added, restoring the base weights to within float error."""
     for layer in adapter_layers(model).values():

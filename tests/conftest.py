@@ -5,6 +5,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+from hydralib.inject import randomize_b  # noqa: F401  (tests import it from here)
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
@@ -19,16 +21,6 @@ def small_gpt2(seed: int = 0) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=97, n_embd=64, n_layer=2, n_head=4, n_positions=64)
     return GPT2LMHeadModel(config).eval()
-
-
-def randomize_b(model, seed: int = 1, scale: float = 0.1):
-    """B starts at zero; tests that compare updates need a non-zero one."""
-    from hydralib import adapter_layers
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in adapter_layers(model).values():
-            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=g) * scale)
-    return model
 
 
 @pytest.fixture

@@ -249,3 +249,21 @@ def test_bad_input_is_refused_with_the_value_and_what_is_allowed(corpus4):
         routing_mutual_information([0, 1], [0])
     with pytest.raises(RuntimeError, match="fit the TF-IDF featurizer"):
         Featurizer().transform(texts)
+
+
+def test_components_per_head_counts_how_many_components_share_a_head():
+    from hydralib.clustering import components_per_head
+    assert components_per_head(np.eye(4)) == pytest.approx(1.0)  # one component per head
+    assert components_per_head(np.full((4, 2), 0.5)) == pytest.approx(4.0)  # every head serves all four
+    assert components_per_head([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="every head used"):
+        components_per_head([[1.0, 0.0], [1.0, 0.0]])
+
+
+def test_cluster_agreement_is_one_when_clusters_are_the_components():
+    from hydralib.clustering import cluster_agreement
+    from hydralib.data import make_corpus
+    corpus = make_corpus(n_components=4, conflict=1.0, n_train=200, n_test=40, seed=0)
+    assert cluster_agreement(corpus, k=4) == (pytest.approx(1.0), pytest.approx(1.0))
+    train_ari, _ = cluster_agreement(corpus, k=2)
+    assert train_ari < 0.7  # two clusters cannot separate four components

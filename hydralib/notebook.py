@@ -1,0 +1,47 @@
+"""What every notebook does before its story starts, in one call, and small helpers the notebooks share.
+
+    figures_dir, store = setup(figures_dir, store_dir)
+
+A notebook opened in JupyterLab and the same notebook run by `make suite` differ only in their
+parameters: the lab's defaults read and write the `default` profile's run store (so the lab reuses the
+runs of `make suite`) and put figures under build/lab/ (so an interactive run never touches the
+tracked figures/); the suite's profiles point figures_dir at figures/.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from .runs import RunStore
+
+FIGURE_DPI = 120
+
+
+def setup(figures_dir, store_dir=None) -> tuple[Path, RunStore | None]:
+    """Create the figures folder and open the run store; say where this run reads and writes."""
+    figures = Path(figures_dir)
+    figures.mkdir(parents=True, exist_ok=True)
+    store = RunStore(store_dir) if store_dir is not None else None
+    plt.rcParams["savefig.dpi"] = FIGURE_DPI
+    plt.rcParams["savefig.bbox"] = "tight"  # long titles and tick labels are not cut off
+    where = f"figures -> {figures.resolve()}"
+    if store is not None:
+        where += f"; runs <- {store.root.resolve()}"
+    print(where)
+    return figures, store
+
+
+def scores(results: dict[str, list[dict]], name: str, key: str = "exact_match") -> list[float]:
+    """One method's score per seed, in seed order: what a paired verdict compares."""
+    if name not in results:
+        raise KeyError(f"no results for {name!r}; there are: {', '.join(results)}")
+    return [run[key] for run in results[name]]
+
+
+def nmis(results: dict[str, list[dict]], name: str) -> list[float]:
+    """NMI between a method's chosen head and the true component on the test rows, per seed."""
+    runs = results[name]
+    if "routing" not in runs[0]:
+        raise ValueError(f"{name!r} has no routing summary (it needs heads > 1)")
+    return [run["routing"]["nmi"] for run in runs]

@@ -1,0 +1,49 @@
+"""methods: each label and its configuration written once, at equal scale (alpha = 2r)."""
+import pytest
+
+from hydralib.config import AdapterConfig
+from hydralib.methods import (FULL_FINETUNING, adapter_config, figure5_methods, full_finetuning, hydra,
+                              implementation_sweep, label, lane_methods, lora, split, with_lr)
+
+
+def test_labels_and_configurations_at_equal_scale():
+    methods = {**full_finetuning(), **lora(8, 32), **split(4, 8), **split(4, 8, gate="task"),
+               **hydra(8, 8), **hydra(8, 8, router_level="sequence"), **hydra(8, 8, gate="cluster"),
+               **hydra(8, 8, gate="uniform"), **hydra(8, 8, top_k=2)}
+    assert list(methods) == ["full fine-tuning", "LoRA r8", "LoRA r32", "Split 4x8 learned", "Split 4x8 oracle",
+                             "Hydra r8 N=8 token router", "Hydra r8 N=8 sequence router", "Hydra r8 N=8 cluster gate",
+                             "Hydra r8 N=8 uniform gate", "Hydra r8 N=8 token router top-2"]
+    assert methods[FULL_FINETUNING] is None
+    assert methods["LoRA r32"].alpha == 64.0 and methods["LoRA r32"].scaling == 2.0  # alpha = 2r
+    assert methods["Split 4x8 oracle"] == AdapterConfig(method="split", r=8, alpha=16.0, heads=4, gate="task")
+    assert all(label(c) == name for name, c in methods.items())
+
+
+def test_alpha_can_be_the_papers_fixed_32():
+    assert adapter_config("lora", 8, alpha=32).scaling == 4.0
+
+
+def test_a_bad_setting_is_refused_with_its_name():
+    with pytest.raises(ValueError, match="unknown gate 'oracle'"):
+        hydra(8, 4, gate="oracle")
+
+
+def test_with_lr_gives_full_finetuning_its_own_rate():
+    methods = with_lr({**full_finetuning(), **lora(8)}, 3e-3, 1e-3, balance_weight=0.0)
+    assert methods["full fine-tuning"] == {"adapter": None, "lr": 1e-3, "balance_weight": 0.0}
+    assert methods["LoRA r8"]["lr"] == 3e-3
+    with pytest.raises(ValueError, match="give full_lr"):
+        with_lr(full_finetuning(), 3e-3)
+
+
+def test_named_sets_of_the_notebooks():
+    assert list(figure5_methods(8, 3)) == ["frozen", "LoRA r8", "LoRA r16", "LoRA r32", "Split 4x8 learned",
+                                           "Hydra r8 N=3 token router"]
+    sweep = implementation_sweep(8, [2, 4])
+    assert list(sweep) == ["fused N=2", "fused N=4", "loop N=2", "loop N=4"]
+    assert sweep["loop N=4"].implementation == "loop" and sweep["loop N=4"].heads == 4
+    with pytest.raises(ValueError, match=r"\[0\]"):
+        implementation_sweep(8, [0])
+    lane = lane_methods(8, 3, targets=["q_proj"])
+    assert list(lane) == ["LoRA r8", "Split 3x8 learned", "Hydra r8 N=3 token router", "Hydra r8 N=3 cluster gate"]
+    assert all(c.targets == ["q_proj"] for c in lane.values())

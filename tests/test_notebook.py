@@ -1,0 +1,27 @@
+"""notebook: the one-call set-up every notebook starts with, and the per-seed readers of results."""
+import matplotlib.pyplot as plt
+import pytest
+
+from hydralib.notebook import nmis, scores, setup
+from hydralib.runs import RunStore
+
+RESULTS = {"LoRA r8": [{"exact_match": 0.25, "routing": {"nmi": 0.1}}, {"exact_match": 0.5, "routing": {"nmi": 0.3}}],
+           "full fine-tuning": [{"exact_match": 0.75}, {"exact_match": 1.0}]}
+
+
+def test_setup_makes_the_figures_folder_opens_the_store_and_says_where(tmp_path, capsys):
+    figures, store = setup(tmp_path / "lab" / "figures", tmp_path / "store")
+    assert figures.is_dir() and isinstance(store, RunStore) and store.root == tmp_path / "store"
+    out = capsys.readouterr().out
+    assert str((tmp_path / "lab" / "figures").resolve()) in out and str((tmp_path / "store").resolve()) in out
+    assert plt.rcParams["savefig.bbox"] == "tight"
+    assert setup(tmp_path / "f2")[1] is None
+
+
+def test_scores_and_nmis_read_one_value_per_seed_in_order():
+    assert scores(RESULTS, "LoRA r8") == [0.25, 0.5]
+    assert nmis(RESULTS, "LoRA r8") == [0.1, 0.3]
+    with pytest.raises(KeyError, match="there are: LoRA r8, full fine-tuning"):
+        scores(RESULTS, "LoRA r16")
+    with pytest.raises(ValueError, match="no routing summary"):
+        nmis(RESULTS, "full fine-tuning")
