@@ -28,6 +28,10 @@ What is contained (each measure is detected at run time; ``containment()`` says 
   top of /tmp, /var/tmp and /dev/shm are removed;
 * after every program (not only on timeout) its process group is killed and its directory removed.
 
+When the interpreter lives where that uid cannot read (e.g. /root/.pyenv), the wrapper imports the standard
+modules HumanEval programs use (``PRELOAD`` in the wrapper) before it drops privileges; a program importing
+anything else there fails with PermissionError and counts as not passed.
+
 What is NOT contained: this is damage limitation against accidents and sloppy model code, not a security
 boundary against a determined attacker. The program can read any world-readable file (the repository, the
 Python installation, /etc), use CPU and memory up to the limits, and write to world-writable directories
