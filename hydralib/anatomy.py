@@ -352,3 +352,80 @@ def lora_families(seed: int, n_tasks: int, spec) -> dict[str, dict[str, dict]]:
 def mean_similarity(loras: dict[str, dict[str, dict[str, torch.Tensor]]]) -> dict[str, float]:
     """{"A", "B", "BA": mean pairwise cosine over LoRAs and layers}: one number per matrix for a family."""
     return {m: statistics.fmean(pairwise_cosine(loras, m).values()) for m in MATRICES}
+
+
+# --- chance baselines ------------------------------------------------------------------------------
+# A similarity claim is compared with what chance gives for tensors of that size, never with another
+# near-zero number: two independent random directions in d dimensions have cosine c with
+# (c + 1) / 2 ~ Beta((d - 1) / 2, (d - 1) / 2): mean 0, sd 1 / sqrt(d), and E|c| ~ sqrt(2 / (pi d)).
+
+
+def chance_cosine(d: int, absolute: bool = False, confidence: float = 0.95) -> dict:
+    """The cosine similarity of two independent, isotropic random vectors of d entries (exact, not simulated).
+
+    Signed: {"mean": 0, "sd": 1/sqrt(d), "q95": the one-sided 95 % quantile, "interval": the central 95 %}.
+    absolute=True: the same for |cos| (mean Gamma(d/2) / (sqrt(pi) Gamma((d+1)/2)) ~ sqrt(2/(pi d)),
+    "q95" the 95 % quantile of |cos|). d = 10^4 gives a signed sd of 0.01."""
+    from scipy import special, stats
+    d = int(d)
+    if d < 2:
+        raise ValueError(f"d must be at least 2 (a cosine of 1-entry vectors is always +-1), got {d}")
+    half = (d - 1) / 2
+    tail = (1 - confidence) / 2
+    if absolute:
+        mean = float(np.exp(special.gammaln(d / 2) - special.gammaln((d + 1) / 2)) / np.sqrt(np.pi))
+        return {"d": d, "absolute": True, "mean": mean, "sd": float(np.sqrt(max(1 / d - mean ** 2, 0.0))),
+                "q95": float(2 * stats.beta.ppf(0.5 + confidence / 2, half, half) - 1)}
+    return {"d": d, "absolute": False, "mean": 0.0, "sd": float(1 / np.sqrt(d)),
+            "q95": float(2 * stats.beta.ppf(confidence, half, half) - 1),
+            "interval": (float(2 * stats.beta.ppf(tail, half, half) - 1),
+                         float(2 * stats.beta.ppf(1 - tail, half, half) - 1))}
+
+
+def chance_similarity(loras: dict[str, dict[str, dict[str, torch.Tensor]]], matrix: str) -> dict:
+    """Chance for mean_similarity's number (the mean over layers of the mean pairwise cosine of `matrix`)
+    had every LoRA's tensors been independent random directions of the same sizes.
+
+    Cosines of different pairs of independent isotropic vectors are uncorrelated, so the statistic has
+    mean 0 and sd sqrt(sum over layers of 1 / (pairs d_layer)) / layers; "q95" is its one-sided 95 %
+    quantile (normal: many pairs and entries). {"mean", "sd", "q95", "sizes": {layer: d}}."""
+    check_choice("matrix", matrix, MATRICES)
+    layers = common_layers(loras, least=2)
+    n = len(loras)
+    pairs = n * (n - 1) // 2
+    sizes = {layer: matrix_of(next(iter(loras.values()))[layer], matrix).numel() for layer in layers}
+    sd = float(np.sqrt(sum(1 / (pairs * d) for d in sizes.values())) / len(sizes))
+    return {"mean": 0.0, "sd": sd, "q95": 1.6448536269514722 * sd, "sizes": sizes}
+
+
+def permutation_similarity(loras: dict[str, dict[str, dict[str, torch.Tensor]]], n_permutations: int = 100,
+                           seed: int = 0, matrices: tuple[str, ...] = MATRICES) -> dict[str, list[float]]:
+    """Permutation baseline of mean_similarity: {matrix: [the statistic with every LoRA's tensor, but the
+    first's, shuffled entry by entry (independently per LoRA, layer and draw)] for each of n_permutations}.
+
+    Shuffling keeps each tensor's entries (their scale, sign balance and mean) and destroys only their
+    arrangement, which is what a similarity claim is about. Give its draws per replicate to
+    hydralib.claims.compare_to_baseline as the chance baseline."""
+    for matrix in matrices:
+        check_choice("matrix", matrix, MATRICES)
+    if n_permutations < 1:
+        raise ValueError(f"n_permutations must be at least 1, got {n_permutations}")
+    rng = np.random.default_rng(seed)
+    layers = common_layers(loras, least=2)
+    n = len(loras)
+    result = {}
+    for matrix in matrices:
+        per_layer = np.zeros(n_permutations)
+        for layer in layers:
+            flat = torch.stack([matrix_of(tensors[layer], matrix).flatten() for tensors in loras.values()])
+            norms = flat.norm(dim=1, keepdim=True)
+            unit = (flat / norms.where(norms > 0, torch.tensor(float("nan"), dtype=flat.dtype))).numpy()
+            chunk = max(1, 2_000_000 // unit.shape[1])  # draws at a time: bounded memory for large B @ A
+            for start in range(0, n_permutations, chunk):
+                draws = min(chunk, n_permutations - start)
+                shuffled = [unit[0][None]] + [unit[i][np.stack([rng.permutation(unit.shape[1]) for _ in range(draws)])]
+                                              for i in range(1, n)]
+                cosines = [(shuffled[i] * shuffled[j]).sum(1) for i in range(n) for j in range(i + 1, n)]
+                per_layer[start:start + draws] += np.mean(cosines, axis=0)
+        result[matrix] = (per_layer / len(layers)).tolist()
+    return result
