@@ -1,10 +1,30 @@
-"""`python -m hydralib suite ...`: run the notebook suite (see hydralib.suite)."""
+"""`python -m hydralib <command> ...`: the project's command line (see `python -m hydralib --help`)."""
 import sys
 
-from .suite import main
+COMMANDS = {
+    "suite": "run the notebooks on a profile with papermill (make suite, make test); --dry-run lists them",
+    "report": "write build/<profile>/report.html again from what a suite run left there",
+}
+
+USAGE = "usage: python -m hydralib {" + ",".join(COMMANDS) + "} [options]   (python -m hydralib COMMAND --help)"
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        stream = sys.stdout if argv else sys.stderr
+        stream.write(USAGE + "\n\ncommands:\n" + "".join(f"  {name:<8} {text}\n" for name, text in COMMANDS.items()))
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "suite":
+        from .suite import main as suite_main
+        return suite_main(rest)
+    if command == "report":
+        from .report_page import main as report_main
+        return report_main(rest)
+    sys.stderr.write(f"unknown command {command!r}\n{USAGE}\n")
+    return 2
+
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] != "suite":
-        print("usage: python -m hydralib suite [--profile NAME] [--only NB ...] [-p KEY=VALUE ...]", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(main(sys.argv[2:]))
+    sys.exit(main())

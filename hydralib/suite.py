@@ -3,13 +3,22 @@
 A profile (notebooks/profiles/<name>.yaml) has `common` parameters, given to every notebook, and
 per-notebook ones under `notebooks: {<stem>: {...}}`. Overrides from the command line are
 `key=value` (every notebook that declares key) or `<stem>.key=value`. A parameter that a notebook
-does not declare is an error, never silently ignored. Executed copies go to build/<profile>/;
-the source notebooks are never written.
+does not declare, or a value of another type than the notebook's default (an int given "abc"), is an
+error before anything runs, never silently ignored. Executed copies go to build/<profile>/, with
+timings.json (the measured seconds of each notebook, for the next run's estimates) and report.html (every
+figure, the claims table, run times, profile and environment on one page); the source notebooks are never
+written. --build-dir X puts everything the profile writes under build/ under X instead (run store, claims,
+runs, executed notebooks, report); figures stay in the profile's figures_dir unless that is under build/.
+
+While it runs it prints the notebook (i/n), each code cell it starts, the `[runs] ...` lines the notebooks
+print, and an estimate of the time left from the last measured run times.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import os
 import re
 import sys
 import time
@@ -21,6 +30,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PROFILE_DIR = NOTEBOOK_DIR / "profiles"
 BUILD_DIR = REPO_ROOT / "build"
+TIMINGS_NAME = "timings.json"
+FORWARDED_PREFIXES = ("[runs]",)  # lines of the notebooks' stdout shown while the suite runs
+
+
+class SuiteFailure(RuntimeError):
+    """A notebook failed while the suite ran; str() is the short account the command line prints."""
+
+    def __init__(self, message: str, records: list[dict]):
+        super().__init__(message)
+        self.records = records
 
 
 def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -50,10 +69,60 @@ def _numbers_from_exponents(values: dict) -> None:
             values[key] = exponent_as_number(value)
 
 
+_NO_DEFAULT = object()
+
+
+def notebook_parameters(notebook: Path) -> dict[str, dict]:
+    """{name: {"default": value or _NO_DEFAULT, "type": "int" | ... | None}} of the cell tagged `parameters`.
+
+    The type is the annotation papermill reads (`steps: int = 3`), else that of the literal default."""
+    import papermill
+    found = {}
+    for name, info in papermill.inspect_notebook(str(notebook)).items():
+        try:
+            default = exponent_as_number(ast.literal_eval(info.get("default") or ""))
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            default = _NO_DEFAULT
+        annotated = info.get("inferred_type_name")
+        annotated = None if annotated in (None, "None") else annotated
+        kind = annotated or (None if default is _NO_DEFAULT or default is None else type(default).__name__)
+        found[name] = {"default": default, "type": kind}
+    return found
+
+
 def declared_parameters(notebook: Path) -> set[str]:
     """Names assigned in the notebook's cell tagged `parameters`."""
-    import papermill
-    return set(papermill.inspect_notebook(str(notebook)))
+    return set(notebook_parameters(notebook))
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict, "tuple": list,
+          "none": type(None), "nonetype": type(None)}
+
+
+def _fits(value, kind) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool) or (
+            isinstance(value, float) and value.is_integer())
+    if kind is str:  # a text default also takes a list of texts: targets="all-linear" or [q_proj, v_proj]
+        return isinstance(value, str) or isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, kind)
+
+
+def checked_value(notebook: str, key: str, value, expected: str | None, default=_NO_DEFAULT):
+    """value if it fits the declared type, else ValueError naming notebook, key, value and type. The type is
+    an annotation (`int`, `str | list`, `Optional[int]`) or that of the default. A whole float where an int is
+    declared becomes an int; an int fits a float; None always fits; a list of texts fits a text."""
+    names = re.findall(r"[A-Za-z_]+", expected or "")
+    kinds = [_TYPES[n.lower()] for n in names if n.lower() in _TYPES]
+    if not kinds or value is None or any(k is type(None) for k in kinds) and value is None:
+        return value
+    for kind in kinds:
+        if _fits(value, kind):
+            return int(value) if kind is int and isinstance(value, float) else value
+    raise ValueError(f"{notebook}: parameter {key} = {value!r} is a {type(value).__name__}, but the notebook "
+                     f"declares {expected}" + ("" if default is _NO_DEFAULT else f" (its default: {key} = {default!r})"))
 
 
 EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
@@ -84,9 +153,26 @@ def parse_overrides(items: list[str]) -> tuple[dict, dict]:
     return common, per_notebook
 
 
+def _moved_under(value, notebook_dir: Path, default_build: Path, build_dir: Path):
+    """A path parameter (relative to the notebooks) that lies under the default build folder, moved under
+    build_dir (absolute); anything else unchanged."""
+    if not isinstance(value, str) or "/" not in value and value not in (".", ".."):
+        return value
+    path = Path(value).expanduser()
+    path = (path if path.is_absolute() else notebook_dir / path).resolve()
+    try:
+        rel = path.relative_to(default_build.resolve())
+    except ValueError:
+        return value
+    return str(build_dir.resolve() / rel)
+
+
 def plan_suite(profile_name: str, only: list[str] | None = None, overrides: list[str] = (),
-               notebook_dir: Path = NOTEBOOK_DIR, profile_dir: Path = PROFILE_DIR) -> list[tuple[Path, dict]]:
-    """[(notebook, parameters)] for the run, with every parameter checked against the notebook."""
+               notebook_dir: Path = NOTEBOOK_DIR, profile_dir: Path = PROFILE_DIR,
+               build_dir: Path | None = None) -> list[tuple[Path, dict]]:
+    """[(notebook, parameters)] for the run, with every parameter checked against the notebook: declared, and
+    of its declared type. With build_dir other than the default (notebooks/../build), every path parameter
+    under the default build folder, set or left at the notebook's default, is moved under build_dir."""
     profile = load_profile(profile_name, profile_dir)
     notebooks = list_notebooks(notebook_dir)
     stems = [nb.stem for nb in notebooks]
@@ -95,25 +181,37 @@ def plan_suite(profile_name: str, only: list[str] | None = None, overrides: list
         strangers = sorted(set(names) - set(stems))
         if strangers:
             raise ValueError(f"{source} names notebooks {strangers} that do not exist; notebooks: {', '.join(stems)}")
-    if only:
+    if only is not None:
+        if not only:
+            raise ValueError(f"--only needs at least one notebook name; notebooks: {', '.join(stems)}")
         missing = sorted(set(only) - set(stems))
         if missing:
             raise ValueError(f"--only names notebooks {missing} that do not exist; notebooks: {', '.join(stems)}")
         notebooks = [nb for nb in notebooks if nb.stem in only]
+    default_build = notebook_dir.parent / "build"
+    move = build_dir is not None and Path(build_dir).resolve() != default_build.resolve()
     plan = []
     declared_by_any = set()
     for nb in notebooks:
-        declared = declared_parameters(nb)
-        declared_by_any |= declared
+        declared = notebook_parameters(nb)
+        declared_by_any |= set(declared)
         params = dict(profile["common"])
         params.update(profile["notebooks"].get(nb.stem) or {})
         params.update({k: v for k, v in cli_common.items() if k in declared})
         params.update(cli_per_notebook.get(nb.stem, {}))
-        undeclared = sorted(set(params) - declared)
+        undeclared = sorted(set(params) - set(declared))
         if undeclared:
             raise ValueError(
                 f"{nb.name} does not declare parameter(s) {undeclared} (profile {profile_name!r} or an override "
                 f"sets them); its parameters cell declares: {', '.join(sorted(declared)) or 'nothing'}")
+        for key, value in params.items():
+            params[key] = checked_value(nb.name, key, value, declared[key]["type"], declared[key]["default"])
+        if move:
+            for key, info in declared.items():
+                value = params.get(key, info["default"])
+                moved = _moved_under(value, notebook_dir, default_build, Path(build_dir))
+                if moved is not value:
+                    params[key] = moved
         plan.append((nb, params))
     strays = sorted(set(cli_common) - declared_by_any)
     if strays:
@@ -121,31 +219,279 @@ def plan_suite(profile_name: str, only: list[str] | None = None, overrides: list
     return plan
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Time estimates
+
+
+def load_timings(out_dir: Path) -> dict[str, float]:
+    path = Path(out_dir) / TIMINGS_NAME
+    try:
+        data = json.loads(path.read_text())
+        return {k: float(v) for k, v in data.items() if isinstance(v, (int, float))}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def save_timing(out_dir: Path, stem: str, seconds: float) -> None:
+    timings = load_timings(out_dir)
+    timings[stem] = round(seconds, 1)
+    path = Path(out_dir) / TIMINGS_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+_STATED = r"`{profile}`[^`]{{0,40}}?\b(?:about |under |roughly )?(a|an|\d+(?:\.\d+)?)\s+(minutes?|seconds?|s\b|min\b)"
+
+
+def stated_seconds(notebook: Path, profile_name: str) -> float | None:
+    """The run time a notebook's first markdown cell states for this profile ("`default` about 5 minutes")."""
+    import nbformat
+    try:
+        cells = nbformat.read(notebook, as_version=4).cells
+    except Exception:  # noqa: BLE001 - an estimate only
+        return None
+    text = next((c.source for c in cells if c.cell_type == "markdown" and "run time" in c.source.lower()), "")
+    match = re.search(_STATED.format(profile=re.escape(profile_name)), text, flags=re.IGNORECASE | re.DOTALL)
+    if not match:
+        return None
+    amount = 1.0 if match.group(1) in ("a", "an") else float(match.group(1))
+    return amount * (60.0 if match.group(2).startswith("m") else 1.0)
+
+
+def expected_seconds(plan, profile_name: str, out_dir: Path) -> dict[str, tuple[float | None, str]]:
+    """{stem: (seconds or None, "measured" | "stated" | "unknown")}."""
+    timings = load_timings(out_dir)
+    expected = {}
+    for nb, _ in plan:
+        if nb.stem in timings:
+            expected[nb.stem] = (timings[nb.stem], "measured")
+        else:
+            stated = stated_seconds(nb, profile_name)
+            expected[nb.stem] = (stated, "stated" if stated is not None else "unknown")
+    return expected
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def time_left(expected: list[float | None], current: int, elapsed: float) -> str:
+    """An estimate of what is left of the suite: the current notebook's rest, then the later ones."""
+    rest = expected[current]
+    parts = [] if rest is None else [max(rest - elapsed, 0.0)]
+    parts += [e for e in expected[current + 1:] if e is not None]
+    unknown = sum(e is None for e in expected[current:])
+    if not parts and unknown:
+        return "time left unknown"
+    text = f"about {format_duration(sum(parts))} left"
+    if sum(parts) > 0 and rest is not None and elapsed > rest:
+        text = f"about {format_duration(sum(parts))} left (this notebook is past its last time)"
+    return text + (f", plus {unknown} notebook(s) never timed" if unknown else "")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Execution
+
+
+class _LineForwarder:
+    """A file-like sink for the notebooks' stdout: passes on whole lines that start with one of prefixes."""
+
+    def __init__(self, prefixes=FORWARDED_PREFIXES, stream=None):
+        self.prefixes, self.stream, self.buffer = tuple(prefixes), stream, ""
+
+    def write(self, text: str) -> int:
+        self.buffer += text
+        *lines, self.buffer = re.split(r"\r\n|\n|\r", self.buffer)
+        for line in lines:
+            if line.lstrip().startswith(self.prefixes):
+                out = self.stream or sys.stdout
+                out.write(line.strip() + "\n")
+                out.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _batch_kernel_setup() -> None:
+    """Run in each batch kernel before the first cell: tqdm.auto is the text tqdm (no IProgress warning, no
+    widgets in executed notebooks)."""
+    import types
+
+    import tqdm
+    import tqdm.std
+    auto = types.ModuleType("tqdm.auto")
+    auto.tqdm, auto.trange = tqdm.std.tqdm, tqdm.std.trange
+    auto.__doc__ = "tqdm.std.tqdm: set by hydralib.suite for batch runs"
+    for name in ("tqdm.auto", "tqdm.autonotebook"):
+        sys.modules[name] = auto
+    tqdm.auto = tqdm.autonotebook = auto
+
+
+_BATCH_SETUP_LINE = "from hydralib.suite import _batch_kernel_setup as _hs; _hs(); del _hs"
+
+
+def _kernel_manager_class():
+    """AsyncKernelManager, but on IPC sockets (no TCP ports, no 'running over TCP' warning) and without the
+    SIGINT that jupyter_client sends to the kernel's process group at shutdown: it races ipykernel restoring
+    its idle handler after the last reply and ends a successful run with a KeyboardInterrupt traceback."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class SuiteKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc" if os.name == "posix" else "tcp",
+                                    config=True)
+
+        async def _async_interrupt_kernel(self):
+            if self.shutting_down:  # the kernel is idle: the shutdown request that follows is enough
+                return
+            await super()._async_interrupt_kernel()
+
+    return SuiteKernelManager
+
+
+def _register_engine():
+    """A papermill engine that calls on_cell(index, count, cell) before each cell."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class SuiteEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, on_cell=None, **kwargs):
+            if on_cell is not None:
+                start = nb_man.cell_start
+
+                def cell_start(cell, cell_index=None, **kw):
+                    on_cell(cell_index, len(nb_man.nb.cells), cell)
+                    return start(cell, cell_index, **kw)
+                nb_man.cell_start = cell_start
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register("hydralib-suite", SuiteEngine)
+    return "hydralib-suite"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _short_source(cell) -> str:
+    lines = [ln.strip() for ln in cell.source.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    text = lines[0] if lines else ""
+    return text if len(text) <= 70 else text[:67] + "..."
+
+
+def failure_message(name: str, error: BaseException, target: Path) -> str:
+    """A few lines: notebook, cell, the error's last line, the executed notebook."""
+    from papermill.exceptions import PapermillExecutionError
+    rel = _display_path(target)
+    if isinstance(error, PapermillExecutionError):
+        evalue = _ANSI.sub("", str(error.evalue or "")).strip()
+        last = [ln for ln in evalue.splitlines() if ln.strip()]
+        line = f"{error.ename}: {last[-1]}" if last else str(error.ename)
+        src = [ln for ln in (error.source or "").splitlines() if ln.strip()]
+        where = f"cell {error.cell_index} (In [{error.exec_count}])" + (f": {src[0].strip()[:70]}" if src else "")
+        return f"{name} failed in {where}\n  {line}\n  executed notebook, with the full traceback: {rel}"
+    kind = type(error).__name__
+    text = _ANSI.sub("", str(error)).strip().splitlines()
+    return (f"{name} failed: {kind}" + (f": {text[-1]}" if text else "") +
+            f"\n  executed notebook so far: {rel}")
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def run_suite(profile_name: str, only: list[str] | None = None, overrides: list[str] = (),
               build_dir: Path = BUILD_DIR, notebook_dir: Path = NOTEBOOK_DIR, profile_dir: Path = PROFILE_DIR,
-              kernel_name: str = "python3") -> list[dict]:
-    """Execute the plan with papermill, copies into build_dir/<profile>/; returns one record per notebook."""
+              kernel_name: str = "python3", report: bool = True, show_cells: bool = True) -> list[dict]:
+    """Execute the plan with papermill, copies into build_dir/<profile>/; returns one record per notebook.
+    A notebook that fails stops the suite with SuiteFailure (its message is the short account)."""
     import papermill
-    plan = plan_suite(profile_name, only, overrides, notebook_dir, profile_dir)
+    build_dir = Path(build_dir)
+    plan = plan_suite(profile_name, only, overrides, notebook_dir, profile_dir, build_dir=build_dir)
     out_dir = build_dir / profile_name
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
-    for nb, params in plan:
+    tag = f"[suite:{profile_name}]"
+    expected_by_stem = expected_seconds(plan, profile_name, out_dir)
+    expected = [expected_by_stem[nb.stem][0] for nb, _ in plan]
+    engine = _register_engine()
+    km_class = _kernel_manager_class()
+    records, failure = [], None
+    suite_start = time.perf_counter()
+    for i, (nb, params) in enumerate(plan):
         target = out_dir / nb.name
         if target.resolve() == nb.resolve():
             raise ValueError(f"refusing to execute {nb} over itself; choose another build folder")
-        print(f"[suite:{profile_name}] {nb.name} {json.dumps(params)}", flush=True)
+        print(f"{tag} {i + 1}/{len(plan)} {nb.stem}: expected {format_duration(expected[i])} "
+              f"({expected_by_stem[nb.stem][1]}); {time_left(expected, i, 0.0)}", flush=True)
+        print(f"{tag}   parameters {json.dumps(params)}", flush=True)
         start = time.perf_counter()
-        papermill.execute_notebook(str(nb), str(target), parameters=params, cwd=str(nb.parent),
-                                   kernel_name=kernel_name, progress_bar=False)
+
+        def on_cell(index, count, cell, i=i, start=start):
+            if show_cells and cell.cell_type == "code" and "injected-parameters" not in cell.metadata.get("tags", []):
+                elapsed = time.perf_counter() - start
+                print(f"{tag}   {nb.stem} cell {index + 1}/{count} at {format_duration(elapsed)}, "
+                      f"{time_left(expected, i, elapsed)}: {_short_source(cell)}", flush=True)
+
+        try:
+            papermill.execute_notebook(
+                str(nb), str(target), parameters=params, cwd=str(nb.parent), kernel_name=kernel_name,
+                progress_bar=False, engine_name=engine, on_cell=on_cell, stdout_file=_LineForwarder(),
+                kernel_manager_class=km_class, extra_arguments=[f"--IPKernelApp.exec_lines={_BATCH_SETUP_LINE}"])
+        except KeyboardInterrupt:
+            failure = f"interrupted during {nb.name}; executed notebook so far: {_display_path(target)}"
+            records.append({"notebook": nb.name, "seconds": round(time.perf_counter() - start, 1),
+                            "output": str(target), "status": "interrupted"})
+            break
+        except Exception as err:  # noqa: BLE001 - any failure of a notebook ends in the short account
+            failure = failure_message(nb.name, err, target)
+            records.append({"notebook": nb.name, "seconds": round(time.perf_counter() - start, 1),
+                            "output": str(target), "status": "failed", "error": failure})
+            break
         seconds = time.perf_counter() - start
-        records.append({"notebook": nb.name, "seconds": round(seconds, 1), "output": str(target)})
-        print(f"[suite:{profile_name}] {nb.name} done in {seconds:.1f} s", flush=True)
+        save_timing(out_dir, nb.stem, seconds)
+        records.append({"notebook": nb.name, "seconds": round(seconds, 1), "output": str(target), "status": "ok"})
+        print(f"{tag} {nb.stem} done in {format_duration(seconds)}", flush=True)
     (out_dir / "suite_report.json").write_text(json.dumps(records, indent=2))
-    claims = write_claims(out_dir / "claims", _figures_dir(profile_name, notebook_dir, profile_dir))
+    figures = _plan_dirs(plan, "figures_dir", notebook_dir) or [_figures_dir(profile_name, notebook_dir, profile_dir)]
+    claims_dirs = _plan_dirs(plan, "claims_dir", notebook_dir) or [out_dir / "claims"]
+    claims = write_claims(claims_dirs, figures[0])
     if claims is not None:
-        print(f"[suite:{profile_name}] claims table: {claims}", flush=True)
+        print(f"{tag} claims table: {_display_path(claims)}", flush=True)
+    if report:
+        from .report_page import write_report
+        try:
+            page = write_report(out_dir, profile_name, plan=plan, records=records, figures_dirs=figures,
+                                claims_path=claims, profile_path=profile_dir / f"{profile_name}.yaml")
+            print(f"{tag} report: {_display_path(page)}", flush=True)
+        except Exception as err:  # noqa: BLE001 - the report must not hide the suite's own outcome
+            print(f"{tag} the report could not be written: {type(err).__name__}: {err}", file=sys.stderr)
+    total = time.perf_counter() - suite_start
+    if failure is not None:
+        raise SuiteFailure(failure, records)
+    print(f"{tag} {len(records)} notebook(s) in {format_duration(total)}", flush=True)
     return records
+
+
+def _plan_dirs(plan, key: str, notebook_dir: Path) -> list[Path]:
+    """The distinct folders the plan's notebooks are given for key, resolved, in plan order."""
+    seen = []
+    for nb, params in plan:
+        if isinstance(params.get(key), str):
+            path = Path(params[key]).expanduser()
+            path = (path if path.is_absolute() else nb.parent / path).resolve()
+            if path not in seen:
+                seen.append(path)
+    return seen
 
 
 def _figures_dir(profile_name: str, notebook_dir: Path, profile_dir: Path) -> Path:
@@ -154,10 +500,14 @@ def _figures_dir(profile_name: str, notebook_dir: Path, profile_dir: Path) -> Pa
     return (notebook_dir / figures).resolve()
 
 
-def write_claims(claims_dir: Path, figures_dir: Path) -> Path | None:
-    """Gather the verdicts the notebooks wrote into claims_dir into figures_dir/claims.md (None if there are none)."""
+def write_claims(claims_dirs, figures_dir: Path) -> Path | None:
+    """Gather the verdicts the notebooks wrote into the claims folders into figures_dir/claims.md (None if
+    there are none)."""
     from .claims import VERDICT_NAME, claims_table
-    if not (claims_dir / VERDICT_NAME).exists():
+    if isinstance(claims_dirs, (str, Path)):
+        claims_dirs = [claims_dirs]
+    claims_dirs = [Path(d) for d in claims_dirs if (Path(d) / VERDICT_NAME).exists()]
+    if not claims_dirs:
         return None
     figures_dir.mkdir(parents=True, exist_ok=True)
     path = figures_dir / "claims.md"
@@ -165,23 +515,61 @@ def write_claims(claims_dir: Path, figures_dir: Path) -> Path | None:
                     "Written by `make suite` from the verdict cells; each row compares our measured means over\n"
                     "seeds. *held*: the difference exceeds its spread (sd of the difference); *not held*: it is that\n"
                     "far the other way; *inconclusive*: in between. The paper's figures are its own, for reference.\n\n"
-                    + claims_table([claims_dir]))
+                    + claims_table(claims_dirs))
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def dry_run(profile_name: str, only=None, overrides=(), build_dir: Path = BUILD_DIR,
+            notebook_dir: Path = NOTEBOOK_DIR, profile_dir: Path = PROFILE_DIR, out=None) -> list[tuple[Path, dict]]:
+    """Print what a run would execute: each notebook, its parameters and expected time. Runs nothing."""
+    out = out or sys.stdout
+    plan = plan_suite(profile_name, only, overrides, notebook_dir, profile_dir, build_dir=Path(build_dir))
+    expected = expected_seconds(plan, profile_name, Path(build_dir) / profile_name)
+    total, unknown = 0.0, 0
+    for i, (nb, params) in enumerate(plan):
+        seconds, source = expected[nb.stem]
+        total += seconds or 0.0
+        unknown += seconds is None
+        out.write(f"{i + 1}/{len(plan)} {nb.stem}: expected {format_duration(seconds)} ({source})\n")
+        for key, value in params.items():
+            out.write(f"    {key} = {json.dumps(value)}\n")
+    estimate = ("expected time unknown" if unknown == len(plan) else f"expected about {format_duration(total)}"
+                + (f" plus {unknown} never timed" if unknown else ""))
+    out.write(f"{len(plan)} notebook(s) on profile {profile_name!r}, {estimate}"
+              + f"; executed copies would go to {_display_path(Path(build_dir) / profile_name)}\n")
+    return plan
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m hydralib suite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="default", help="ci, default, gpu, or any notebooks/profiles/*.yaml")
-    parser.add_argument("--only", nargs="*", help="notebook stems to run, e.g. 00_quickstart")
-    parser.add_argument("-p", "--param", action="append", default=[], metavar="[NOTEBOOK.]KEY=VALUE")
-    parser.add_argument("--build-dir", type=Path, default=BUILD_DIR)
-    args = parser.parse_args(argv)
+    parser.add_argument("--only", nargs="*", metavar="NOTEBOOK", help="notebook stems to run, e.g. 00_quickstart")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="[NOTEBOOK.]KEY=VALUE",
+                        help="override a parameter (a YAML value), e.g. -p 00_quickstart.steps=20")
+    parser.add_argument("--build-dir", type=Path, default=BUILD_DIR,
+                        help="where everything the run writes under build/ goes (default: build/)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the notebooks, their parameters and expected times; run nothing")
+    parser.add_argument("--no-report", action="store_true", help="skip build/<profile>/report.html")
+    parser.add_argument("--quiet-cells", action="store_true", help="no line per cell, only notebooks and [runs]")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        records = run_suite(args.profile, args.only, args.param, args.build_dir)
+        if args.dry_run:
+            dry_run(args.profile, args.only, args.param, args.build_dir)
+            return 0
+        records = run_suite(args.profile, args.only, args.param, args.build_dir, report=not args.no_report,
+                            show_cells=not args.quiet_cells)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except SuiteFailure as failure:
+        print(f"[suite:{args.profile}] FAILED: {failure}", file=sys.stderr)
+        return 130 if str(failure).startswith("interrupted") else 1
     for r in records:
         print(f"{r['notebook']:<40} {r['seconds']:>8.1f} s")
     return 0

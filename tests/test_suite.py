@@ -75,10 +75,51 @@ def test_committed_notebooks_have_no_outputs():
 
 def test_exponents_are_numbers_in_overrides_and_profiles(suite_dirs):
     notebooks, profiles, _ = suite_dirs
-    (profiles / "lr.yaml").write_text("common:\n  profile: 2e-4\n")
+    nb = nbformat.read(notebooks / "00_first.ipynb", as_version=4)
+    nb.cells[0].source += "\nlr = 0.1"
+    nbformat.write(nb, notebooks / "00_first.ipynb")
+    (profiles / "lr.yaml").write_text("common:\n  profile: lr\nnotebooks:\n  00_first:\n    lr: 2e-4\n")
     plan = plan_suite("lr", overrides=["00_first.steps=1e3"], notebook_dir=notebooks, profile_dir=profiles)
-    assert plan[0][1] == {"profile": 2e-4, "steps": 1000.0}
-    assert plan[1][1] == {"profile": 2e-4}
+    assert plan[0][1] == {"profile": "lr", "lr": 2e-4, "steps": 1000}
+    assert isinstance(plan[0][1]["steps"], int)  # a whole float where the notebook declares an int
+    assert plan[1][1] == {"profile": "lr"}
+
+
+@pytest.mark.parametrize("profile_text, overrides, message", [
+    ("", ["00_first.steps=abc"], r"00_first.ipynb: parameter steps = 'abc' is a str, but the notebook declares int"),
+    ("", ["steps=2.5"], r"parameter steps = 2.5 is a float, but the notebook declares int \(its default: steps = 1\)"),
+    ("", ["00_first.profile=[1, 2]"], r"parameter profile = \[1, 2\] is a list, but the notebook declares str"),
+    ("notebooks:\n  01_second:\n    steps: many\n", [], r"01_second.ipynb: parameter steps = 'many' is a str"),
+])
+def test_values_of_the_wrong_type_are_refused_before_anything_runs(suite_dirs, profile_text, overrides, message):
+    notebooks, profiles, build = suite_dirs
+    (profiles / "t.yaml").write_text(profile_text)
+    with pytest.raises(ValueError, match=message):
+        run_suite("t", overrides=overrides, notebook_dir=notebooks, profile_dir=profiles, build_dir=build)
+    assert not (build / "t").exists()
+
+
+def test_types_come_from_annotations_and_defaults(tmp_path):
+    from hydralib.suite import checked_value, notebook_parameters
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("a: int = 1\nb = 0.5\nc = 'x'\nd = None\ne = [1]\nf = True\ng = {}",
+                                          metadata={"tags": ["parameters"]})]
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    nbformat.write(nb, tmp_path / "00_t.ipynb")
+    types = {k: v["type"] for k, v in notebook_parameters(tmp_path / "00_t.ipynb").items()}
+    assert types == {"a": "int", "b": "float", "c": "str", "d": None, "e": "list", "f": "bool", "g": "dict"}
+    assert checked_value("n", "b", 2, "float") == 2 and checked_value("n", "d", "any", None) == "any"
+    assert checked_value("n", "c", ["q", "v"], "str") == ["q", "v"]  # targets: "all-linear" or a list
+    assert checked_value("n", "a", None, "int") is None and checked_value("n", "a", 3, "str | int") == 3
+    for value, kind in ((True, "int"), ("1", "float"), (1, "bool"), ({}, "list")):
+        with pytest.raises(ValueError, match="but the notebook declares"):
+            checked_value("n", "k", value, kind)
+
+
+def test_only_with_no_names_is_an_error_that_lists_the_notebooks(suite_dirs):
+    notebooks, profiles, _ = suite_dirs
+    with pytest.raises(ValueError, match="--only needs at least one notebook name; notebooks: 00_first, 01_second"):
+        plan_suite("quick", only=[], notebook_dir=notebooks, profile_dir=profiles)
 
 
 def test_a_suite_run_gathers_the_notebooks_verdicts_into_claims_md(tmp_path):
