@@ -28,9 +28,14 @@ import re
 import statistics
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.lines import Line2D
 from safetensors.torch import load_file
+from scipy import special, stats
+from sklearn.manifold import TSNE
 from torch import nn
 
 from .config import _check_choice as check_choice
@@ -219,10 +224,9 @@ def embed(X: np.ndarray, method: str = "tsne", seed: int = 42) -> np.ndarray:
         raise ValueError(f"embed needs an (n, d) array of at least 3 points, got shape {X.shape}")
     n = X.shape[0]
     if method == "tsne":
-        from sklearn.manifold import TSNE
         perplexity = max(1.0, min(30.0, (n - 1) / 3))
         return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(X)
-    import umap
+    import umap  # heavy: numba compiles for about 20 s on first import, so only a UMAP pays for it
     reducer = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed, n_jobs=1)
     return reducer.fit_transform(X)
 
@@ -232,7 +236,6 @@ def plot_embedding(points2d: np.ndarray, meta: list[dict], ax, color_by: str = "
                    marker_by: str | None = "matrix", title: str | None = None):
     """Scatter the embedded tensors on a matplotlib axis: a colour per `color_by` value, a marker per
     `marker_by` value (None: circles), a legend naming both. Returns the axis."""
-    from matplotlib.lines import Line2D
     points2d = check_points(points2d, meta)
     colors = categories(meta, color_by)
     markers = categories(meta, marker_by) if marker_by is not None else {None: 0}
@@ -262,7 +265,6 @@ def plot_tensor_panels(loras: dict[str, dict[str, dict[str, torch.Tensor]]], met
                        color_by: str = "lora"):
     """The paper's Figure 3 layout: three panels, all tensors, A only, B only, each embedded on its own.
     Returns the matplotlib figure."""
-    import matplotlib.pyplot as plt
     figure, axes = plt.subplots(1, 3, figsize=(16, 5))
     for ax, (label, matrices) in zip(axes, [("A and B", ("A", "B")), ("A only", ("A",)), ("B only", ("B",))]):
         X, meta = tensor_points(loras, matrices)
@@ -278,7 +280,7 @@ def plotly_embedding(points2d: np.ndarray, meta: list[dict], title: str = "LoRA 
     The menu hides points of one embedding; for separate embeddings per matrix, embed each on its own.
     Saved with fig.write_html(path, include_plotlyjs=True) the file works offline (about 5 MB, most of
     it plotly.js); include_plotlyjs="cdn" makes it small but needs the internet to display."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # optional view: only the interactive figure needs plotly
     points2d = check_points(points2d, meta)
     loras, matrices = categories(meta, "lora"), categories(meta, "matrix")
     palette = [f"rgb{tuple(round(255 * c) for c in rgb[:3])}" for rgb in color_palette(len(loras))]
@@ -317,7 +319,6 @@ def categories(meta: list[dict], key: str) -> dict:
 
 def color_palette(n: int) -> list:
     """n distinct RGBA colours: tab10 up to 10, tab20 up to 20, then a continuous map."""
-    import matplotlib
     name = "tab10" if n <= 10 else "tab20" if n <= 20 else "turbo"
     cmap = matplotlib.colormaps[name]
     return [cmap(i) for i in range(n)] if n <= 20 else [cmap(i / max(1, n - 1)) for i in range(n)]
@@ -366,7 +367,6 @@ def chance_cosine(d: int, absolute: bool = False, confidence: float = 0.95) -> d
     Signed: {"mean": 0, "sd": 1/sqrt(d), "q95": the one-sided 95 % quantile, "interval": the central 95 %}.
     absolute=True: the same for |cos| (mean Gamma(d/2) / (sqrt(pi) Gamma((d+1)/2)) ~ sqrt(2/(pi d)),
     "q95" the 95 % quantile of |cos|). d = 10^4 gives a signed sd of 0.01."""
-    from scipy import special, stats
     d = int(d)
     if d < 2:
         raise ValueError(f"d must be at least 2 (a cosine of 1-entry vectors is always +-1), got {d}")

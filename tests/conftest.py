@@ -1,3 +1,5 @@
+import csv
+import json
 import os
 from pathlib import Path
 
@@ -6,6 +8,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from hydralib.inject import randomize_b  # noqa: F401  (tests import it from here)
+
+from real_fixtures import GSM8K
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -37,3 +41,19 @@ def shared_data():
         pytest.skip(f"real data files are absent from {path} (the repository's data/ carries them; "
                     "HYDRALIB_DATA overrides)")
     return path
+
+
+@pytest.fixture
+def small_data(tmp_path, monkeypatch):
+    """A data folder with a few GSM8K and MMLU rows in their original formats (no ../shared needed)."""
+    for split, rows in (("train", GSM8K[:8]), ("test", GSM8K[8:])):
+        folder = tmp_path / "gsm8k"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for split, n in (("dev", 3), ("val", 5), ("test", 6)):
+        folder = tmp_path / "mmlu" / split
+        folder.mkdir(parents=True)
+        with (folder / f"astronomy_{split}.csv").open("w", newline="") as f:
+            csv.writer(f).writerows([[f"{split} question {i}?", "a", "b", "c", "d", "ABCD"[i % 4]] for i in range(n)])
+    monkeypatch.setenv("HYDRALIB_DATA", str(tmp_path))
+    return tmp_path

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from hydralib import AdapterConfig, count_parameters, efficiency
-from hydralib.efficiency import (EnergyCounter, TrainStep, energy_counter, head_configs, lora_flop_share,
+from hydralib.methods import implementation_sweep
+from hydralib.efficiency import (EnergyCounter, TrainStep, energy_counter, lora_flop_share,
                                  measure_forward, measure_steps, merge_error, peak_step_memory, ratios, repeat_speedups,
                                  target_shapes, time_interleaved)
 from conftest import randomize_b, small_llama
@@ -155,7 +156,7 @@ def test_forward_latency_is_measured_for_every_model(ids):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda ids: head_configs(8, [1, 0]), r"\[1, 0\]"),
+    (lambda ids: implementation_sweep(8, [1, 0]), r"\[1, 0\]"),
     (lambda ids: measure_steps({"lora": LORA}, small_llama(), ids, steps=0), "steps=0"),
     (lambda ids: time_interleaved({}, rounds=0, warmup=0, device=CPU), "rounds=0"),
     (lambda ids: ratios({"lora": {"step_s": 1.0}}, reference="LoRA r99"), "'LoRA r99'"),

@@ -3,6 +3,8 @@ import pytest
 
 import hydralib.runs as runs
 from hydralib import paper
+from hydralib.methods import adapter_config, with_lr
+from hydralib.report import lane_summary, lane_table, loss_trend, plot_component_losses
 from hydralib.report import method_table, summarise
 
 
@@ -39,14 +41,13 @@ def test_the_papers_tables_are_labelled_as_the_papers():
 def test_run_methods_builds_one_spec_per_method_and_seed(monkeypatch):
     seen = []
     monkeypatch.setattr(runs, "run_many", lambda specs, store, processes: seen.extend(specs) or
-                        [{"seed": s["train"]["seed"], "lr": s["train"]["lr"]} for s in specs])
-    out = runs.run_methods({"lora": {"adapter": runs.adapter("lora", 8), "lr": 1e-3},
-                            "full": {"adapter": None, "lr": 3e-4}}, [0, 1], store=None, n_components=2, steps=5,
-                           pretrain_steps=0, n_train=16, n_test=4)
+                        [{"seed": s.train.seed, "lr": s.train.lr} for s in specs])
+    out = runs.run_methods(with_lr({"lora": adapter_config("lora", 8), "full": None}, 1e-3, 3e-4), [0, 1],
+                           store=None, n_components=2, steps=5, pretrain_steps=0, n_train=16, n_test=4)
     assert [r["seed"] for r in out["lora"]] == [0, 1] and {r["lr"] for r in out["full"]} == {3e-4}
-    assert seen[0]["adapter"]["alpha"] == 16 and seen[2]["adapter"] is None  # alpha = 2r at equal scale
+    assert seen[0].adapter.alpha == 16 and seen[2].adapter is None  # alpha = 2r at equal scale
     with pytest.raises(ValueError, match="unknown method 'lorra'"):
-        runs.adapter("lorra")
+        adapter_config("lorra")
 
 
 def test_plot_methods_draws_a_bar_per_method_coloured_by_family(tmp_path):
@@ -58,3 +59,38 @@ def test_plot_methods_draws_a_bar_per_method_coloured_by_family(tmp_path):
     bars = fig.axes[0].patches
     assert len(bars) == 3 and (tmp_path / "m.png").exists()
     assert bars[0].get_facecolor() == bars[1].get_facecolor() != bars[2].get_facecolor()
+
+
+def test_lane_summary_and_table():
+
+    def run(gsm8k, mmlu_loss, mmlu, seconds):
+        return {"test_loss": {"loss": gsm8k, "per_component": {"gsm8k": {"loss": gsm8k}, "mmlu": {"loss": mmlu_loss}}},
+                "mmlu_accuracy": mmlu, "train_seconds": seconds,
+                "parameters": {"trainable": 1000, "paper": 500.0, "base": 100000}}
+    base = [{k: v for k, v in run(2.0, 4.0, 0.25, 0).items() if k not in ("train_seconds", "parameters")}]
+    summary = lane_summary(base, {"LoRA r8": [run(1.0, 2.0, 0.3, 10), run(1.2, 2.0, 0.5, 12)]})
+    assert summary["base model"]["mean component loss"] == (3.0, 0.0) and "trainable" not in summary["base model"]
+    lora = summary["LoRA r8"]
+    assert lora["mean component loss"][0] == pytest.approx(1.55) and lora["loss mmlu"] == (2.0, 0.0)
+    assert lora["MMLU accuracy"][0] == pytest.approx(0.4) and lora["paper % of base"] == pytest.approx(0.5)
+    table = lane_table(summary)
+    assert "| base model | 3.000 |" in table and "| LoRA r8 | 1.550 ± 0.071 |" in table and "1,000" in table
+
+
+def test_loss_trend_smooths_and_says_whether_the_loss_still_falls():
+    falling = loss_trend([{"step": s, "loss": 10.0 - s} for s in range(1, 21)], window=5)
+    assert falling["steps"][0] == 5 and len(falling["losses"]) == 16
+    assert falling["first"] == pytest.approx(7.0) and falling["last"] == pytest.approx(-8.0)
+    assert falling["recent_points"] == 4 and falling["recent_drop"] == pytest.approx(3.0)
+    short = loss_trend([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}])  # ci: two steps
+    assert short["losses"] == [1.5] and short["recent_points"] == 1 and short["recent_drop"] == 0.0
+    with pytest.raises(ValueError, match="empty"):
+        loss_trend([])
+
+
+def test_component_losses_are_plotted_per_model_and_component(tmp_path):
+    summary = {"base model": {"loss a": (2.0, 0.0), "loss b": (3.0, 0.0)},
+               "LoRA r8": {"loss a": (1.0, 0.1), "loss b": (1.5, 0.2)}}
+    fig = plot_component_losses(summary, ["a", "b"], "t", tmp_path / "x.png")
+    heights = sorted(round(p.get_height(), 2) for p in fig.axes[0].patches)
+    assert heights == [1.0, 1.5, 2.0, 3.0] and (tmp_path / "x.png").stat().st_size > 0

@@ -41,7 +41,7 @@ def _missing(path: Path, origin: str) -> FileNotFoundError:
 
 def _download(*args, **kwargs):
     """``datasets.load_dataset``, imported only here because only download=True needs it."""
-    import datasets
+    import datasets  # heavy and optional here: only download=True needs it
     return datasets.load_dataset(*args, **kwargs)
 
 
