@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy import stats
 
 VERDICT_NAME = "verdicts.json"
 CONFIDENCE = 0.95
@@ -49,7 +50,6 @@ def mean_and_spread(values: list[float]) -> tuple[float, float]:
 
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """(mean, lo, hi): the t confidence interval of the mean of `values` (df = n - 1); (m, nan, nan) for n = 1."""
-    from scipy import stats
     values = np.asarray(values, dtype=float)
     if values.size == 0:
         raise ValueError("no values for an interval")
@@ -64,7 +64,6 @@ def welch_interval(a: Sequence[float], b: Sequence[float],
                    confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """(mean(a) - mean(b), lo, hi) with Welch's t (unequal variances, Welch-Satterthwaite df): only for
     runs that cannot be paired (different numbers of seeds)."""
-    from scipy import stats
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     difference = float(a.mean() - b.mean())
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
