@@ -382,8 +382,8 @@ def load_adapters(model: nn.Module, path, check_weights: bool = True) -> nn.Modu
         if diffs:
             raise ValueError(f"adapter in {path} was saved with another configuration: {'; '.join(diffs)}")
     modules = dict(model.named_modules())
-    missing_targets = [n for n in names if n not in modules]
-    identity = base_model_identity(model, [n for n in names if n in modules])
+    missing_targets = [n for n in names if not isinstance(modules.get(n), (*ADAPTABLE_TYPES, AdapterLayer))]
+    identity = base_model_identity(model, [n for n in names if n not in missing_targets])
     if missing_targets:
         identity["target_shapes"].update({n: None for n in missing_targets})
     if not check_weights or saved_identity["weight_fingerprint"] is None or identity["weight_fingerprint"] is None:

@@ -467,3 +467,16 @@ def test_import_peft_refuses_another_model_and_a_hydralib_folder(saved, tmp_path
     gpt2 = small_gpt2()
     with pytest.raises(ValueError, match="does not have as a linear layer.*another model"):
         import_peft(gpt2, tmp_path / "p")
+
+
+def test_a_file_naming_a_non_linear_module_as_target_is_refused_as_another_model(saved):
+    _, folder = saved
+    text = (folder / CONFIG_NAME).read_text()
+    (folder / CONFIG_NAME).write_text(text.replace("model.layers.1.mlp.down_proj", "model.norm"))
+    _edit_weights(lambda t: t.update({k.replace("model.layers.1.mlp.down_proj", "model.norm"): t.pop(k)
+                                      for k in [k for k in t if k.startswith("model.layers.1.mlp.down_proj")]}))(folder)
+    model = small_llama()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="another base model: target_shapes.*'model.norm', \\[128, 64\\], None"):
+        load_adapters(model, folder, check_weights=False)
+    assert_unchanged(model, before)
