@@ -36,3 +36,4 @@ benchmark: $(VENV)/.installed
 
 clean-build:
 	rm -rf build
+base: $(VENV)/.installed ; $(PY) -m hydralib.bases --rebuild $(or $(BASE),all)  # pretrain and replace data/bases/ (BASE=default|ci)
