@@ -130,7 +130,8 @@ def pretrain(model, tokenizer, settings: dict, progress: bool = True, stop_at: i
 def shipped_records(folder: Path | None = None) -> dict[str, dict]:
     """name -> pretraining record of every base shipped in data/bases/."""
     folder = SHIPPED_DIR if folder is None else folder
-    return {path.stem.removeprefix("tiny-"): json.loads(path.read_text()) for path in sorted(folder.glob("tiny-*.json"))}
+    return {path.stem.removeprefix("tiny-"): json.loads(path.read_text())
+            for path in sorted(folder.glob("tiny-*.json"))}
 
 
 def sha256_of(path: Path) -> str:
@@ -213,7 +214,8 @@ def build_shipped(name: str, folder: Path | None = None, progress: bool = True) 
                    "per_task_exact_match": {k: v["mean"] if isinstance(v, dict) else v
                                             for k, v in generation["per_component"].items()},
                    "held_out_loss": held_out["loss"], "held_out_token_accuracy": held_out["token_accuracy"],
-                   "final_train_loss": losses[-1], "final_train_loss_mean_last_50": sum(losses[-50:]) / len(losses[-50:]),
+                   "final_train_loss": losses[-1],
+                   "final_train_loss_mean_last_50": sum(losses[-50:]) / len(losses[-50:]),
                    "held_out_rows": len(test), "scored_with": "evaluate.evaluate_generation (exact match), "
                                                              "evaluate.evaluate_loss"},
         "first_losses": losses[:CHECK_STEPS],
@@ -274,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="say whether the shipped bases are current")
     args = parser.parse_args(argv)
     if args.rebuild:
-        for name in sorted(PROFILES, key=lambda n: PROFILES[n]["pretrain_steps"]) if args.rebuild == "all" else [args.rebuild]:
+        smallest_first = sorted(PROFILES, key=lambda n: PROFILES[n]["pretrain_steps"])
+        names = [args.rebuild] if args.rebuild != "all" else smallest_first
+        for name in names:
             start = time.perf_counter()
             record = build_shipped(name)
             size = (SHIPPED_DIR / record["file"]).stat().st_size / 2**20

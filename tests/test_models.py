@@ -23,7 +23,8 @@ def test_tokenizer_round_trips_any_bytes_one_token_per_byte():
 def test_build_tiny_has_the_known_shapes_and_parameter_count():
     model, tokenizer = build_tiny()
     config = model.config
-    assert (config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.vocab_size) == (192, 4, 512, 259)
+    shape = (config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.vocab_size)
+    assert shape == (192, 4, 512, 259)
     assert not config.tie_word_embeddings
     h, i, v, layers = 192, 512, 259, 4
     per_layer = 4 * h * h + 3 * h * i + 2 * h  # q, k, v, o; gate, up, down; two RMSNorms
@@ -35,7 +36,8 @@ def test_build_tiny_has_the_known_shapes_and_parameter_count():
 def test_build_tiny_overrides_and_seed():
     small, _ = build_tiny(hidden_size=64, num_hidden_layers=2, intermediate_size=128)
     assert sum(p.numel() for p in small.parameters()) == 2 * 259 * 64 + 2 * (4 * 64 * 64 + 3 * 64 * 128 + 2 * 64) + 64
-    a, b, c = (build_tiny(seed=s, **dict(hidden_size=32, num_hidden_layers=1, intermediate_size=64))[0] for s in (0, 0, 1))
+    size = dict(hidden_size=32, num_hidden_layers=1, intermediate_size=64)
+    a, b, c = (build_tiny(seed=s, **size)[0] for s in (0, 0, 1))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not torch.equal(a.model.embed_tokens.weight, c.model.embed_tokens.weight)
     assert tiny_config(build_byte_tokenizer()).hidden_size == TINY_DEFAULTS["hidden_size"]
