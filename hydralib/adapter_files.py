@@ -441,8 +441,8 @@ def _peft_lora_factors(layer: AdapterLayer, gate: torch.Tensor | None, head: int
 
 
 def _peft_config_bytes(model: nn.Module, config: AdapterConfig, rank: int, names: list[str], conv1d: bool) -> bytes:
-    import peft
-    from peft import LoraConfig
+    import peft  # heavy (imports accelerate and more): only exporting needs it
+    from peft import LoraConfig  # as above
     hf_config = getattr(model, "config", None)
     lora = LoraConfig(r=rank, lora_alpha=config.scaling * rank, lora_dropout=config.dropout, target_modules=names,
                       fan_in_fan_out=conv1d, bias="none", task_type="CAUSAL_LM", inference_mode=True,
