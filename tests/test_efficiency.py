@@ -43,8 +43,7 @@ def test_measure_steps_reports_every_method_in_its_units(ids):
     hydra = TrainStep(small_llama(), HYDRA, CPU)
     assert results["hydra"]["trainable"] == count_parameters(hydra.model).trainable
     assert results["hydra"]["paper"] == 2 * results["lora"]["paper"]  # (1 A + 3 B) / 2 rank-4 LoRAs
-    assert ratios(results, reference="lora")["lora"] == 1.0
-    assert repeat_speedups(results, reference="lora")["lora"] == [1.0, 1.0, 1.0]
+    assert ratios(results, reference="lora")["hydra"] == pytest.approx(results["hydra"]["step_s"] / results["lora"]["step_s"])
 
 
 def test_ratios_and_speedups_are_taken_against_the_reference():

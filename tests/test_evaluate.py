@@ -1,9 +1,9 @@
 """Scoring: loss per component, exact match, GSM8K numbers, multiple choice, sandboxed HumanEval."""
 import math
-
-import torch
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from hydralib import load_model
 from hydralib.data import load_humaneval, make_corpus
@@ -39,13 +39,28 @@ def test_loss_per_component_and_perplexity():
     assert 0 <= result["token_accuracy"] < 0.2
 
 
+class PrefersOneToken(torch.nn.Module):
+    """A stand-in language model whose next token is always `token_id`: its answers are known."""
+
+    def __init__(self, token_id: int, vocab: int):
+        super().__init__()
+        self.token_id, self.vocab = token_id, vocab
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # for next(model.parameters()).device
+
+    def forward(self, input_ids, **_):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        logits[..., self.token_id] = 1.0
+        return SimpleNamespace(logits=logits)
+
+
 def test_multiple_choice_scores_each_question_once():
-    model, tokenizer = load_model("tiny-random", **SMALL)
+    _, tokenizer = load_model("tiny-random", **SMALL)
     rows = [{"instruction": f"Q{i}?\nA. a\nB. b\nC. c\nD. d", "answer": "ABCD"[i % 4], "subject": s,
              "choices": list("abcd")} for i, s in enumerate(["math", "math", "law"])]
-    result = multiple_choice_accuracy(model, tokenizer, rows, shots={"math": rows[:1]}, k_shot=1)
-    assert set(result["per_subject"]) == {"math", "law"}
-    assert result["accuracy"] in (0, 1 / 3, 2 / 3, 1)
+    always_b = PrefersOneToken(tokenizer.encode(" B", add_special_tokens=False)[-1], len(tokenizer))
+    result = multiple_choice_accuracy(always_b, tokenizer, rows, shots={"math": rows[:1]}, k_shot=1)
+    assert result["per_subject"] == {"law": 0.0, "math": 0.5}  # answers A, B (math) and C (law)
+    assert result["accuracy"] == pytest.approx(1 / 3)
 
 
 def test_humaneval_runs_only_when_allowed_and_in_a_sandbox():

@@ -23,7 +23,7 @@ def test_a_real_run_is_trained_and_scored_through_the_store(small_data, tmp_path
            "eval": {"max_new_tokens": 4}}
     (result,) = run_many([run], RunStore(tmp_path / "store"), processes=1)
     assert set(result["test_loss"]["per_component"]) == {"gsm8k", "mmlu", "humaneval"}
-    assert result["mmlu_n"] == 2 and 0 <= result["mmlu_accuracy"] <= 1
+    assert result["mmlu_n"] == 2 and "mmlu_accuracy" in result  # its value: tests/test_evaluate.py
     assert result["gsm8k_n"] == 2 and len(result["gsm8k_generations"]) == 2 and result["gsm8k_exact_match"] == 0
     assert "pass_at_1" not in result  # running generated code is opt-in
     assert sum(result["clusters"]["train_sizes"]) == 12 and "nmi" in result["routing"]
