@@ -395,7 +395,7 @@ def failure_message(name: str, error: BaseException, target: Path) -> str:
         last = [ln for ln in evalue.splitlines() if ln.strip()]
         line = f"{error.ename}: {last[-1]}" if last else str(error.ename)
         src = [ln for ln in (error.source or "").splitlines() if ln.strip()]
-        where = f"cell {error.cell_index} (In [{error.exec_count}])" + (f": {src[0].strip()[:70]}" if src else "")
+        where = f"cell {error.cell_index + 1} (In [{error.exec_count}])" + (f": {src[0].strip()[:70]}" if src else "")
         return f"{name} failed in {where}\n  {line}\n  executed notebook, with the full traceback: {rel}"
     kind = type(error).__name__
     text = _ANSI.sub("", str(error)).strip().splitlines()
@@ -560,9 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.dry_run:
-            dry_run(args.profile, args.only, args.param, args.build_dir)
+            dry_run(args.profile, args.only, args.param, args.build_dir, NOTEBOOK_DIR, PROFILE_DIR)
             return 0
-        records = run_suite(args.profile, args.only, args.param, args.build_dir, report=not args.no_report,
+        records = run_suite(args.profile, args.only, args.param, args.build_dir, NOTEBOOK_DIR, PROFILE_DIR,
+                            report=not args.no_report,
                             show_cells=not args.quiet_cells)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

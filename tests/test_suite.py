@@ -147,3 +147,85 @@ def test_papermill_reads_every_assignment_of_the_parameters_cell(notebook):
     cell = next(c for c in nbformat.read(notebook, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
     assigned = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
     assert set(papermill.inspect_notebook(str(notebook))) == assigned
+
+
+KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+
+
+def _tiny_suite(tmp_path, failing=False):
+    """Two notebooks that use a store, claims and figures folder under ../build/p, as the real profiles do."""
+    notebooks = tmp_path / "notebooks"
+    (notebooks / "profiles").mkdir(parents=True)
+    params = "store_dir = '../build/runs'\nclaims_dir = '../build/claims'\nfigures_dir = '../figures'\nsteps = 1"
+    work = ("import base64, os, pathlib\nfrom tqdm.auto import tqdm\nfor _ in tqdm(range(2)): pass\n"
+            "pathlib.Path(store_dir).mkdir(parents=True, exist_ok=True)\n"
+            "pathlib.Path(store_dir, 'run.txt').write_text('stored')\n"
+            "print('[runs] run 1/2, 0 from the store')\nprint('not forwarded')\n"
+            "pathlib.Path(figures_dir).mkdir(parents=True, exist_ok=True)\n"
+            f"pathlib.Path(figures_dir, 'fig_' + str(steps) + '.png').write_bytes(base64.b64decode('{PNG}'))\n"
+            "from hydralib.claims import compare, record_verdict\n"
+            "record_verdict(claims_dir, '00_a', 'a beats b', compare([0.6, 0.7], [0.2, 0.3]))")
+    for stem, extra in (("00_a", "print('fine')"), ("01_b", "x = 1\nraise ValueError('boom: bad input')" if failing
+                                                     else "print('[runs] run 2/2, 1 from the store')")):
+        nb = nbformat.v4.new_notebook(metadata=KERNEL)
+        nb.cells = [nbformat.v4.new_markdown_cell("**Run time**: `p` about 3 seconds."),
+                    nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell(work), nbformat.v4.new_code_cell(extra)]
+        nbformat.write(nb, notebooks / f"{stem}.ipynb")
+    (notebooks / "profiles" / "p.yaml").write_text(
+        "common:\n  store_dir: ../build/p/run_store\n  claims_dir: ../build/p/claims\n  figures_dir: ../build/p/figures\n"
+        "notebooks:\n  01_b:\n    steps: 2\n")
+    return notebooks
+
+
+def test_a_suite_run_shows_progress_moves_with_build_dir_and_writes_timings_claims_and_report(tmp_path, capfd,
+                                                                                                monkeypatch):
+    import hydralib.suite as suite
+    notebooks = _tiny_suite(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    records = suite.run_suite("p", notebook_dir=notebooks, profile_dir=notebooks / "profiles", build_dir=elsewhere)
+    out, err = capfd.readouterr()
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    # progress: notebook i/n with an estimate, each code cell, the [runs] lines and nothing else of stdout
+    assert "[suite:p] 1/2 00_a: expected 3 s (stated)" in out and "[suite:p] 2/2 01_b" in out
+    assert "00_a cell 4/5 at " in out and "left: import base64, os, pathlib" in out  # 3: papermill's parameters
+    assert "[runs] run 1/2, 0 from the store" in out and "[runs] run 2/2, 1 from the store" in out
+    assert "not forwarded" not in out
+    for noise in ("Traceback", "KeyboardInterrupt", "IProgress", "running over TCP"):
+        assert noise not in out + err, noise
+    # everything under build/ moved under --build-dir; nothing written to the default build folder
+    assert not (tmp_path / "build").exists()
+    assert (elsewhere / "p" / "run_store" / "run.txt").exists() and (elsewhere / "p" / "00_a.ipynb").exists()
+    assert "| 00_a | a beats b |" in (elsewhere / "p" / "figures" / "claims.md").read_text()
+    timings = json.loads((elsewhere / "p" / "timings.json").read_text())
+    assert set(timings) == {"00_a", "01_b"} and all(v > 0 for v in timings.values())
+    page = (elsewhere / "p" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "a beats b" in page and "html/00_a.html" in page
+    assert (elsewhere / "p" / "html" / "01_b.html").exists()
+    # the next dry run lists the parameters and estimates from the measured times; it runs nothing
+    monkeypatch.setattr(suite, "NOTEBOOK_DIR", notebooks)
+    monkeypatch.setattr(suite, "PROFILE_DIR", notebooks / "profiles")
+    (elsewhere / "p" / "00_a.ipynb").unlink()
+    assert suite.main(["--profile", "p", "--dry-run", "--build-dir", str(elsewhere)]) == 0
+    out, _ = capfd.readouterr()
+    assert f"1/2 00_a: expected {timings['00_a']:.0f} s (measured)" in out
+    assert f"store_dir = \"{elsewhere / 'p' / 'run_store'}\"" in out and "steps = 2" in out
+    assert not (elsewhere / "p" / "00_a.ipynb").exists()
+
+
+def test_a_failing_notebook_ends_in_a_short_account_and_a_nonzero_exit(tmp_path, capfd, monkeypatch):
+    import hydralib.suite as suite
+    notebooks = _tiny_suite(tmp_path, failing=True)
+    monkeypatch.setattr(suite, "NOTEBOOK_DIR", notebooks)
+    monkeypatch.setattr(suite, "PROFILE_DIR", notebooks / "profiles")
+    code = suite.main(["--profile", "p", "--build-dir", str(tmp_path / "b")])
+    out, err = capfd.readouterr()
+    assert code == 1
+    assert "[suite:p] FAILED: 01_b.ipynb failed in cell 5 (In [4]): x = 1" in err
+    assert "ValueError: boom: bad input" in err and "01_b.ipynb" in err.splitlines()[-1]
+    assert "PapermillExecutionError" not in out + err and "Traceback" not in out + err
+    assert len([ln for ln in err.splitlines() if ln.strip()]) <= 4
+    assert (tmp_path / "b" / "p" / "report.html").exists()  # the report says which notebook failed
+    assert "boom" in (tmp_path / "b" / "p" / "report.html").read_text()
+
