@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 METHODS = ("lora", "split", "hydra")
@@ -60,9 +61,9 @@ class AdapterConfig:
         _check_choice("implementation", self.implementation, IMPLEMENTATIONS)
         if self.heads is None:
             self.heads = 1 if self.method == "lora" else 4
-        if not isinstance(self.r, int) or self.r < 1:
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
             raise ValueError(f"r must be an integer >= 1, got r={self.r!r}")
-        if not isinstance(self.heads, int) or self.heads < 1:
+        if isinstance(self.heads, bool) or not isinstance(self.heads, int) or self.heads < 1:
             raise ValueError(f"heads must be an integer >= 1, got heads={self.heads!r}")
         if self.method == "lora" and self.heads != 1:
             raise ValueError(
@@ -77,10 +78,11 @@ class AdapterConfig:
             raise ValueError(f"router_init={self.router_init!r} applies to gate='learned' only, got gate={self.gate!r}")
         if self.router_level == "sequence" and self.gate != "learned":
             raise ValueError(f"router_level='sequence' applies to gate='learned' only, got gate={self.gate!r}")
-        if not 0.0 <= self.dropout < 1.0:
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got dropout={self.dropout!r}")
-        if self.alpha <= 0:
-            raise ValueError(f"alpha must be > 0, got alpha={self.alpha!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) \
+                or self.alpha <= 0:
+            raise ValueError(f"alpha must be a finite number > 0, got alpha={self.alpha!r}")
         if isinstance(self.targets, tuple):
             self.targets = list(self.targets)
         if not (isinstance(self.targets, str) or

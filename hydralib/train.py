@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from .data.formatting import IGNORE_INDEX, collate, encode_row, prompt_mask
 from .adapter_files import save_adapters
@@ -50,6 +50,8 @@ class TrainConfig:
     every new batch shape costs a recompile.
     pad_to_multiple: pad each batch's length up to a multiple of this (1: to its longest row); padding
     is masked, so the loss is unchanged.
+    lr_floor: where the cosine schedule ends, as a fraction of lr (0: at zero, as the paper's scripts do; a
+    floor keeps a short run learning to its last step).
     See benchmarks/train_throughput.py for what each option costs and brings."""
 
     steps: int = 300
@@ -69,13 +71,25 @@ class TrainConfig:
     progress: bool = True
     compile: bool = False
     pad_to_multiple: int = 1
+    lr_floor: float = 0.0
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "grad_accum", "max_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("steps", "batch_size", "grad_accum", "max_length", "seed", "checkpoint_every"):
+            value, low = getattr(self, name), 0 if name in ("seed", "checkpoint_every") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {name}={value!r}")
+        for name in ("lr", "warmup_ratio", "weight_decay", "balance_weight", "lr_floor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {name}={value!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got warmup_ratio={self.warmup_ratio!r}")
+        if not 0 <= self.lr_floor <= 1:
+            raise ValueError(f"lr_floor must be in [0, 1] (a fraction of lr), got lr_floor={self.lr_floor!r}")
+        if self.max_grad_norm is not None and not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {self.max_grad_norm!r}")
         if self.balance_weight < 0:
             raise ValueError(f"balance_weight must be >= 0, got {self.balance_weight}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
@@ -173,7 +187,8 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
     encoded = [encode_row(r, tokenizer, config.template, config.max_length) for r in rows]
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps)
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps, min_lr_rate=config.lr_floor)
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # callers get a plain model back
     step_model = torch.compile(model) if config.compile else model

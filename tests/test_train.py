@@ -153,3 +153,27 @@ def test_rows_route_to_their_own_head_not_their_component():
     result = train(model, tokenizer, rows, TrainConfig(steps=3, batch_size=8, lr=5e-3, progress=False))
     for layer in adapter_layers(result.model).values():
         assert layer.lora_B[:, :12].abs().max() == 0 and layer.lora_B[:, 12:].abs().max() > 0
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(steps=2.5), "steps must be an integer >= 1, got steps=2.5"),
+    (dict(steps=0), "steps must be an integer >= 1"),
+    (dict(warmup_ratio=-1), r"warmup_ratio must be in \[0, 1\)"),
+    (dict(lr=float("inf")), "lr must be a finite number, got lr=inf"),
+    (dict(lr=0), "lr must be > 0"),
+    (dict(lr_floor=1.5), r"lr_floor must be in \[0, 1\]"),
+    (dict(max_grad_norm=float("nan")), "max_grad_norm must be a finite number > 0 or None"),
+    (dict(mixed_precision="fp8"), "unknown mixed_precision 'fp8'"),
+])
+def test_train_config_refuses_bad_values_by_name(settings, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**settings)
+
+
+def test_the_lr_floor_keeps_the_last_step_learning():
+    model, tokenizer = load_model("tiny-random", hidden_size=32, num_hidden_layers=1, intermediate_size=64,
+                                  num_attention_heads=2, num_key_value_heads=2)
+    rows = make_corpus(n_components=2, n_train=32, n_test=4, seed=0)["train"]
+    add_adapters(model, AdapterConfig(method="lora", r=2, alpha=4))
+    result = train(model, tokenizer, rows, TrainConfig(steps=10, batch_size=8, lr=1e-3, lr_floor=0.1, progress=False))
+    assert result.metrics[-1]["lr"] == pytest.approx(1e-4)  # the cosine ends at 10 % of lr, not at zero

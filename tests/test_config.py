@@ -1,0 +1,44 @@
+"""AdapterConfig: every method and ablation is a setting of one record, and a bad setting is named."""
+import math
+
+import pytest
+
+from hydralib.config import AdapterConfig
+
+
+def test_defaults_per_method_and_derived_values():
+    assert AdapterConfig(method="lora").heads == 1 and AdapterConfig(method="hydra").heads == 4
+    split = AdapterConfig(method="split", r=8, alpha=16, heads=4)
+    assert split.num_a == 4 and split.scaling == 2.0
+    assert AdapterConfig(method="hydra", r=8, heads=4).num_a == 1  # one shared A
+    assert AdapterConfig(targets=("q_proj", "v_proj")).targets == ["q_proj", "v_proj"]
+
+
+def test_round_trip_through_a_dict():
+    config = AdapterConfig(method="hydra", r=4, alpha=8, heads=3, gate="learned", top_k=2, router_level="sequence")
+    assert AdapterConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match=r"unknown AdapterConfig fields \['rank'\]"):
+        AdapterConfig.from_dict({"rank": 8})
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(method="moe"), "unknown method 'moe'"),
+    (dict(gate="softmax"), "unknown gate 'softmax'"),
+    (dict(r=0), "r must be an integer >= 1, got r=0"),
+    (dict(r=True), "r must be an integer >= 1, got r=True"),
+    (dict(r=2.5), "r must be an integer >= 1, got r=2.5"),
+    (dict(heads=0), "heads must be an integer >= 1"),
+    (dict(method="lora", heads=2), "method='lora' has exactly one head"),
+    (dict(alpha=math.nan), "alpha must be a finite number > 0, got alpha=nan"),
+    (dict(alpha=-1), "alpha must be a finite number > 0"),
+    (dict(top_k=5, heads=4), r"top_k must be an integer in 1..heads=4"),
+    (dict(top_k=1, gate="uniform"), "top_k applies to gate='learned' only"),
+    (dict(router_init="zeros", gate="task"), "router_init='zeros' applies to gate='learned' only"),
+    (dict(router_level="sequence", gate="cluster"), "router_level='sequence' applies to gate='learned' only"),
+    (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
+    (dict(targets=[]), "targets must be a non-empty list"),
+    (dict(implementation="cuda"), "unknown implementation 'cuda'"),
+])
+def test_a_bad_setting_names_the_value_and_what_is_allowed(settings, message):
+    with pytest.raises(ValueError, match=message):
+        AdapterConfig(**settings)
