@@ -130,7 +130,9 @@ def measure(names, rounds, steps, threads_default):
     mean_len = {}
     per_round = {n: [] for n in names}
     first_step = {n: [] for n in names}
+    peaks = []
     for rnd in range(rounds):
+        peaks.append(machine_peaks())  # the machine's matmul FLOP/s, measured between the steps of each round
         for name in names:
             adapter, threads, opts = CONFIGS[name]
             record, _ = run_block(models[name], tokenizer, rows, lengths, (threads, opts), {}, steps, seed=rnd)
@@ -150,7 +152,16 @@ def measure(names, rounds, steps, threads_default):
             w = max(lengths[j] for j in ids)
             widths.append(-(-w // mult) * mult)
         mean_len[name] = statistics.mean(widths)
-    return models, per_round, first_step, mean_len, statistics.mean(lengths)
+    peak = {key: statistics.median(p[key] for p in peaks) for key in peaks[0]}
+    return models, per_round, first_step, mean_len, statistics.mean(lengths), peak
+
+
+def machine_peaks() -> dict:
+    """torch.matmul FLOP/s on the model's shapes (batch 32 x 24 tokens), fp32 and bf16, 1 and 2 threads."""
+    m = 32 * 24
+    shapes = [(m, 192, 192), (m, 192, 512), (m, 512, 192), (m, 192, 259)]
+    return {(dtype, t): matmul_flops(shapes, getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[dtype]), t, 0.3)
+            for dtype in ("fp32", "bf16") for t in (1, 2)}
 
 
 def compile_cost(steps: int = 4) -> dict:
@@ -223,12 +234,7 @@ def main():
         parser.error(f"unknown configurations {unknown}; choose from {', '.join(CONFIGS)}")
     torch.manual_seed(0)
 
-    models, per_round, first_step, mean_len, mean_tokens = measure(names, args.rounds, args.steps, 1)
-    # the machine's matmul throughput on the model's shapes (batch 32 x ~22 tokens)
-    m = 32 * 24
-    shapes = [(m, 192, 192), (m, 192, 512), (m, 512, 192), (m, 192, 259)]
-    peak = {("fp32", t): matmul_flops(shapes, torch.float32, t) for t in (1, 2)}
-    peak.update({("bf16", t): matmul_flops(shapes, torch.bfloat16, t) for t in (1, 2)})
+    models, per_round, first_step, mean_len, mean_tokens, peak = measure(names, args.rounds, args.steps, 1)
     big = {dt: matmul_flops([(1024, 1024, 1024)], getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[dt]), 1)
            for dt in ("fp32", "bf16")}
     print("matmul GFLOP/s at model shapes: " + ", ".join(f"{d} {t} thread(s) {v / 1e9:.1f}" for (d, t), v in peak.items())
