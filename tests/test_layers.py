@@ -213,3 +213,26 @@ def test_seeded_adapters_do_not_depend_on_or_touch_the_global_random_state():
     assert torch.equal(torch.get_rng_state(), state)
     for (name, a), (_, b) in zip(adapter_layers(first).items(), adapter_layers(second).items()):
         assert torch.equal(a.lora_A, b.lora_A) and torch.equal(a.router, b.router), name
+
+
+def test_without_a_gate_every_head_gets_the_same_gradient_and_trains_one_lora():
+    """The paper's "w/o gate": zero B heads under a uniform gate receive identical gradients, stay identical,
+    and so train exactly the update of one LoRA of rank r (Adam does not see the 1/N scale of the gradient)."""
+    torch.manual_seed(0)
+    base = nn.Linear(12, 10).requires_grad_(False)  # frozen, as add_adapters leaves it
+    heads = AdapterLayer(base, AdapterConfig(method="hydra", r=4, alpha=8, heads=3, gate="uniform"))
+    single = AdapterLayer(base, AdapterConfig(method="lora", r=4, alpha=8))
+    with torch.no_grad():
+        single.lora_A.copy_(heads.lora_A)
+    x, target = torch.randn(6, 12), torch.randn(6, 10)
+    optimizers = [torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2, eps=1e-12)
+                  for m in (heads, single)]
+    for step in range(5):
+        for model, optimizer in zip((heads, single), optimizers):
+            optimizer.zero_grad()
+            ((model(x) - target) ** 2).mean().backward()
+            if model is heads:
+                blocks = heads.lora_B.grad.split(4, dim=1)
+                assert all(torch.equal(blocks[0], b) for b in blocks[1:])  # the same gradient for every head
+            optimizer.step()
+    torch.testing.assert_close(heads(x), single(x), atol=1e-5, rtol=1e-5)
