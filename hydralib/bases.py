@@ -174,7 +174,7 @@ def pretraining_notice(settings: dict) -> str:
                  f"one: {REBUILD_COMMAND.format(name=same[0])})")
     estimate = estimate_seconds(settings, records)
     if estimate is not None:
-        line += f"; about {_duration(estimate)} on 2 CPU cores"
+        line += f"; about {_duration(estimate)} at the speed the shipped bases were built at (their records)"
     return line
 
 
@@ -204,6 +204,7 @@ def build_shipped(name: str, folder: Path | None = None, progress: bool = True) 
     weights = folder / f"tiny-{name}.safetensors"
     tmp = weights.with_name(weights.name + f".tmp{os.getpid()}")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.chmod(tmp, 0o644)
     os.replace(tmp, weights)
     record = {
         "name": name, "file": weights.name, "sha256": sha256_of(weights), "key": settings_key(settings),
