@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -25,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from filelock import FileLock, Timeout
+from safetensors.torch import save_model
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
@@ -157,6 +160,24 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
     stop_at: stop after this step (as an interruption would), leaving a checkpoint to resume from.
     run_record: extra description (model, data, adapter) written into config.json beside the training config.
     """
+    if run_dir is None:
+        return _train(model, tokenizer, rows, config, None, resume, stop_at, run_record)
+    run_dir = Path(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir) + ".train.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RuntimeError(f"another process is training in {run_dir} (it holds {lock.lock_file}); wait for it, "
+                           "or give this training another run_dir") from None
+    try:
+        return _train(model, tokenizer, rows, config, run_dir, resume, stop_at, run_record)
+    finally:
+        lock.release()
+
+
+def _train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir, resume: bool, stop_at: int | None,
+           run_record: dict | None) -> TrainResult:
     if not rows:
         raise ValueError("no training rows")
     if any(layer.merged for layer in adapter_layers(model).values()):
@@ -185,6 +206,7 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
     names = _component_names(rows)
 
     encoded = [encode_row(r, tokenizer, config.template, config.max_length) for r in rows]
+    fingerprint = inputs_fingerprint(model, encoded) if run_dir is not None else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
@@ -195,7 +217,7 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
 
     start_step, metrics = 0, []
     if run_dir is not None and resume and (run_dir / CHECKPOINT_NAME).exists():
-        start_step, metrics = _load_checkpoint(run_dir, inner, optimizer, scheduler, config,
+        start_step, metrics = _load_checkpoint(run_dir, inner, optimizer, scheduler, config, fingerprint,
                                                accelerator.is_main_process)
     if run_dir is not None and accelerator.is_main_process:  # after the check: a refused resume changes nothing
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +296,7 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
                 f.write(json.dumps(record) + "\n")
             every = config.checkpoint_every
             if (every and (step + 1) % every == 0) or step + 1 == last:
-                _save_checkpoint(run_dir, inner, optimizer, scheduler, step + 1, config)
+                _save_checkpoint(run_dir, inner, optimizer, scheduler, step + 1, config, fingerprint)
         accelerator.wait_for_everyone()
     bar.close()
     seconds = time.perf_counter() - started
@@ -316,20 +338,37 @@ def _resume_settings(config: TrainConfig) -> dict:
     return {k: v for k, v in config.to_dict().items() if k not in RESUME_IRRELEVANT}
 
 
-def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, step: int, config: TrainConfig) -> None:
+def inputs_fingerprint(model, encoded: list[dict]) -> dict[str, str]:
+    """Hashes of what a run starts from: its encoded training rows and the model's weights before training
+    (the base), so a checkpoint is never resumed on other data or another base model."""
+    data, base = hashlib.sha256(), hashlib.sha256()
+    for example in encoded:
+        data.update(json.dumps([example["input_ids"], example["labels"]]).encode())
+    for name, tensor in model.state_dict().items():
+        base.update(name.encode() + tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return {"data": data.hexdigest()[:16], "base": base.hexdigest()[:16]}
+
+
+def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, step: int, config: TrainConfig,
+                     fingerprint: dict | None) -> None:
     """Everything needed to continue as if never stopped; written whole, then renamed into place."""
-    state = {"step": step, "config": _resume_settings(config), "trainable": _trainable_state(model), "optimizer": optimizer.state_dict(),
+    state = {"step": step, "config": _resume_settings(config), "fingerprint": fingerprint, "trainable": _trainable_state(model), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
              "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-    tmp = run_dir / (CHECKPOINT_NAME + ".tmp")
+    tmp = run_dir / f"{CHECKPOINT_NAME}.tmp{os.getpid()}"  # a name of this process's own
     torch.save(state, tmp)
     os.replace(tmp, run_dir / CHECKPOINT_NAME)
 
 
-def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, config: TrainConfig,
+def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, config: TrainConfig, fingerprint: dict | None,
                      main_process: bool = True) -> tuple[int, list[dict]]:
     state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=False)
+    for what, words in (("data", "other training rows"), ("base", "another base model (or other initial weights)")):
+        made = (state.get("fingerprint") or {}).get(what)
+        if fingerprint is not None and made is not None and made != fingerprint[what]:
+            raise ValueError(f"{run_dir / CHECKPOINT_NAME} was made on {words} (fingerprint {made}, now "
+                             f"{fingerprint[what]}); use another run_dir, or resume=False to start over")
     saved, now = state["config"], _resume_settings(config)
     changed = [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in sorted(now) if saved.get(k) != now[k]]
     if changed:
@@ -350,8 +389,7 @@ def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, config: TrainCo
     metrics = []
     path = run_dir / METRICS_NAME
     if path.exists():  # lines written after the checkpoint belong to work that will be redone
-        metrics = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        metrics = [m for m in metrics if m["step"] <= step]
+        metrics = [m for m in _read_metrics(path) if m["step"] <= step]
         if main_process:
             path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
     return step, metrics
@@ -362,5 +400,19 @@ def _save_weights(model, run_dir: Path) -> None:
     if adapter_layers(model):
         save_adapters(model, run_dir / "adapter", overwrite=True)
     else:
-        from safetensors.torch import save_model
         save_model(model, str(run_dir / "model.safetensors"))  # handles tied embeddings (shared storage)
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    """The training log; a last line torn by an interruption is dropped, damage elsewhere is refused."""
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    metrics = []
+    for number, line in enumerate(lines, 1):
+        try:
+            metrics.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break  # written when the process was stopped: that step will be redone
+            raise ValueError(f"{path}, line {number}, is not a JSON record ({line[:60]!r}); the log is damaged in "
+                             "the middle: delete the run folder to start over") from None
+    return metrics

@@ -177,3 +177,41 @@ def test_the_lr_floor_keeps_the_last_step_learning():
     add_adapters(model, AdapterConfig(method="lora", r=2, alpha=4))
     result = train(model, tokenizer, rows, TrainConfig(steps=10, batch_size=8, lr=1e-3, lr_floor=0.1, progress=False))
     assert result.metrics[-1]["lr"] == pytest.approx(1e-4)  # the cosine ends at 10 % of lr, not at zero
+
+
+def test_resume_refuses_a_checkpoint_made_on_other_rows_or_another_base(tmp_path):
+    small_run(tmp_path, steps=10, stop_at=5)
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    add_adapters(model, AdapterConfig(method="hydra", r=4, heads=2, dropout=0.1))
+    config = TrainConfig(steps=10, batch_size=8, lr=5e-3, progress=False)
+    other_rows = make_corpus(n_components=2, conflict=1.0, n_train=64, n_test=16, seed=1)["train"]
+    with pytest.raises(ValueError, match="was made on other training rows"):
+        train(model, tokenizer, other_rows, config, tmp_path)
+    other_base, _ = load_model("tiny-random", seed=1, **SMALL)
+    add_adapters(other_base, AdapterConfig(method="hydra", r=4, heads=2, dropout=0.1))
+    with pytest.raises(ValueError, match="was made on another base model"):
+        train(other_base, tokenizer, CORPUS["train"], config, tmp_path)
+
+
+def test_a_torn_last_log_line_is_dropped_and_damage_in_the_middle_is_refused(tmp_path):
+    uninterrupted, _ = small_run(tmp_path / "whole", steps=10)
+    small_run(tmp_path / "torn", steps=10, stop_at=5)
+    with open(tmp_path / "torn" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "loss": 1.2')  # the process was killed while writing step 6
+    resumed, _ = small_run(tmp_path / "torn", steps=10)
+    assert [m["step"] for m in resumed.metrics] == list(range(1, 11))
+    assert resumed.metrics[-1]["loss"] == pytest.approx(uninterrupted.metrics[-1]["loss"], rel=1e-5)
+    small_run(tmp_path / "damaged", steps=10, stop_at=5)
+    lines = (tmp_path / "damaged" / "metrics.jsonl").read_text().splitlines()
+    lines[1] = "not json"
+    (tmp_path / "damaged" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="line 2, is not a JSON record"):
+        small_run(tmp_path / "damaged", steps=10)
+
+
+def test_a_second_training_in_the_same_run_dir_is_refused_while_the_first_holds_it(tmp_path):
+    from filelock import FileLock
+    with FileLock(str(tmp_path / "run") + ".train.lock"):  # as another process training there would
+        with pytest.raises(RuntimeError, match="another process is training in"):
+            small_run(tmp_path / "run", steps=2)
+    assert small_run(tmp_path / "run", steps=2)[0].metrics[-1]["step"] == 2
