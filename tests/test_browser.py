@@ -1,10 +1,11 @@
 """A real browser drives JupyterLab: open 00_quickstart with the `ci` parameters, Run > Run All Cells, and
-check that a figure shows inline and that no cell errored.
+check that a figure shows inline and that no cell errored; then open the suite's report page for that run
+(file://, offline) and check that every figure on it shows.
 
 Needs Debian's Chromium and ChromeDriver (`apt-get install chromium chromium-driver`; `.ci/run` installs
 them) and the pinned jupyterlab and selenium; skips without them. JupyterLab runs from this venv on a free
 port with no token, on a temporary copy of the notebook (so nothing tracked is touched), with isolated
-Jupyter config, runtime, settings and workspace folders. The screenshot goes to build/screenshots/lab.png.
+Jupyter config, runtime, settings and workspace folders. Screenshots: build/screenshots/lab.png and report.png.
 """
 from __future__ import annotations
 
@@ -228,15 +229,49 @@ def run_all_in_lab(notebook: Path, screenshot: Path, scratch: Path) -> dict:
         lab.close()
 
 
-def test_quickstart_runs_in_jupyterlab_with_an_inline_figure(tmp_path):
+@pytest.fixture(scope="module")
+def quickstart_in_lab(tmp_path_factory):
+    """00_quickstart with the `ci` parameters, run in JupyterLab by headless Chromium (once for this module)."""
     require_browser()
     from hydralib.suite import NOTEBOOK_DIR, plan_suite
     ((source, parameters),) = plan_suite("ci", only=["00_quickstart"])
-    notebook = parameterized_copy(source, parameters, tmp_path / "lab")
+    assert NOTEBOOK_DIR in source.parents  # the repository's own notebook, run on a copy
+    scratch = tmp_path_factory.mktemp("lab")
+    notebook = parameterized_copy(source, parameters, scratch / "lab")
     start = time.perf_counter()
-    state = run_all_in_lab(notebook, SCREENSHOTS / "lab.png", tmp_path)
-    print(f"00_quickstart ran in JupyterLab in {time.perf_counter() - start:.0f} s: {state}")
+    state = run_all_in_lab(notebook, SCREENSHOTS / "lab.png", scratch)
+    seconds = time.perf_counter() - start
+    print(f"\n00_quickstart ran in JupyterLab in {seconds:.0f} s: {state}; screenshot {SCREENSHOTS / 'lab.png'}")
+    return {"state": state, "notebook": notebook, "parameters": parameters, "seconds": seconds}
+
+
+def test_quickstart_runs_in_jupyterlab_with_an_inline_figure(quickstart_in_lab):
+    state = quickstart_in_lab["state"]
     assert state["errors"] == 0 and state["saved_errors"] == [], state
     assert state["ran"] == state["n"] > 0, state
     assert state["images"] >= 1 and state["saved_images"] >= 1, f"no inline figure in the lab: {state}"
-    assert NOTEBOOK_DIR in source.parents  # the test ran the repository's own notebook, on a copy
+
+
+def test_the_report_page_shows_its_figures_in_chromium(quickstart_in_lab, tmp_path):
+    """The suite's one-page report, written for the notebook the lab ran, opened offline (file://)."""
+    report_page = pytest.importorskip("hydralib.report_page")
+    notebook = quickstart_in_lab["notebook"]
+    figures = (notebook.parent / quickstart_in_lab["parameters"]["figures_dir"]).resolve()
+    out = tmp_path / "report"
+    out.mkdir()
+    executed = Path(shutil.copy(notebook, out / notebook.name))  # where the suite keeps executed notebooks
+    page = report_page.write_report(out, "ci", records=[{"notebook": notebook.name, "output": str(executed),
+                                                         "seconds": round(quickstart_in_lab["seconds"], 1)}],
+                                    figures_dirs=[figures])
+    driver = chromium(tmp_path)
+    try:
+        driver.get(page.resolve().as_uri())
+        wait_for(driver, "return document.readyState === 'complete'", 30, "the report to load")
+        images = driver.execute_script(
+            "return [...document.images].map(i => ({src: i.src.slice(0, 60), ok: i.complete && i.naturalWidth > 0}))")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(SCREENSHOTS / "report.png"))
+    finally:
+        driver.quit()
+    assert images and all(i["ok"] for i in images), f"figures that did not show in {page}: {images}"
+    assert (out / "html" / f"{notebook.stem}.html").is_file(), "the report links no rendered notebook"
