@@ -1,6 +1,9 @@
 """`python -m hydralib <command> ...`: the project's command line (see `python -m hydralib --help`)."""
 import sys
 
+from .suite import main as suite_main
+from .suite import report_main
+
 COMMANDS = {
     "suite": "run the notebooks on a profile with papermill (make suite, make test); --dry-run lists them",
     "report": "write build/<profile>/report.html again from what a suite run left there",
@@ -17,10 +20,8 @@ def main(argv=None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "suite":
-        from .suite import main as suite_main
         return suite_main(rest)
     if command == "report":
-        from .report_page import main as report_main
         return report_main(rest)
     sys.stderr.write(f"unknown command {command!r}\n{USAGE}\n")
     return 2

@@ -51,9 +51,16 @@ WORD_TOKENS = r"(?u)\b\w+\b|[^\w\s]+"
 # --- features ---------------------------------------------------------------------------------------
 
 
-def prompt_texts(rows: Sequence[dict], template: str = "compact") -> list[str]:
-    """The prompt of each row, exactly as the model reads it (what a router can see)."""
+PROMPT_PARTS = ("prompt", "instruction")
+
+
+def prompt_texts(rows: Sequence[dict], template: str = "compact", part: str = "prompt") -> list[str]:
+    """The prompt of each row, exactly as the model reads it (what a router can see); part="instruction":
+    the instruction alone, without the input it applies to (where a row's task is written)."""
     _check_not_empty("rows", rows)
+    check_choice("part", part, PROMPT_PARTS)
+    if part == "instruction":
+        return [row["instruction"] for row in rows]
     return [format_prompt(row, template) for row in rows]
 
 
@@ -220,19 +227,39 @@ def silhouette_k(ks: Sequence[int], silhouette: Sequence[float | None]) -> int:
     return -max(defined)[1]
 
 
-def dbscan_clusters(features: Matrix, min_samples: int = 5) -> DBSCANResult:
-    """DBSCAN with eps at the knee of the sorted k-distance curve (k = min_samples).
+DBSCAN_METRICS = ("euclidean", "cosine")
+
+
+def dbscan_clusters(features: Matrix, min_samples: int = 5, metric: str = "euclidean",
+                    eps: float | None = None) -> DBSCANResult:
+    """DBSCAN with eps at the knee of the sorted k-distance curve (k = min_samples), unless eps is given.
 
     The k-distance of a point is the distance to its min_samples-th nearest neighbour, itself
-    included, as DBSCAN counts it: points left of the knee lie in dense regions and become core points."""
+    included, as DBSCAN counts it: points left of the knee lie in dense regions and become core points.
+    metric "cosine" compares directions only (TF-IDF rows and sentence embeddings are compared that way)."""
     n_samples = _n_samples(features)
     check_int("min_samples", min_samples, 2, n_samples)
-    distances, _ = NearestNeighbors(n_neighbors=min_samples).fit(features).kneighbors(features)
+    check_choice("metric", metric, DBSCAN_METRICS)
+    distances, _ = NearestNeighbors(n_neighbors=min_samples, metric=metric).fit(features).kneighbors(features)
     k_distances = np.sort(distances[:, -1])
-    knee = _knee(np.arange(n_samples), k_distances, direction="increasing")
-    eps = float(k_distances[-1] if knee is None else k_distances[int(knee)])
-    labels = DBSCAN(eps=max(eps, 1e-12), min_samples=min_samples).fit_predict(features)
-    return DBSCANResult(labels, eps, len(set(labels) - {-1}), k_distances, knee is not None)
+    knee = _knee(np.arange(n_samples), k_distances, direction="increasing") if eps is None else None
+    if eps is None:
+        eps = float(k_distances[-1] if knee is None else k_distances[int(knee)])
+    labels = DBSCAN(eps=max(eps, 1e-12), min_samples=min_samples, metric=metric).fit_predict(features)
+    return DBSCANResult(labels, float(eps), len(set(labels) - {-1}), k_distances, eps is not None or knee is not None)
+
+
+def dbscan_eps_sweep(features: Matrix, eps_values: Sequence[float], min_samples: int = 5,
+                     metric: str = "cosine") -> dict[str, list[float]]:
+    """DBSCAN at each eps: the clusters found and the share of points left as noise (how the count hangs
+    on eps, which the paper's Figure 7 does not show)."""
+    _check_not_empty("eps_values", eps_values)
+    counts, noise = [], []
+    for eps in eps_values:
+        found = dbscan_clusters(features, min_samples, metric, eps=eps)
+        counts.append(found.n_clusters)
+        noise.append(float(np.mean(found.labels == -1)))
+    return {"eps": [float(e) for e in eps_values], "n_clusters": counts, "noise": noise}
 
 
 def choose_n(data: Sequence[str] | Matrix, method: str = "elbow", ks: Sequence[int] = DEFAULT_KS,
@@ -267,17 +294,20 @@ def _choice_from_sweep(sweep: KMeansSweep, method: str) -> ChosenN:
 def cluster_trials(rows: Sequence[dict], n_trials: int = 15, fraction: float = 0.5,
                    ks: Sequence[int] = DEFAULT_KS, methods: Sequence[str] = TRIAL_METHODS,
                    features: str | Featurizer = "tfidf", seed: int = 0, template: str = "compact",
-                   n_init: int = 10, min_samples: int = 5) -> dict[str, dict[str, list]]:
+                   n_init: int = 10, min_samples: int = 5, part: str = "prompt",
+                   metric: str = "euclidean") -> dict[str, dict[str, list]]:
     """How stable each method's N is (the paper's Figure 7: clusters found over 15 trials).
 
-    Each trial draws fraction of the rows without replacement, fits features on them, and runs every
-    method. Returns {method: {"n_clusters": [one per trial], "ari": [vs the true components]}}."""
+    Each trial draws fraction of the rows without replacement, fits features on them (of the whole prompt,
+    or part="instruction" alone), and runs every method (DBSCAN with `metric`). Returns {method:
+    {"n_clusters": [one per trial], "ari": [vs the true components]}}; trial i of every method saw the
+    same rows, so counts compare trial by trial."""
     for method in methods:
         check_choice("method", method, TRIAL_METHODS)
     check_int("n_trials", n_trials, 1)
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got fraction={fraction!r}")
-    texts = prompt_texts(rows, template)
+    texts = prompt_texts(rows, template, part)
     components = np.array([row["component"] for row in rows])
     rng = np.random.default_rng(seed)
     size = max(1, round(fraction * len(rows)))
@@ -287,7 +317,7 @@ def cluster_trials(rows: Sequence[dict], n_trials: int = 15, fraction: float = 0
         matrix = make_featurizer(features).fit_transform([texts[i] for i in picked])
         sweep = kmeans_sweep(matrix, ks, seed, n_init) if {"elbow", "silhouette"} & set(methods) else None
         for method in methods:
-            chosen = (choose_n(matrix, "dbscan", min_samples=min_samples) if method == "dbscan"
+            chosen = (_dbscan_choice(matrix, min_samples, metric) if method == "dbscan"
                       else _choice_from_sweep(sweep, method))
             found[method]["n_clusters"].append(chosen.n)
             found[method]["ari"].append(float(adjusted_rand_score(components[picked], chosen.labels)))
@@ -376,6 +406,11 @@ def components_per_head(usage) -> float:
 
 
 # --- helpers ----------------------------------------------------------------------------------------
+
+
+def _dbscan_choice(features: Matrix, min_samples: int, metric: str) -> ChosenN:
+    found = dbscan_clusters(features, min_samples, metric)
+    return ChosenN(found.n_clusters, "dbscan", dbscan=found, labels=found.labels)
 
 
 def _knee(x, y, direction: str) -> float | None:

@@ -45,3 +45,8 @@ def nmis(results: dict[str, list[dict]], name: str) -> list[float]:
     if "routing" not in runs[0]:
         raise ValueError(f"{name!r} has no routing summary (it needs heads > 1)")
     return [run["routing"]["nmi"] for run in runs]
+
+
+def sizes(results: dict[str, list[dict]], better: str, worse: str) -> tuple[dict, dict]:
+    """The parameter counts of two methods (exact and the paper's convention), for a claim between them."""
+    return results[better][0]["parameters"], results[worse][0]["parameters"]

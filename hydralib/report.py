@@ -22,6 +22,7 @@ def summarise(results: list[dict]) -> dict:
     return {
         "seeds": len(results),
         "exact_match": mean_and_spread([r["exact_match"] for r in results]),
+        "token_accuracy": mean_and_spread([r["test_loss"]["token_accuracy"] for r in results]),
         "per_component": per_component,
         "test_loss": mean_and_spread([r["test_loss"]["loss"] for r in results]),
         "trainable": params["trainable"],
@@ -31,15 +32,16 @@ def summarise(results: list[dict]) -> dict:
 
 
 def method_table(summaries: dict[str, dict], per_component: bool = True) -> str:
-    """A markdown table, one row per method (insertion order): EM and loss as mean ± sd, both parameter
-    counts, training seconds, and optionally the EM of each component (means)."""
+    """A markdown table, one row per method (insertion order): exact match, teacher-forced token accuracy and
+    loss as mean ± sd, both parameter counts, training seconds, and optionally the EM of each component (means).
+    Token accuracy shows progress that exact match of a whole string hides."""
     first = next(iter(summaries.values()))
     components = list(first["per_component"]) if per_component else []
-    head = ["method", "seeds", "exact match", "test loss", "trainable", "paper's count", "train s"]
+    head = ["method", "seeds", "exact match", "token accuracy", "test loss", "trainable", "paper's count", "train s"]
     head += [_short(c) for c in components]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in summaries.items():
-        cells = [name, str(s["seeds"]), _pm(s["exact_match"]), _pm(s["test_loss"]),
+        cells = [name, str(s["seeds"]), _pm(s["exact_match"]), _pm(s["token_accuracy"]), _pm(s["test_loss"]),
                  f"{s['trainable']:,}", f"{s['paper_params']:,.0f}", f"{s['train_seconds'][0]:.0f}"]
         cells += [f"{s['per_component'][c][0]:.2f}" if c in s["per_component"] else "-" for c in components]
         lines.append("| " + " | ".join(cells) + " |")

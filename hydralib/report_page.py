@@ -9,7 +9,6 @@ writes it again from what a run left in build/<profile>/.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -17,10 +16,12 @@ import os
 import platform
 import re
 import subprocess
-import sys
 import time
 from importlib import metadata
 from pathlib import Path
+
+import nbformat
+import torch
 
 REPORT_NAME = "report.html"
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
@@ -51,7 +52,7 @@ figcaption{font-size:.9em;color:#555} .ok{color:#176b2c} .failed{color:#b00020} 
 
 def markdown_to_html(text: str) -> str:
     try:
-        from markdown_it import MarkdownIt
+        from markdown_it import MarkdownIt  # optional: comes with jupyterlab's rich; a plain renderer otherwise
         return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
     except Exception:  # noqa: BLE001 - fall back to the plain renderer below
         return _plain_markdown(text)
@@ -130,11 +131,10 @@ def _plain_markdown(text: str) -> str:
 
 def render_notebook(notebook: Path, target: Path) -> str:
     """Write notebook as HTML at target; returns the renderer used ("nbconvert" or "plain")."""
-    import nbformat
     nb = nbformat.read(notebook, as_version=4)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        from nbconvert import HTMLExporter
+        from nbconvert import HTMLExporter  # optional and heavy: a plain renderer otherwise
         body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
         target.write_text(body, encoding="utf-8")
         return "nbconvert"
@@ -208,10 +208,6 @@ def environment() -> dict:
 
 
 def _device() -> str:
-    try:
-        import torch
-    except Exception:  # noqa: BLE001
-        return "cpu (torch not importable)"
     parts = [f"{torch.get_num_threads()} torch threads"]
     if torch.cuda.is_available():
         parts.insert(0, ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())))
@@ -349,31 +345,8 @@ def write_report(out_dir: Path, profile_name: str, plan=None, records=None, figu
     return page
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .suite import BUILD_DIR, NOTEBOOK_DIR, PROFILE_DIR, _figures_dir, _plan_dirs, plan_suite
-    parser = argparse.ArgumentParser(prog="python -m hydralib report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="default")
-    parser.add_argument("--build-dir", type=Path, default=BUILD_DIR)
-    args = parser.parse_args(argv)
-    try:
-        plan = plan_suite(args.profile, build_dir=args.build_dir)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out_dir = args.build_dir / args.profile
-    ran = {r["notebook"] for r in _records(out_dir)}
-    plan = [(nb, p) for nb, p in plan if nb.name in ran] or plan
-    figures = _plan_dirs(plan, "figures_dir", NOTEBOOK_DIR) or [_figures_dir(args.profile, NOTEBOOK_DIR, PROFILE_DIR)]
-    claims = figures[0] / "claims.md"
-    page = write_report(out_dir, args.profile, plan=plan, figures_dirs=figures,
-                        claims_path=claims if claims.exists() else None,
-                        profile_path=PROFILE_DIR / f"{args.profile}.yaml")
-    print(page)
-    return 0
-
-
-def _records(out_dir: Path) -> list[dict]:
+def report_records(out_dir: Path) -> list[dict]:
+    """What the last suite run recorded about each notebook (status, seconds), or [] when there is none."""
     try:
         return json.loads((out_dir / "suite_report.json").read_text())
     except (OSError, ValueError):

@@ -223,7 +223,7 @@ def score_rows(model, tokenizer, rows: list[dict], spec: RunSpec) -> dict:
     loss = evaluate_loss(model, tokenizer, rows, template, max_length)
     generation = evaluate_generation(model, tokenizer, rows, template, evaluation.get("max_new_tokens", 16),
                                      scorer=evaluation.get("scorer", "exact"))
-    return {"test_loss": loss, "exact_match": generation["exact_match"],
+    return {"test_loss": loss, "exact_match": generation["exact_match"], "token_accuracy": loss["token_accuracy"],
             "exact_match_per_component": generation["per_component"], "generations": generation["generations"]}
 
 

@@ -22,9 +22,21 @@ import os
 import re
 import sys
 import time
+import types
 from pathlib import Path
 
+import nbformat
+import papermill
+import tqdm
+import tqdm.std
 import yaml
+from jupyter_client.manager import AsyncKernelManager
+from papermill.engines import NBClientEngine, papermill_engines
+from papermill.exceptions import PapermillExecutionError
+from traitlets import CaselessStrEnum
+
+from .claims import VERDICT_NAME, claims_table
+from .report_page import report_records, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -76,7 +88,6 @@ def notebook_parameters(notebook: Path) -> dict[str, dict]:
     """{name: {"default": value or _NO_DEFAULT, "type": "int" | ... | None}} of the cell tagged `parameters`.
 
     The type is the annotation papermill reads (`steps: int = 3`), else that of the literal default."""
-    import papermill
     found = {}
     for name, info in papermill.inspect_notebook(str(notebook)).items():
         try:
@@ -246,7 +257,6 @@ _STATED = r"`{profile}`[^`]{{0,40}}?\b(?:about |under |roughly )?(a|an|\d+(?:\.\
 
 def stated_seconds(notebook: Path, profile_name: str) -> float | None:
     """The run time a notebook's first markdown cell states for this profile ("`default` about 5 minutes")."""
-    import nbformat
     try:
         cells = nbformat.read(notebook, as_version=4).cells
     except Exception:  # noqa: BLE001 - an estimate only
@@ -323,10 +333,6 @@ class _LineForwarder:
 def _batch_kernel_setup() -> None:
     """Run in each batch kernel before the first cell: tqdm.auto is the text tqdm (no IProgress warning, no
     widgets in executed notebooks)."""
-    import types
-
-    import tqdm
-    import tqdm.std
     auto = types.ModuleType("tqdm.auto")
     auto.tqdm, auto.trange = tqdm.std.tqdm, tqdm.std.trange
     auto.__doc__ = "tqdm.std.tqdm: set by hydralib.suite for batch runs"
@@ -342,9 +348,6 @@ def _kernel_manager_class():
     """AsyncKernelManager, but on IPC sockets (no TCP ports, no 'running over TCP' warning) and without the
     SIGINT that jupyter_client sends to the kernel's process group at shutdown: it races ipykernel restoring
     its idle handler after the last reply and ends a successful run with a KeyboardInterrupt traceback."""
-    from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum
-
     class SuiteKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc" if os.name == "posix" else "tcp",
                                     config=True)
@@ -359,8 +362,6 @@ def _kernel_manager_class():
 
 def _register_engine():
     """A papermill engine that calls on_cell(index, count, cell) before each cell."""
-    from papermill.engines import NBClientEngine, papermill_engines
-
     class SuiteEngine(NBClientEngine):
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, on_cell=None, **kwargs):
@@ -388,7 +389,6 @@ def _short_source(cell) -> str:
 
 def failure_message(name: str, error: BaseException, target: Path) -> str:
     """A few lines: notebook, cell, the error's last line, the executed notebook."""
-    from papermill.exceptions import PapermillExecutionError
     rel = _display_path(target)
     if isinstance(error, PapermillExecutionError):
         evalue = _ANSI.sub("", str(error.evalue or "")).strip()
@@ -415,7 +415,6 @@ def run_suite(profile_name: str, only: list[str] | None = None, overrides: list[
               kernel_name: str = "python3", report: bool = True, show_cells: bool = True) -> list[dict]:
     """Execute the plan with papermill, copies into build_dir/<profile>/; returns one record per notebook.
     A notebook that fails stops the suite with SuiteFailure (its message is the short account)."""
-    import papermill
     build_dir = Path(build_dir)
     plan = plan_suite(profile_name, only, overrides, notebook_dir, profile_dir, build_dir=build_dir)
     out_dir = build_dir / profile_name
@@ -468,7 +467,6 @@ def run_suite(profile_name: str, only: list[str] | None = None, overrides: list[
     if claims is not None:
         print(f"{tag} claims table: {_display_path(claims)}", flush=True)
     if report:
-        from .report_page import write_report
         try:
             page = write_report(out_dir, profile_name, plan=plan, records=records, figures_dirs=figures,
                                 claims_path=claims, profile_path=profile_dir / f"{profile_name}.yaml")
@@ -503,7 +501,6 @@ def _figures_dir(profile_name: str, notebook_dir: Path, profile_dir: Path) -> Pa
 def write_claims(claims_dirs, figures_dir: Path) -> Path | None:
     """Gather the verdicts the notebooks wrote into the claims folders into figures_dir/claims.md (None if
     there are none)."""
-    from .claims import VERDICT_NAME, claims_table
     if isinstance(claims_dirs, (str, Path)):
         claims_dirs = [claims_dirs]
     claims_dirs = [Path(d) for d in claims_dirs if (Path(d) / VERDICT_NAME).exists()]
@@ -573,4 +570,28 @@ def main(argv: list[str] | None = None) -> int:
         return 130 if str(failure).startswith("interrupted") else 1
     for r in records:
         print(f"{r['notebook']:<40} {r['seconds']:>8.1f} s")
+    return 0
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    """`python -m hydralib report`: write build/<profile>/report.html again from what a suite run left there."""
+    parser = argparse.ArgumentParser(prog="python -m hydralib report", description=report_main.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="default")
+    parser.add_argument("--build-dir", type=Path, default=BUILD_DIR)
+    args = parser.parse_args(argv)
+    try:
+        plan = plan_suite(args.profile, build_dir=args.build_dir)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out_dir = args.build_dir / args.profile
+    ran = {r["notebook"] for r in report_records(out_dir)}
+    plan = [(nb, p) for nb, p in plan if nb.name in ran] or plan
+    figures = _plan_dirs(plan, "figures_dir", NOTEBOOK_DIR) or [_figures_dir(args.profile, NOTEBOOK_DIR, PROFILE_DIR)]
+    claims = figures[0] / "claims.md"
+    page = write_report(out_dir, args.profile, plan=plan, figures_dirs=figures,
+                        claims_path=claims if claims.exists() else None,
+                        profile_path=PROFILE_DIR / f"{args.profile}.yaml")
+    print(page)
     return 0

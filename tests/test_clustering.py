@@ -268,3 +268,22 @@ def test_cluster_agreement_is_one_when_clusters_are_the_components():
     assert cluster_agreement(corpus, k=4) == (pytest.approx(1.0), pytest.approx(1.0))
     train_ari, _ = cluster_agreement(corpus, k=2)
     assert train_ari < 0.7  # two clusters cannot separate four components
+
+
+def test_on_the_instruction_alone_kmeans_and_dbscan_agree_on_the_true_count():
+    from hydralib.data import make_corpus
+    rows = make_corpus(n_components=8, conflict=1.0, n_train=400, n_test=8, seed=0)["train"]
+    assert set(prompt_texts(rows, part="instruction")) == {f"?{c}" for c in "ABCDEFGH"}
+    trials = cluster_trials(rows, n_trials=3, fraction=0.5, ks=range(1, 13), n_init=3, part="instruction",
+                            metric="cosine", methods=("elbow", "dbscan"))
+    assert trials["dbscan"]["n_clusters"] == [8, 8, 8] and trials["dbscan"]["ari"] == [1.0, 1.0, 1.0]
+    assert trials["elbow"]["n_clusters"] == trials["dbscan"]["n_clusters"]
+
+
+def test_dbscan_eps_sweep_counts_clusters_and_noise():
+    from hydralib.clustering import dbscan_eps_sweep
+    points, _ = make_blobs(n_samples=60, centers=[[5, 0], [0, 5], [-5, 0]], cluster_std=0.05, random_state=0)
+    sweep = dbscan_eps_sweep(points, [1e-6, 0.5, 20.0], min_samples=5, metric="euclidean")
+    assert sweep["n_clusters"] == [0, 3, 1] and sweep["noise"] == [1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="metric must be one of euclidean, cosine"):
+        dbscan_eps_sweep(points, [0.5], metric="manhattan")
