@@ -13,5 +13,5 @@ def check_int(name: str, value, low: int, high: int | None = None) -> None:
     """An integer (Python or numpy, not bool) in low..high."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or \
             (high is not None and value > high):
-        allowed = f"{low}..{high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be an integer in {allowed}, got {name}={value!r}")
+        allowed = f"in {low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be an integer {allowed}, got {name}={value!r}")

@@ -230,7 +230,7 @@ def test_bad_input_is_refused_with_the_value_and_what_is_allowed(corpus4):
         cluster_trials(rows, methods=("fixed",))
     with pytest.raises(ValueError, match=r"analyzer must be one of .*got analyzer='bytes'"):
         tfidf_features(texts, analyzer="bytes")
-    with pytest.raises(ValueError, match=r"k must be an integer in >= 1, got k=0"):
+    with pytest.raises(ValueError, match=r"k must be an integer >= 1, got k=0"):
         Clusterer(0)
     with pytest.raises(ValueError, match=r"k must be an integer in 1\.\.20, got k=21"):
         Clusterer(21).fit(texts)

@@ -62,11 +62,11 @@ def test_one_source_keeps_its_own_components(tmp_path, monkeypatch):
 @pytest.mark.parametrize("change, message", [
     ({"sources": []}, "at least one training source"),
     ({"sources": ["gsm8k"], "eval_sources": ["gsm8k"]}, "both trained on and test-only"),
-    ({"n_train": 0}, "n_train must be an integer in >= 1, got n_train=0"),
+    ({"n_train": 0}, "n_train must be an integer >= 1, got n_train=0"),
     ({"sources": ["wikipedia"]}, "source must be one of|allowed"),
     ({"sources": "gsm8k"}, r"sources must be a list of source names, got sources='gsm8k'"),
     ({"eval_source": ["mmlu"]}, r"unknown keys \['eval_source'\] in a real-data spec; allowed: kind, sources"),
-    ({"n_test": 2.5}, "n_test must be an integer in >= 1, got n_test=2.5"),
+    ({"n_test": 2.5}, "n_test must be an integer >= 1, got n_test=2.5"),
 ])
 def test_bad_specs_are_refused_with_the_reason(small_data, change, message):
     with pytest.raises(ValueError, match=message):
