@@ -25,6 +25,7 @@ import inspect
 import json
 import os
 import platform
+import socket
 import sys
 import time
 from pathlib import Path
@@ -250,10 +251,39 @@ def load_model(name: str, seed: int = 0, **options):
         return build_tiny(seed=seed, **options)
     if name == "smollm2-135m":
         return load_smollm2(**options)
+    _check_reachable(name)
     tokenizer = AutoTokenizer.from_pretrained(name)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return AutoModelForCausalLM.from_pretrained(name, **options), tokenizer
+
+
+BUILT_IN = ("tiny", "tiny-random", "smollm2-135m")
+HUB = ("huggingface.co", 443)
+
+
+def _check_reachable(name: str) -> None:
+    """Fail at once, naming what is allowed, where transformers would wait on hub retries or report a missing
+    folder as a malformed repo id: a path that does not exist, or a hub id while the hub cannot be reached
+    (and the model is not in the local hub cache)."""
+    built_in = f"the built-in names are {', '.join(BUILT_IN)}"
+    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1]
+    if Path(name).expanduser().exists():
+        return
+    if looks_like_path:
+        raise FileNotFoundError(f"model {name!r}: no such folder; {built_in}, or give a transformers hub id")
+    try:
+        AutoTokenizer.from_pretrained(name, local_files_only=True)
+        return  # in the local hub cache
+    except OSError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ValueError(f"model {name!r} is not in the local hub cache and HF_HUB_OFFLINE=1; {built_in}")
+    try:
+        socket.create_connection(HUB, timeout=3).close()
+    except OSError:
+        raise ValueError(f"model {name!r} is not a built-in model nor in the local hub cache, and the hub "
+                         f"({HUB[0]}) cannot be reached from here; {built_in}") from None
 
 
 def _canonical(value) -> str:

@@ -5,6 +5,7 @@ When one of these tests fails because the code that builds a base changed, rebui
     .venv/bin/python -m hydralib.bases --rebuild all      (or: make base; about 7 minutes on 2 CPU cores)
 """
 import json
+import socket
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -155,3 +156,16 @@ def test_stale_record_names_the_rebuild_command(monkeypatch):
     reasons = bases.stale_reasons("ci", record)
     assert reasons and reasons[0].startswith("code: recorded '0123456789ab'")
     assert "--rebuild ci" in bases.REBUILD_COMMAND.format(name="ci")
+
+
+def test_an_unknown_model_fails_at_once_naming_the_built_in_ones(monkeypatch, tmp_path):
+    def unreachable(*args, **kwargs):
+        raise OSError("network is unreachable")
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty local hub cache
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="cannot be reached from here; the built-in names are tiny, tiny-random"):
+        bases.load_model("someone/some-model")
+    assert time.perf_counter() - start < 10  # no hub retries
+    with pytest.raises(FileNotFoundError, match="'./no/such/folder': no such folder"):
+        bases.load_model("./no/such/folder")

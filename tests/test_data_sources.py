@@ -167,3 +167,15 @@ def test_a_clone_finds_its_own_data_folder(monkeypatch):
     assert ignored.stdout == "", f"git ignores data files a clone needs: {ignored.stdout}"
     monkeypatch.setenv("HYDRALIB_DATA", "/elsewhere")
     assert data_dir() == Path("/elsewhere")
+
+
+def test_a_non_utf8_line_is_named_by_file_and_row_and_an_empty_file_is_refused(tmp_path):
+    from hydralib.data import load_jsonl
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "\xff", "output": "c"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl, row 2: not UTF-8"):
+        load_jsonl(bad)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(ValueError, match="empty.jsonl holds no records"):
+        load_jsonl(empty)

@@ -267,13 +267,24 @@ def mix_sources(sources: dict[str, list[dict]], n_per_source: int | None = None,
 # ---------------------------------------------------------------- helpers
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    with path.open(encoding="utf-8") as f:
-        return list(_parse_jsonl(f, path))
+    """The records of a JSONL file; a line that is not UTF-8 or not a JSON object is named by file and row,
+    and a file with no records is refused (an empty set would train and score on nothing)."""
+    records = []
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}, row {number}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            records += _parse_jsonl([line], path, first=number)
+    if not records:
+        raise ValueError(f"{path} holds no records: expected one JSON object a line")
+    return records
 
 
-def _parse_jsonl(lines, path) -> Iterable[tuple[int, dict]]:
+def _parse_jsonl(lines, path, first: int = 1) -> Iterable[tuple[int, dict]]:
     """(1-based line number, record) for each non-blank line."""
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(lines, first):
         if not line.strip():
             continue
         try:
