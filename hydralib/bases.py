@@ -67,7 +67,7 @@ def base_settings(pretrain_steps: int = 1000, seed: int = 0, batch_size: int = 6
 def code_fingerprint() -> str:
     """A hash of the code that builds a pretrained tiny base: BASE_SOURCES and the source of `pretrain`."""
     digest = hashlib.sha256(source_fingerprint(*BASE_SOURCES).encode())
-    digest.update(inspect.getsource(pretrain).encode())
+    digest.update(PRETRAIN_SOURCE.encode())
     return digest.hexdigest()[:12]
 
 
@@ -162,6 +162,11 @@ def stale_reasons(name: str, record: dict) -> list[str]:
         reasons.append("the code that builds the base (hydralib/" + ", hydralib/".join(BASE_SOURCES)
                        + ", or bases.pretrain) changed")
     return reasons
+
+
+# Read once, when this module is imported: a later edit of the file (or a test replacing `pretrain`) must not
+# change the fingerprint of the code this process actually runs.
+PRETRAIN_SOURCE = inspect.getsource(pretrain)
 
 
 def pretraining_notice(settings: dict) -> str:

@@ -10,7 +10,7 @@ from hydralib.report import method_table, summarise
 
 def fake_result(em, loss, seconds=10.0):
     return {"components": ["a", "b"], "exact_match": em, "exact_match_per_component": {"a": em + 0.1, "b": em - 0.1},
-            "test_loss": {"loss": loss}, "train_seconds": seconds,
+            "test_loss": {"loss": loss, "token_accuracy": 0.5 + em / 2}, "train_seconds": seconds,
             "parameters": {"trainable": 1234, "paper": 1000.0}}
 
 
@@ -19,6 +19,7 @@ def test_summarise_gives_means_and_spreads_over_seeds():
     assert s["seeds"] == 2 and s["exact_match"][0] == pytest.approx(0.6)
     assert s["exact_match"][1] == pytest.approx(0.1414, abs=1e-3) and s["test_loss"][0] == pytest.approx(1.5)
     assert s["per_component"]["a"][0] == pytest.approx(0.7) and s["trainable"] == 1234
+    assert s["token_accuracy"][0] == pytest.approx(0.8)  # beside exact match: progress a whole string hides
     with pytest.raises(ValueError, match="no runs"):
         summarise([])
 
@@ -27,8 +28,8 @@ def test_method_table_has_a_row_per_method_with_both_parameter_counts():
     table = method_table({"LoRA r8": summarise([fake_result(0.5, 1.0)] * 2),
                           "Hydra": summarise([fake_result(0.6, 0.9), fake_result(0.8, 0.7)])})
     lines = table.strip().splitlines()
-    assert len(lines) == 4 and lines[0].startswith("| method | seeds | exact match")
-    assert "| Hydra | 2 | 0.700 ± 0.141 | 0.800 ± 0.141 | 1,234 | 1,000 |" in table
+    assert len(lines) == 4 and lines[0].startswith("| method | seeds | exact match | token accuracy")
+    assert "| Hydra | 2 | 0.700 ± 0.141 | 0.850 ± 0.071 | 0.800 ± 0.141 | 1,234 | 1,000 |" in table
     assert lines[0].endswith("| a | b |")
 
 
