@@ -256,8 +256,7 @@ def load_model(name: str, seed: int = 0, **options):
         return build_tiny(seed=seed, **options)
     if name == "smollm2-135m":
         return load_smollm2(**options)
-    _check_reachable(name)
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    tokenizer = _hub_tokenizer(name)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return AutoModelForCausalLM.from_pretrained(name, **options), tokenizer
@@ -267,28 +266,28 @@ BUILT_IN = ("tiny", "tiny-random", "smollm2-135m")
 HUB = ("huggingface.co", 443)
 
 
-def _check_reachable(name: str) -> None:
-    """Fail at once, naming what is allowed, where transformers would wait on hub retries or report a missing
-    folder as a malformed repo id: a path that does not exist, or a hub id while the hub cannot be reached
-    (and the model is not in the local hub cache)."""
-    built_in = f"the built-in names are {', '.join(BUILT_IN)}"
-    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1]
-    if Path(name).expanduser().exists():
-        return
-    if looks_like_path:
-        raise FileNotFoundError(f"model {name!r}: no such folder; {built_in}, or give a transformers hub id")
+def _hub_tokenizer(name: str):
+    """The tokenizer of a local folder or a hub id, from disk or the local hub cache when it is there (read
+    once). Otherwise fail at once, naming what is allowed, where transformers would wait on hub retries or
+    report a missing folder as a malformed repo id: a path that does not exist, or a hub id while the hub
+    cannot be reached."""
     try:
-        AutoTokenizer.from_pretrained(name, local_files_only=True)
-        return  # in the local hub cache
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
     except OSError:
         pass
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ValueError(f"model {name!r} is not in the local hub cache and HF_HUB_OFFLINE=1; {built_in}")
-    try:
-        socket.create_connection(HUB, timeout=3).close()
-    except OSError:
-        raise ValueError(f"model {name!r} is not a built-in model nor in the local hub cache, and the hub "
-                         f"({HUB[0]}) cannot be reached from here; {built_in}") from None
+    built_in = f"the built-in names are {', '.join(BUILT_IN)}"
+    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1]
+    if looks_like_path and not Path(name).expanduser().exists():
+        raise FileNotFoundError(f"model {name!r}: no such folder; {built_in}, or give a transformers hub id")
+    if not Path(name).expanduser().exists():
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise ValueError(f"model {name!r} is not in the local hub cache and HF_HUB_OFFLINE=1; {built_in}")
+        try:
+            socket.create_connection(HUB, timeout=3).close()
+        except OSError:
+            raise ValueError(f"model {name!r} is not a built-in model nor in the local hub cache, and the hub "
+                             f"({HUB[0]}) cannot be reached from here; {built_in}") from None
+    return AutoTokenizer.from_pretrained(name)  # online, or a local folder's own error
 
 
 def _canonical(value) -> str:

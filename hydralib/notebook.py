@@ -50,3 +50,13 @@ def nmis(results: dict[str, list[dict]], name: str) -> list[float]:
 def sizes(results: dict[str, list[dict]], better: str, worse: str) -> tuple[dict, dict]:
     """The parameter counts of two methods (exact and the paper's convention), for a claim between them."""
     return results[better][0]["parameters"], results[worse][0]["parameters"]
+
+
+def method_claim(text: str, results: dict[str, list[dict]], better: str, worse: str, paper: str,
+                 test_rows: int | None = None) -> tuple:
+    """One "better beats worse" claim for claims.record_verdicts: both methods' scores per seed, the paper's
+    figure, and the options every such claim carries (its test rows and both parameter counts)."""
+    options = {"sizes": sizes(results, better, worse)}
+    if test_rows is not None:
+        options["test_rows"] = test_rows
+    return text, scores(results, better), scores(results, worse), paper, options

@@ -96,9 +96,10 @@ class RunSpec:
         return {"model": self.model, "data": self.data, "adapter": None if self.adapter is None else self.adapter.to_dict(),
                 "train": self.train.to_dict(), "eval": self.eval}
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """The store's key: a hash of the spec and of the code its result depends on."""
+        """The store's key: a hash of the spec and of the code its result depends on (computed once: the store
+        asks for it on every lookup)."""
         text = json.dumps({"spec": self.to_dict(), "code": code_version()}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 

@@ -2,7 +2,7 @@
 import matplotlib.pyplot as plt
 import pytest
 
-from hydralib.notebook import nmis, scores, setup
+from hydralib.notebook import method_claim, nmis, scores, setup
 from hydralib.runs import RunStore
 
 RESULTS = {"LoRA r8": [{"exact_match": 0.25, "routing": {"nmi": 0.1}}, {"exact_match": 0.5, "routing": {"nmi": 0.3}}],
@@ -25,3 +25,11 @@ def test_scores_and_nmis_read_one_value_per_seed_in_order():
         scores(RESULTS, "LoRA r16")
     with pytest.raises(ValueError, match="no routing summary"):
         nmis(RESULTS, "full fine-tuning")
+
+
+def test_method_claim_pairs_the_scores_and_carries_sizes_and_test_rows():
+    results = {"a": [{"exact_match": 0.5, "parameters": {"trainable": 10, "paper": 8.0}}],
+               "b": [{"exact_match": 0.25, "parameters": {"trainable": 20, "paper": 16.0}}]}
+    text, better, worse, paper, options = method_claim("a beats b", results, "a", "b", "Table 2", 500)
+    assert (text, better, worse, paper) == ("a beats b", [0.5], [0.25], "Table 2")
+    assert options == {"sizes": (results["a"][0]["parameters"], results["b"][0]["parameters"]), "test_rows": 500}

@@ -1,7 +1,5 @@
 """The real-data lane: its run spec trained and scored through the store, the base model's scores, and the
 paper-scale shape check."""
-import json
-
 import pytest
 
 from hydralib import RunStore
@@ -41,10 +39,10 @@ def test_paper_scale_parameter_counts_match_the_papers_percentages():
 
 def test_every_profile_of_notebook_08_builds_on_the_meta_device():
     """The adapters each profile of 08 would train fit LLaMA-2-7B's shapes (the paper profile's model)."""
-    from hydralib.suite import PROFILE_DIR, plan_suite
+    from hydralib.suite import PROFILE_DIR, notebook_parameters, plan_suite
     for profile in sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")):
         (notebook, params), = plan_suite(profile, only=["08_real_data"])
-        declared = _parameters_cell(notebook)
+        declared = {name: p["default"] for name, p in notebook_parameters(notebook).items()}
         values = {**declared, **params}
         methods = with_lr(lane_methods(values["r"], values["heads"] or len(values["sources"]), values["targets"]),
                           values["lr"])
@@ -61,12 +59,3 @@ def test_the_base_model_is_scored_on_the_runs_test_rows(small_data):
     scores = evaluate_base(spec)
     assert set(scores["test_loss"]["per_component"]) == {"gsm8k", "mmlu"}
     assert scores["mmlu_n"] == 3 and scores["gsm8k_n"] == 3 and scores["test_loss"]["loss"] > 3
-
-
-def _parameters_cell(notebook) -> dict:
-    """The defaults of a notebook's parameters cell, evaluated."""
-    cells = json.loads(notebook.read_text())["cells"]
-    source = next("".join(c["source"]) for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
-    values = {}
-    exec(source, {}, values)
-    return values
