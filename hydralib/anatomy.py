@@ -298,9 +298,11 @@ def plotly_embedding(points2d: np.ndarray, meta: list[dict], title: str = "LoRA 
         buttons = [{"label": label, "method": "update",
                     "args": [{"visible": [shown is None or trace.meta == shown for trace in figure.data]}]}
                    for label, shown in views]
-        figure.update_layout(updatemenus=[{"buttons": buttons, "direction": "down", "x": 0, "y": 1.12,
-                                           "xanchor": "left"}])
-    figure.update_layout(title=title, template="plotly_white", xaxis={"showticklabels": False},
+        # the menu sits at the top right, above the plot, so it never covers the title on the left
+        figure.update_layout(updatemenus=[{"buttons": buttons, "direction": "down", "x": 1, "y": 1.02,
+                                           "xanchor": "right", "yanchor": "bottom"}])
+    figure.update_layout(title={"text": title, "x": 0.01, "xanchor": "left"}, margin={"t": 80},
+                         template="plotly_white", xaxis={"showticklabels": False},
                          yaxis={"showticklabels": False}, legend={"title": {"text": "LoRA, matrix"}})
     return figure
 

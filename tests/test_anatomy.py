@@ -220,6 +220,9 @@ def test_plotly_hover_names_lora_layer_and_matrix(embedded):
     assert [b.label for b in buttons] == ["all", "A only", "B only"]
     a_only = buttons[1].args[0]["visible"]
     assert [trace.name for trace, shown in zip(figure.data, a_only) if shown] == ["task0 A", "task1 A", "task2 A"]
+    menu, title = figure.layout.updatemenus[0], figure.layout.title
+    # the menu is anchored at the right edge, the title at the left: they cannot overlap
+    assert (menu.x, menu.xanchor, title.x, title.xanchor) == (1, "right", 0.01, "left") and title.text == "t-SNE"
 
 
 def test_plot_embedding_draws_every_point_with_a_legend(embedded):

@@ -4,7 +4,7 @@ import json
 import nbformat
 import pytest
 
-from hydralib.suite import PROFILE_DIR, list_notebooks, plan_suite, run_suite
+from hydralib.suite import PROFILE_DIR, list_notebooks, notebook_parameters, plan_suite, run_suite
 
 
 @pytest.fixture
@@ -229,3 +229,15 @@ def test_a_failing_notebook_ends_in_a_short_account_and_a_nonzero_exit(tmp_path,
     assert (tmp_path / "b" / "p" / "report.html").exists()  # the report says which notebook failed
     assert "boom" in (tmp_path / "b" / "p" / "report.html").read_text()
 
+
+
+def test_a_lab_run_uses_the_default_profiles_parameters_so_it_reuses_make_suites_runs():
+    """Opened in JupyterLab, a notebook runs with its declared defaults; they equal the default profile's values
+    (run store, base model, sizes), so the run specs, and hence the store keys, are those `make suite` made.
+    figures_dir alone differs, on purpose: the lab writes build/lab/figures and never the tracked figures/."""
+    for notebook, params in plan_suite("default"):
+        declared = {name: p["default"] for name, p in notebook_parameters(notebook).items()}
+        differing = {key: (declared.get(key), value) for key, value in params.items()
+                     if key != "figures_dir" and declared.get(key) != value}
+        assert not differing, f"{notebook.name}: (notebook default, default profile) differ: {differing}"
+        assert declared["figures_dir"] == "../build/lab/figures", notebook.name
