@@ -60,6 +60,14 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple
     return mean, mean - half, mean + half
 
 
+def proportion_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(share, lo, hi): the Wilson score interval of a share of n 0/1 outcomes (scipy's binomtest)."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"a proportion needs 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    interval = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return successes / n, float(interval.low), float(interval.high)
+
+
 def welch_interval(a: Sequence[float], b: Sequence[float],
                    confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """(mean(a) - mean(b), lo, hi) with Welch's t (unequal variances, Welch-Satterthwaite df): only for

@@ -31,11 +31,16 @@ def _summaries(values: dict[str, list[float]]) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact", max_length: int = 64,
-                  batch_size: int = 32) -> dict:
-    """Response-token loss, perplexity and teacher-forced token accuracy, overall and per component."""
+                  batch_size: int = 32, choice_ids: list[int] | None = None) -> dict:
+    """Response-token loss, perplexity and teacher-forced token accuracy, overall and per component.
+
+    choice_ids: token ids of answer options (e.g. MMLU's letters, see template_letter_ids); then "choices" holds, per
+    row, the index of the option likeliest as the response's first token, read from the same forward pass (the
+    zero-shot multiple-choice answer after the training template, at no extra cost)."""
     model.eval()
     device = next(model.parameters()).device
     sums, hits, counts = defaultdict(float), defaultdict(float), defaultdict(int)
+    choices = []
     for chunk in _batches(rows, batch_size):
         batch = collate([encode_row(r, tokenizer, template, max_length) for r in chunk], tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -46,6 +51,10 @@ def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact",
         losses = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels.clamp_min(0),
                                                    reduction="none") * mask
         correct = (logits.argmax(-1) == labels) & mask
+        if choice_ids is not None:
+            first = mask.float().argmax(1)  # the position whose logits predict the response's first token
+            options = logits[torch.arange(len(chunk), device=device), first][:, choice_ids]
+            choices += options.argmax(-1).tolist()
         for row, loss, hit, n in zip(chunk, losses.sum(1), correct.sum(1), mask.sum(1)):
             for key in ("all", _name_of(row)):
                 sums[key] += loss.item()
@@ -54,7 +63,7 @@ def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact",
     per = {k: {"loss": sums[k] / counts[k], "perplexity": math.exp(sums[k] / counts[k]),
                "token_accuracy": hits[k] / counts[k]} for k in counts if counts[k]}
     overall = per.pop("all")
-    return {**overall, "per_component": dict(sorted(per.items()))}
+    return {**overall, "per_component": dict(sorted(per.items())), **({"choices": choices} if choice_ids else {})}
 
 
 @torch.no_grad()
@@ -85,11 +94,14 @@ def gate_profile(model, tokenizer, rows: list[dict], template: str = "compact", 
 
 @torch.no_grad()
 def generate(model, tokenizer, rows: list[dict], template: str = "compact", max_new_tokens: int = 16,
-             batch_size: int = 32, max_length: int = 128) -> list[str]:
-    """Greedy continuations of each row's prompt, cut at the end-of-sequence token."""
+             batch_size: int = 32, max_length: int = 128, with_finished: bool = False):
+    """Greedy continuations of each row's prompt, cut at the end-of-sequence token.
+
+    with_finished: return (texts, finished), finished[i] False when row i ran out of max_new_tokens before its
+    end-of-sequence token (its answer was cut off)."""
     model.eval()
     device = next(model.parameters()).device
-    outputs = []
+    outputs, finished = [], []
     for chunk in _batches(rows, batch_size):
         prompts = [{"input_ids": encode_prompt(r, tokenizer, template, max_length), **routing_fields(r)}
                    for r in chunk]
@@ -100,10 +112,11 @@ def generate(model, tokenizer, rows: list[dict], template: str = "compact", max_
                                  do_sample=False, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id)
         for seq in out[:, ids.shape[1]:].tolist():
-            if tokenizer.eos_token_id in seq:
+            finished.append(tokenizer.eos_token_id in seq)
+            if finished[-1]:
                 seq = seq[:seq.index(tokenizer.eos_token_id)]
             outputs.append(tokenizer.decode(seq, skip_special_tokens=True))
-    return outputs
+    return (outputs, finished) if with_finished else outputs
 
 
 def is_correct(row: dict, generated: str, scorer: str = "exact") -> bool:
@@ -153,13 +166,8 @@ def multiple_choice_accuracy(model, tokenizer, rows: list[dict], shots: dict[str
         raise ValueError(f"k_shot={k_shot} needs template=None: a training template's prompt holds one question")
     model.eval()
     device = next(model.parameters()).device
-    space = "" if template is not None else " "
-    encoded = [tokenizer.encode(space + letter, add_special_tokens=False) for letter in MMLU_LETTERS]
-    prefix = encoded[0][:-1]  # e.g. a space token for byte-level tokenizers, fed as part of the prompt
-    if any(e[:-1] != prefix for e in encoded):
-        raise ValueError(f"the tokenizer encodes the answer letters inconsistently: {encoded}")
-    letter_ids = [e[-1] for e in encoded]
-    per = defaultdict(list)
+    prefix, letter_ids = _letter_encoding(tokenizer, "" if template is not None else " ")
+    per, correct = defaultdict(list), []
     for row in rows:
         examples = (shots or {}).get(row.get("subject"), [])[:k_shot]
         prompt = mmlu_prompt(row, examples) if template is None else format_prompt(row, template)
@@ -169,36 +177,77 @@ def multiple_choice_accuracy(model, tokenizer, rows: list[dict], shots: dict[str
         with batch_routing(model, torch.tensor([routing_fields(row)["route"]]), torch.ones(1, len(ids))):
             logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1]
         choice = MMLU_LETTERS[int(logits[letter_ids].argmax())]
-        per[row.get("subject", _name_of(row))].append(float(choice == row["answer"]))
-    every = [x for v in per.values() for x in v]
-    return {"accuracy": sum(every) / len(every), "per_subject": _summaries(per)}
+        correct.append(float(choice == row["answer"]))
+        per[row.get("subject", _name_of(row))].append(correct[-1])
+    return {"accuracy": sum(correct) / len(correct), "per_subject": _summaries(per), "correct": correct}
 
 
-def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template: str, max_length: int) -> dict:
-    """Scores of a model on real test rows: test_loss, the response loss overall (per token, so long answers
-    weigh most) and per component, as evaluate_loss gives it; MMLU accuracy, zero-shot (the likeliest
-    answer letter after the training template), on MMLU rows; GSM8K exact match of the
-    final number, generated greedily up to evaluation["max_new_tokens"], on GSM8K rows; HumanEval pass@1
-    only when evaluation["execute_code"] is true (it runs the generated code, sandboxed)."""
+def _letter_encoding(tokenizer, space: str) -> tuple[list[int], list[int]]:
+    """(prefix ids fed after the prompt, the last id of each answer letter) for letters written after `space`."""
+    encoded = [tokenizer.encode(space + letter, add_special_tokens=False) for letter in MMLU_LETTERS]
+    prefix = encoded[0][:-1]  # e.g. a space token for byte-level tokenizers, fed as part of the prompt
+    if any(e[:-1] != prefix for e in encoded):
+        raise ValueError(f"the tokenizer encodes the answer letters inconsistently: {encoded}")
+    return prefix, [e[-1] for e in encoded]
+
+
+def template_letter_ids(tokenizer) -> list[int] | None:
+    """The token id of each answer letter written as a training template's response (no space before it), or
+    None when a letter is more than one token (then the response's first token does not decide the answer)."""
+    prefix, ids = _letter_encoding(tokenizer, "")
+    return None if prefix else ids
+
+
+def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template: str, max_length: int,
+                  shots: dict[str, list[dict]] | None = None) -> dict:
+    """Scores of a model on real test rows, each with the per-row outcomes that intervals and paired
+    comparisons need:
+    - test_loss: the response loss overall (per token, so long answers weigh most) and per component, with
+      teacher-forced token accuracy, as evaluate_loss gives it;
+    - MMLU rows: zero-shot accuracy (the likeliest answer letter after the training template, as the paper
+      scores it; read from the loss pass), and with evaluation["mmlu_shots"] = k > 0 also k-shot accuracy with
+      the usual MMLU prompt and `shots` (subject -> solved dev rows);
+    - GSM8K rows: exact match of the final number, generated greedily within the source's budget
+      (evaluation["max_new_tokens"]: a number, or {source: number}), and the share of generations cut off;
+    - HumanEval rows: pass@1 and its share cut off, only when evaluation["execute_code"] is true (it runs the
+      generated code, sandboxed)."""
     batch_size = evaluation.get("batch_size", 8)
-    loss = evaluate_loss(model, tokenizer, rows, template, max_length, batch_size=batch_size)
-    scores = {"test_loss": loss}
     mmlu = [r for r in rows if r["source"] == "mmlu"]
+    choice_ids = template_letter_ids(tokenizer) if mmlu else None
+    loss = evaluate_loss(model, tokenizer, rows, template, max_length, batch_size=batch_size, choice_ids=choice_ids)
+    choices = loss.pop("choices", None)
+    scores = {"test_loss": loss}
     if mmlu:
-        scores["mmlu_accuracy"] = multiple_choice_accuracy(model, tokenizer, mmlu, template=template)["accuracy"]
-        scores["mmlu_n"] = len(mmlu)
-    gsm8k = [r for r in rows if r["source"] == "gsm8k"]
-    max_new_tokens = evaluation.get("max_new_tokens", 160)
-    if gsm8k:
-        texts = generate(model, tokenizer, gsm8k, template, max_new_tokens, batch_size, max_length)
-        scores["gsm8k_exact_match"] = sum(is_correct(r, t, "gsm8k") for r, t in zip(gsm8k, texts)) / len(gsm8k)
-        scores["gsm8k_n"] = len(gsm8k)
-        scores["gsm8k_generations"] = texts
-    code = [r for r in rows if r["source"] == "humaneval"]
-    if code and evaluation.get("execute_code", False):
-        texts = generate(model, tokenizer, code, template, max_new_tokens, batch_size, max_length)
-        scores["pass_at_1"] = humaneval_pass_at_1(code, texts, allow_execution=True)["pass_at_1"]
-        scores["humaneval_n"] = len(code)
+        if choices is not None:
+            correct = [float(MMLU_LETTERS[c] == r["answer"]) for r, c in zip(rows, choices) if r["source"] == "mmlu"]
+        else:
+            correct = multiple_choice_accuracy(model, tokenizer, mmlu, template=template)["correct"]
+        scores.update(mmlu_accuracy=sum(correct) / len(correct), mmlu_correct=correct, mmlu_n=len(mmlu))
+        k = evaluation.get("mmlu_shots", 0)
+        if k:
+            few = multiple_choice_accuracy(model, tokenizer, mmlu, shots=shots, k_shot=k)
+            scores.update(mmlu_few_shot_accuracy=few["accuracy"], mmlu_few_shot_correct=few["correct"],
+                          mmlu_shots=k)
+    budget = evaluation.get("max_new_tokens", 160)
+
+    def generated(source):
+        chosen = [r for r in rows if r["source"] == source]
+        limit = budget[source] if isinstance(budget, dict) else budget
+        texts, finished = generate(model, tokenizer, chosen, template, limit, batch_size, max_length,
+                                   with_finished=True)
+        return chosen, texts, 1 - sum(finished) / len(finished)
+
+    if any(r["source"] == "gsm8k" for r in rows):
+        gsm8k, texts, cut_off = generated("gsm8k")
+        correct = [float(is_correct(r, t, "gsm8k")) for r, t in zip(gsm8k, texts)]
+        scores.update(gsm8k_exact_match=sum(correct) / len(correct), gsm8k_correct=correct, gsm8k_n=len(gsm8k),
+                      gsm8k_cut_off=cut_off, gsm8k_generations=texts)
+    if any(r["source"] == "humaneval" for r in rows) and evaluation.get("execute_code", False):
+        code, texts, cut_off = generated("humaneval")
+        passed = humaneval_pass_at_1(code, texts, allow_execution=True)["passed"]
+        correct = [float(passed[r["task_id"]]) for r in code]
+        scores.update(pass_at_1=sum(correct) / len(correct), humaneval_correct=correct, humaneval_n=len(code),
+                      humaneval_cut_off=cut_off)
     return scores
 
 

@@ -1,5 +1,6 @@
 """Tables and plots of runs: one row per method, mean ± sd over seeds, per component and overall; the
-real-data lane's tables (lane_summary, lane_table), loss bars and training-curve trend.
+real-data lane's tables (lane_summary; lane_table of its loss or accuracy columns), loss bars, validation
+curves per source and the training-curve trend.
 
 Results are the dicts `hydralib.runs.execute_run` returns (exact_match, exact_match_per_component,
 test_loss, parameters, train_seconds)."""
@@ -8,7 +9,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .claims import mean_and_spread
+from .claims import mean_and_spread, proportion_interval
 
 
 def summarise(results: list[dict]) -> dict:
@@ -74,7 +75,10 @@ def plot_methods(summaries: dict[str, dict], title: str, path=None):
 
 
 # --- the real-data lane --------------------------------------------------------------------------
-SCORES = (("mmlu_accuracy", "MMLU accuracy"), ("gsm8k_exact_match", "GSM8K exact match"), ("pass_at_1", "HumanEval pass@1"))
+# (per-row outcomes in a run's result, the column they fill): 0/1 per test row, pooled over seeds for an interval
+ACCURACIES = (("mmlu_correct", "MMLU 0-shot"), ("mmlu_few_shot_correct", "MMLU few-shot"),
+              ("gsm8k_correct", "GSM8K exact match"), ("humaneval_correct", "HumanEval pass@1"))
+CUT_OFF = (("gsm8k_cut_off", "GSM8K cut off"), ("humaneval_cut_off", "HumanEval cut off"))
 
 
 def mean_component_loss(result: dict) -> float:
@@ -83,17 +87,35 @@ def mean_component_loss(result: dict) -> float:
     return sum(v["loss"] for v in per.values()) / len(per)
 
 
+def mean_component_token_accuracy(result: dict) -> float:
+    """Teacher-forced token accuracy averaged over components (each source counts once)."""
+    per = result["test_loss"]["per_component"]
+    return sum(v["token_accuracy"] for v in per.values()) / len(per)
+
+
 def lane_summary(base: list[dict], results: dict[str, list[dict]]) -> dict[str, dict]:
-    """{row name: {score: (mean, sd over seeds)}} for the base model (scored on each seed's test rows) and
-    each method: the mean of the component losses, the loss per component, the task scores present, and for
-    the methods trainable parameters and training seconds."""
+    """{row name: {column: value}} for the base model (scored on each seed's test rows) and each method.
+
+    Losses and token accuracies (per component and their mean over components, each source counting once) are
+    (mean, sd over seeds); accuracies are {"share", "lo", "hi", "n"}: the Wilson 95 % interval of the test rows
+    of every seed pooled; the share of generations cut off by the budget; for the methods trainable
+    parameters and training seconds."""
 
     def summarise(runs):
-        out = {"mean component loss": mean_and_spread([mean_component_loss(r) for r in runs])}
-        for component in runs[0]["test_loss"]["per_component"]:
-            out[f"loss {component}"] = mean_and_spread([r["test_loss"]["per_component"][component]["loss"]
-                                                        for r in runs])
-        for key, label in SCORES:
+        per = runs[0]["test_loss"]["per_component"]
+        out = {"mean loss": mean_and_spread([mean_component_loss(r) for r in runs])}
+        out.update({f"loss {c}": mean_and_spread([r["test_loss"]["per_component"][c]["loss"] for r in runs])
+                    for c in per})
+        out["mean token acc."] = mean_and_spread([mean_component_token_accuracy(r) for r in runs])
+        out.update({f"token acc. {c}": mean_and_spread([r["test_loss"]["per_component"][c]["token_accuracy"]
+                                                        for r in runs]) for c in per})
+        for key, label in ACCURACIES:
+            if key in runs[0]:
+                pooled = [x for r in runs for x in r[key]]
+                share, lo, hi = proportion_interval(int(sum(pooled)), len(pooled))
+                label = label if key != "mmlu_few_shot_correct" else f"MMLU {runs[0]['mmlu_shots']}-shot"
+                out[label] = {"share": share, "lo": lo, "hi": hi, "n": len(pooled)}
+        for key, label in CUT_OFF:
             if key in runs[0]:
                 out[label] = mean_and_spread([r[key] for r in runs])
         return out
@@ -105,13 +127,16 @@ def lane_summary(base: list[dict], results: dict[str, list[dict]]) -> dict[str, 
     return summary
 
 
-def lane_table(summary: dict[str, dict]) -> str:
-    """The summary as a markdown table: one row per model, mean ± sd where there are several seeds."""
-    columns = list(dict.fromkeys(key for row in summary.values() for key in row))
+def lane_table(summary: dict[str, dict], columns: list[str] | None = None) -> str:
+    """The summary as a markdown table, one row per model: mean ± sd where there are several seeds, an accuracy
+    as share [95 % interval] (n rows). columns: which to show (default: every column, in order of appearance)."""
+    columns = columns or list(dict.fromkeys(key for row in summary.values() for key in row))
 
     def cell(value):
         if value is None:
             return ""
+        if isinstance(value, dict):
+            return f"{value['share']:.3f} [{value['lo']:.2f}, {value['hi']:.2f}] (n={value['n']})"
         if isinstance(value, tuple):
             mean, sd = value
             return f"{mean:.3f} ± {sd:.3f}" if sd else f"{mean:.3f}"
@@ -119,6 +144,42 @@ def lane_table(summary: dict[str, dict]) -> str:
     lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(cell(row.get(c)) for c in columns) + " |" for name, row in summary.items()]
     return "\n".join(lines) + "\n"
+
+
+def lane_columns(summary: dict[str, dict], kind: str) -> list[str]:
+    """The columns of one of the lane's two tables: "loss" (losses and token accuracies, sizes, seconds) or
+    "accuracy" (the task scores with their intervals, and the shares of generations cut off)."""
+    every = list(dict.fromkeys(key for row in summary.values() for key in row))
+    scores = [c for c in every if any(isinstance(row.get(c), dict) for row in summary.values())]
+    scores += [label for _, label in CUT_OFF if label in every]
+    if kind == "accuracy":
+        return scores
+    if kind == "loss":
+        return [c for c in every if c not in scores]
+    raise ValueError(f"unknown kind {kind!r}; allowed: 'loss', 'accuracy'")
+
+
+def plot_validation_curves(results: dict[str, list[dict]], components: list[str], title: str, path=None):
+    """Validation loss per component against the training step, one panel per component and one line per
+    method (the mean over seeds of each run's result["validation"]); saved to path if given. A rising line
+    is overfitting (or a learning rate too high) on that source, whatever the mean training loss does."""
+    fig, axes = plt.subplots(1, len(components), figsize=(3.2 * len(components), 3.2), squeeze=False)
+    for ax, component in zip(axes[0], components):
+        for name, runs in results.items():
+            curves = [r["validation"] for r in runs if r.get("validation")]
+            if not curves:
+                continue
+            steps = [point["step"] for point in curves[0]]
+            losses = np.mean([[point["per_component"][component] for point in curve] for curve in curves], axis=0)
+            ax.plot(steps, losses, marker="o", markersize=3, label=name)
+        ax.set(title=component, xlabel="step")
+    axes[0][0].set_ylabel("validation loss (response tokens)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
 
 
 def plot_component_losses(summary: dict[str, dict], components: list[str], title: str, path=None):

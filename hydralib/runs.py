@@ -38,6 +38,8 @@ from .bases import load_model
 from .clustering import assign_routes, routing_mutual_information
 from .config import AdapterConfig
 from .data.corpus import build_data
+from .data.lengths import fitting_rows
+from .data.real import mmlu_shots
 from .evaluate import evaluate_generation, evaluate_loss, evaluate_real, gate_profile
 from .inject import add_adapters, count_parameters, warm_start_routers
 from .train import TrainConfig, train
@@ -161,13 +163,18 @@ def route_rows(data: dict, adapter: AdapterConfig | None, features: str, seed: i
     prompt, fitted on the training prompts; test rows go to the nearest centroid, so no labels are used."""
     if adapter is None or (adapter.gate not in ("task", "cluster") and adapter.router_init != "clusters"):
         return data, {}
+    held_out = data["test"] + data.get("validation", [])  # validation rows are routed as test rows are
     if adapter.gate == "task":
         def with_route(rows):
             return [{**r, "route": int(r.get("component", 0)) % adapter.heads} for r in rows]
-        return {**data, "train": with_route(data["train"]), "test": with_route(data["test"])}, {}
-    train_rows, test_rows, info = assign_routes(data["train"], data["test"], k=adapter.heads, features=features,
-                                                seed=seed, template=template)
-    return {**data, "train": train_rows, "test": test_rows}, {"clusters": info}
+        train_rows, routed = with_route(data["train"]), with_route(held_out)
+        info = {}
+    else:
+        train_rows, routed, clusters = assign_routes(data["train"], held_out, k=adapter.heads, features=features,
+                                                     seed=seed, template=template)
+        info = {"clusters": clusters}
+    n_test = len(data["test"])
+    return {**data, "train": train_rows, "test": routed[:n_test], "validation": routed[n_test:]}, info
 
 
 def load_spec_model(model: dict):
@@ -188,9 +195,12 @@ def execute_run(spec: RunSpec, run_dir: Path) -> dict:
     config = spec.train
     data, routes = route_rows(build_data(spec.data), spec.adapter, spec.data.get("cluster_features", "tfidf"),
                               config.seed, config.template)
+    dropped = {}
+    if spec.data["kind"] == "real":  # a row longer than max_length is left out, not cut into another task
+        data["train"], dropped = fitting_rows(data["train"], tokenizer, config.template, config.max_length)
     if spec.adapter is not None and spec.adapter.router_init == "clusters":
         warm_start_routers(model, tokenizer, data["train"], config.template, config.max_length)
-    result = train(model, tokenizer, data["train"], config, run_dir, run_record={"spec": spec.to_dict()})
+    result, validation = train_with_validation(model, tokenizer, data, spec, run_dir)
     test = eval_rows(data, spec)
     scores = score_rows(result.model, tokenizer, test, spec)
     count = count_parameters(result.model)
@@ -205,9 +215,48 @@ def execute_run(spec: RunSpec, run_dir: Path) -> dict:
         "tokens_per_s": sum(m["tokens_per_s"] for m in result.metrics) / max(1, len(result.metrics)),
         "parameters": {"trainable": count.trainable, "adapter": count.adapter, "router": count.router,
                        "paper": count.paper, "base": count.base},
+        **({"dropped_train_rows": dropped, "train_rows": len(data["train"])} if spec.data["kind"] == "real" else {}),
+        **({"validation": validation} if validation else {}),
         **scores,
         **routes,
     }
+
+
+def validation_steps(steps: int, points: int) -> list[int]:
+    """The steps after which validation loss is measured: `points` evenly spaced, the last step included."""
+    return sorted({max(1, round(steps * i / points)) for i in range(1, points + 1)})
+
+
+def train_with_validation(model, tokenizer, data: dict, spec: RunSpec, run_dir: Path):
+    """Train as the spec says; with spec.eval["validation_points"] = k > 0 and validation rows, stop at k evenly
+    spaced steps (a checkpoint, then resuming, as an interruption would) and measure the loss on the validation
+    rows per component, before training too. Returns (TrainResult, [{"step", "loss", "per_component"}])."""
+    config, points = spec.train, spec.eval.get("validation_points", 0)
+    rows = data.get("validation", [])
+    if not points or not rows:
+        return train(model, tokenizer, data["train"], config, run_dir, run_record={"spec": spec.to_dict()}), []
+
+    def measure(step: int, model) -> dict:
+        loss = evaluate_loss(model, tokenizer, rows, config.template, config.max_length,
+                             batch_size=spec.eval.get("batch_size", 8))
+        return {"step": step, "loss": loss["loss"],
+                "per_component": {name: v["loss"] for name, v in loss["per_component"].items()}}
+
+    # a resume checks that it starts from the same weights as the run did, so each segment starts from them
+    # (the checkpoint then restores the trained state)
+    initial = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    curve, seconds = [measure(0, model)], 0.0
+    for stop in validation_steps(config.steps, points):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in initial:
+                    p.copy_(initial[name])
+        result = train(model, tokenizer, data["train"], config, run_dir, run_record={"spec": spec.to_dict()},
+                       stop_at=stop)
+        seconds += result.seconds
+        curve.append(measure(stop, result.model))
+        model = result.model
+    return dataclasses.replace(result, seconds=seconds), curve
 
 
 def eval_rows(data: dict, spec: RunSpec) -> list[dict]:
@@ -220,7 +269,8 @@ def score_rows(model, tokenizer, rows: list[dict], spec: RunSpec) -> dict:
     otherwise the loss per component, teacher-forced token accuracy and greedy exact match (with the generations)."""
     evaluation, template, max_length = spec.eval, spec.train.template, spec.train.max_length
     if spec.data["kind"] == "real":
-        return evaluate_real(model, tokenizer, rows, evaluation, template, max_length)
+        shots = mmlu_shots(spec.data.get("download", False)) if evaluation.get("mmlu_shots") else None
+        return evaluate_real(model, tokenizer, rows, evaluation, template, max_length, shots)
     loss = evaluate_loss(model, tokenizer, rows, template, max_length)
     generation = evaluate_generation(model, tokenizer, rows, template, evaluation.get("max_new_tokens", 16),
                                      scorer=evaluation.get("scorer", "exact"))

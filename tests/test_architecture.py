@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hydralib"
 # Lower layers never import higher ones; a module may import its own layer (without a circle).
 LAYERS = [
     {"checks", "config", "paper", "sandbox"},
-    {"data", "data.formatting", "data.synthetic", "data.sources", "data.real", "data.corpus", "methods"},
+    {"data", "data.formatting", "data.synthetic", "data.sources", "data.real", "data.corpus", "data.lengths", "methods"},
     {"models", "smollm2"},
     {"layers"},
     {"inject", "adapter_files"},

@@ -116,3 +116,18 @@ def test_one_source_with_a_test_only_source(tmp_path, monkeypatch, small_data):
     assert data["components"] == ["qa", "summary", "mmlu"]
     assert {r["component_name"] for r in data["train"]} == {"qa", "summary"}
     assert [r["component"] for r in data["test"] if r["source"] == "mmlu"] == [2, 2, 2]
+
+
+def test_test_rows_per_source_all_and_a_validation_split_held_out_of_training(small_data):
+    data = build_real_data(spec(sources=["gsm8k", "mmlu"], n_train=3, n_val=2, n_test={"gsm8k": 1, "mmlu": "all"}))
+    by_source = {s: [r for r in data["test"] if r["source"] == s] for s in ("gsm8k", "mmlu")}
+    assert len(by_source["gsm8k"]) == 1 and len(by_source["mmlu"]) == 6  # MMLU's whole test split
+    assert len(data["validation"]) == 4 and len(data["train"]) == 6
+    assert not {r["instruction"] for r in data["validation"]} & {r["instruction"] for r in data["train"]}
+    # without a validation split the training rows are those drawn before (the store's old runs stay valid)
+    assert build_real_data(spec(n_val=0))["train"] == build_real_data(spec())["train"]
+    for bad, message in (({"gsm8k": 1}, "n_test names sources \\['gsm8k'\\], but the spec has"),
+                         ("some", "n_test must be an integer >= 1, got n_test='some'"),
+                         ({"gsm8k": 1, "mmlu": 0, "humaneval": 1}, "n_test\\['mmlu'\\] must be an integer >= 1")):
+        with pytest.raises(ValueError, match=message):
+            build_real_data(spec(n_test=bad))

@@ -123,3 +123,31 @@ def test_multiple_choice_in_a_training_template_asks_with_the_training_prompt():
     assert tokenizer.decode(read[-1], skip_special_tokens=True).endswith("D. d\nAnswer: ")
     with pytest.raises(ValueError, match="k_shot=1 needs template=None"):
         multiple_choice_accuracy(model, tokenizer, rows, shots={"s": rows}, k_shot=1, template="alpaca")
+
+
+def test_the_zero_shot_letter_read_from_the_loss_pass_is_multiple_choice_accuracys_answer():
+    """evaluate_real reads MMLU's zero-shot answer from the loss pass: the same letter as asking separately."""
+    from hydralib.evaluate import evaluate_real, template_letter_ids
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    rows = [{"instruction": f"Q{i}?\nA. a\nB. b\nC. c\nD. d", "input": "", "output": letter, "answer": letter,
+             "subject": "s", "source": "mmlu", "component": 0, "component_name": "mmlu"}
+            for i, letter in enumerate("ABCDDCBAAB")]
+    separate = multiple_choice_accuracy(model, tokenizer, rows, template="alpaca")
+    loss = evaluate_loss(model, tokenizer, rows, "alpaca", 128, batch_size=3, choice_ids=template_letter_ids(tokenizer))
+    assert [float("ABCD"[c] == r["answer"]) for c, r in zip(loss["choices"], rows)] == separate["correct"]
+    scores = evaluate_real(model, tokenizer, rows, {"mmlu_shots": 1}, "alpaca", 128,
+                           shots={"s": [{**rows[0], "instruction": "Shot?"}]})
+    assert scores["mmlu_correct"] == separate["correct"] and scores["mmlu_n"] == 10 and scores["mmlu_shots"] == 1
+    assert len(scores["mmlu_few_shot_correct"]) == 10 and "choices" not in scores["test_loss"]
+
+
+def test_generation_says_which_answers_ran_out_of_budget():
+    from hydralib.evaluate import generate
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    eos = torch.zeros(model.config.vocab_size)
+    eos[tokenizer.eos_token_id] = 1000.0  # every row ends at once
+    rows = [{"instruction": "say", "input": "", "output": "x"}] * 2
+    texts, finished = generate(model, tokenizer, rows, "alpaca", 3, with_finished=True)
+    assert len(texts) == 2 and finished == [False, False] or finished == [True, True]
+    model.lm_head.register_forward_hook(lambda module, args, out: out + eos)
+    assert generate(model, tokenizer, rows, "alpaca", 3, with_finished=True) == (["", ""], [True, True])

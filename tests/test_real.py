@@ -59,3 +59,27 @@ def test_the_base_model_is_scored_on_the_runs_test_rows(small_data):
     scores = evaluate_base(spec)
     assert set(scores["test_loss"]["per_component"]) == {"gsm8k", "mmlu"}
     assert scores["mmlu_n"] == 3 and scores["gsm8k_n"] == 3 and scores["test_loss"]["loss"] > 3
+
+
+def test_a_real_run_leaves_out_rows_too_long_and_records_validation_loss_per_source(small_data, tmp_path):
+    """Validation rows are scored before training and at evenly spaced steps (a stop and a resume, as an
+    interruption would), per source; rows longer than max_length never reach training."""
+    small = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
+                 num_key_value_heads=4, max_position_embeddings=512)
+    run = {"model": {"name": "tiny-random", **small}, "data": spec(sources=["gsm8k", "mmlu"], n_val=2, n_train=4),
+           "adapter": adapter_config("lora", 4).to_dict(),
+           "train": {"steps": 4, "batch_size": 2, "lr": 1e-3, "seed": 0, "device": "cpu", "max_length": 90,
+                     "template": "alpaca"},
+           "eval": {"max_new_tokens": {"gsm8k": 4}, "validation_points": 2}}
+    (result,) = run_many([run], RunStore(tmp_path / "store"), processes=1)
+    assert [point["step"] for point in result["validation"]] == [0, 2, 4]
+    assert all(set(point["per_component"]) == {"gsm8k", "mmlu"} for point in result["validation"])
+    assert result["validation"][0]["loss"] != result["validation"][-1]["loss"]
+    # the byte-level tiny tokenizer: the fixture's GSM8K rows take 98 tokens, its MMLU rows 71
+    assert result["dropped_train_rows"] == {"gsm8k": 4} and result["train_rows"] == 4
+    assert 0 <= result["gsm8k_cut_off"] <= 1 and len(result["gsm8k_correct"]) == 2
+
+
+def test_validation_steps_are_evenly_spaced_and_end_at_the_last():
+    from hydralib.runs import validation_steps
+    assert validation_steps(16, 4) == [4, 8, 12, 16] and validation_steps(3, 5) == [1, 2, 3]

@@ -4,7 +4,8 @@ import pytest
 import hydralib.runs as runs
 from hydralib import paper
 from hydralib.methods import adapter_config, with_lr
-from hydralib.report import lane_summary, lane_table, loss_trend, plot_component_losses
+from hydralib.report import (lane_columns, lane_summary, lane_table, loss_trend, plot_component_losses,
+                             plot_validation_curves)
 from hydralib.report import method_table, summarise
 
 
@@ -62,20 +63,38 @@ def test_plot_methods_draws_a_bar_per_method_coloured_by_family(tmp_path):
     assert bars[0].get_facecolor() == bars[1].get_facecolor() != bars[2].get_facecolor()
 
 
-def test_lane_summary_and_table():
+def test_lane_summary_and_tables():
 
-    def run(gsm8k, mmlu_loss, mmlu, seconds):
-        return {"test_loss": {"loss": gsm8k, "per_component": {"gsm8k": {"loss": gsm8k}, "mmlu": {"loss": mmlu_loss}}},
-                "mmlu_accuracy": mmlu, "train_seconds": seconds,
+    def run(gsm8k, mmlu_loss, mmlu_correct, seconds):
+        return {"test_loss": {"loss": gsm8k, "per_component": {"gsm8k": {"loss": gsm8k, "token_accuracy": 0.5},
+                                                               "mmlu": {"loss": mmlu_loss, "token_accuracy": 0.7}}},
+                "mmlu_correct": mmlu_correct, "gsm8k_cut_off": 0.25, "train_seconds": seconds,
                 "parameters": {"trainable": 1000, "paper": 500.0, "base": 100000}}
-    base = [{k: v for k, v in run(2.0, 4.0, 0.25, 0).items() if k not in ("train_seconds", "parameters")}]
-    summary = lane_summary(base, {"LoRA r8": [run(1.0, 2.0, 0.3, 10), run(1.2, 2.0, 0.5, 12)]})
-    assert summary["base model"]["mean component loss"] == (3.0, 0.0) and "trainable" not in summary["base model"]
+    base = [{k: v for k, v in run(2.0, 4.0, [0, 1, 0, 0], 0).items() if k not in ("train_seconds", "parameters")}]
+    summary = lane_summary(base, {"LoRA r8": [run(1.0, 2.0, [1, 1, 0, 0], 10), run(1.2, 2.0, [1, 1, 1, 0], 12)]})
+    assert summary["base model"]["mean loss"] == (3.0, 0.0) and "trainable" not in summary["base model"]
     lora = summary["LoRA r8"]
-    assert lora["mean component loss"][0] == pytest.approx(1.55) and lora["loss mmlu"] == (2.0, 0.0)
-    assert lora["MMLU accuracy"][0] == pytest.approx(0.4) and lora["paper % of base"] == pytest.approx(0.5)
-    table = lane_table(summary)
+    assert lora["mean loss"][0] == pytest.approx(1.55) and lora["loss mmlu"] == (2.0, 0.0)
+    assert lora["mean token acc."] == (pytest.approx(0.6), 0.0) and lora["paper % of base"] == pytest.approx(0.5)
+    mmlu = lora["MMLU 0-shot"]  # 5 of 8 rows over the two seeds, pooled, with Wilson's 95 % interval
+    assert mmlu["share"] == 0.625 and mmlu["n"] == 8 and mmlu["lo"] == pytest.approx(0.306, abs=1e-3)
+    assert mmlu["hi"] == pytest.approx(0.863, abs=1e-3)
+    assert lane_columns(summary, "accuracy") == ["MMLU 0-shot", "GSM8K cut off"]
+    assert "MMLU 0-shot" not in lane_columns(summary, "loss") and "mean loss" in lane_columns(summary, "loss")
+    table = lane_table(summary, lane_columns(summary, "loss"))
     assert "| base model | 3.000 |" in table and "| LoRA r8 | 1.550 ± 0.071 |" in table and "1,000" in table
+    assert "| LoRA r8 | 0.625 [0.31, 0.86] (n=8) | 0.250 |" in lane_table(summary, lane_columns(summary, "accuracy"))
+    with pytest.raises(ValueError, match="unknown kind 'losses'; allowed: 'loss', 'accuracy'"):
+        lane_columns(summary, "losses")
+
+
+def test_validation_curves_are_drawn_per_component(tmp_path):
+    curve = [{"step": s, "loss": 1.0, "per_component": {"a": 3.0 - s, "b": 1.0 + s}} for s in (0, 2, 4)]
+    fig = plot_validation_curves({"LoRA r8": [{"validation": curve}, {"validation": curve}]}, ["a", "b"], "t",
+                                 tmp_path / "v.png")
+    (line_a,), (line_b,) = (ax.get_lines() for ax in fig.axes)
+    assert list(line_a.get_xdata()) == [0, 2, 4] and list(line_b.get_ydata()) == [1.0, 3.0, 5.0]
+    assert (tmp_path / "v.png").stat().st_size > 0
 
 
 def test_loss_trend_smooths_and_says_whether_the_loss_still_falls():
