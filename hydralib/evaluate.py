@@ -21,6 +21,13 @@ def _batches(items: list, size: int):
         yield items[i:i + size]
 
 
+def _by_length(encoded: list[list[int]], size: int):
+    """Batches of indices into `encoded`, rows of similar length together, so a batch pads little; every
+    row's own result does not depend on its batch (padding is masked), so callers put results back by index."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    return _batches(order, size)
+
+
 def _name_of(row: dict) -> str:
     return str(row.get("component_name", row.get("component", 0)))
 
@@ -40,9 +47,11 @@ def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact",
     model.eval()
     device = next(model.parameters()).device
     sums, hits, counts = defaultdict(float), defaultdict(float), defaultdict(int)
-    choices = []
-    for chunk in _batches(rows, batch_size):
-        batch = collate([encode_row(r, tokenizer, template, max_length) for r in chunk], tokenizer.pad_token_id)
+    choices = [None] * len(rows)
+    encoded = [encode_row(r, tokenizer, template, max_length) for r in rows]
+    for indices in _by_length([e["input_ids"] for e in encoded], batch_size):
+        chunk = [rows[i] for i in indices]
+        batch = collate([encoded[i] for i in indices], tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         with batch_routing(model, batch["route"], prompt_mask(batch)):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
@@ -54,7 +63,8 @@ def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact",
         if choice_ids is not None:
             first = mask.float().argmax(1)  # the position whose logits predict the response's first token
             options = logits[torch.arange(len(chunk), device=device), first][:, choice_ids]
-            choices += options.argmax(-1).tolist()
+            for i, choice in zip(indices, options.argmax(-1).tolist()):
+                choices[i] = choice
         for row, loss, hit, n in zip(chunk, losses.sum(1), correct.sum(1), mask.sum(1)):
             for key in ("all", _name_of(row)):
                 sums[key] += loss.item()
@@ -72,15 +82,17 @@ def gate_profile(model, tokenizer, rows: list[dict], template: str = "compact", 
     """How the adapters route each row: its gate averaged over its prompt tokens, per layer.
 
     Returns {"layers": module names, "gates": (rows, layers, heads) float tensor}; for any gate (learned per
-    token or per sequence, task, cluster, uniform), so routings can be compared on the same footing."""
+    token or per sequence, task, cluster, uniform), so routings can be compared on the same footing. Only the
+    prompts are run: in a causal model a prompt token's gate does not depend on the response after it."""
     model.eval()
     device = next(model.parameters()).device
     layers = list(adapter_layers(model).values())
     if not layers:
         raise ValueError("this model has no hydralib adapters, so nothing routes")
-    out = []
-    for chunk in _batches(rows, batch_size):
-        batch = collate([encode_row(r, tokenizer, template, max_length) for r in chunk], tokenizer.pad_token_id)
+    prompts = [{"input_ids": encode_prompt(r, tokenizer, template, max_length), **routing_fields(r)} for r in rows]
+    gates = [None] * len(rows)
+    for indices in _by_length([p["input_ids"] for p in prompts], batch_size):
+        batch = collate([prompts[i] for i in indices], tokenizer.pad_token_id)
         mask = prompt_mask(batch).float()
         with batch_routing(model, batch["route"], mask), routing(model, record="detached"):
             model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
@@ -88,8 +100,9 @@ def gate_profile(model, tokenizer, rows: list[dict], template: str = "compact", 
             for layer in layers:
                 g, weights = recorded_gates(layer, mask)
                 per_layer.append(((g * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)).cpu())
-        out.append(torch.stack(per_layer, 1))
-    return {"layers": list(adapter_layers(model)), "gates": torch.cat(out)}
+        for i, row_gates in zip(indices, torch.stack(per_layer, 1)):
+            gates[i] = row_gates
+    return {"layers": list(adapter_layers(model)), "gates": torch.stack(gates)}
 
 
 @torch.no_grad()
@@ -101,21 +114,20 @@ def generate(model, tokenizer, rows: list[dict], template: str = "compact", max_
     end-of-sequence token (its answer was cut off)."""
     model.eval()
     device = next(model.parameters()).device
-    outputs, finished = [], []
-    for chunk in _batches(rows, batch_size):
-        prompts = [{"input_ids": encode_prompt(r, tokenizer, template, max_length), **routing_fields(r)}
-                   for r in chunk]
-        batch = collate(prompts, tokenizer.pad_token_id, padding_side="left")
+    outputs, finished = [None] * len(rows), [None] * len(rows)
+    prompts = [{"input_ids": encode_prompt(r, tokenizer, template, max_length), **routing_fields(r)} for r in rows]
+    for indices in _by_length([p["input_ids"] for p in prompts], batch_size):
+        batch = collate([prompts[i] for i in indices], tokenizer.pad_token_id, padding_side="left")
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         with batch_routing(model, batch["route"], mask, hold=True):
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  do_sample=False, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id)
-        for seq in out[:, ids.shape[1]:].tolist():
-            finished.append(tokenizer.eos_token_id in seq)
-            if finished[-1]:
+        for i, seq in zip(indices, out[:, ids.shape[1]:].tolist()):
+            finished[i] = tokenizer.eos_token_id in seq
+            if finished[i]:
                 seq = seq[:seq.index(tokenizer.eos_token_id)]
-            outputs.append(tokenizer.decode(seq, skip_special_tokens=True))
+            outputs[i] = tokenizer.decode(seq, skip_special_tokens=True)
     return (outputs, finished) if with_finished else outputs
 
 
@@ -233,8 +245,9 @@ def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template
     def generated(source):
         chosen = [r for r in rows if r["source"] == source]
         limit = budget[source] if isinstance(budget, dict) else budget
-        texts, finished = generate(model, tokenizer, chosen, template, limit, batch_size, max_length,
-                                   with_finished=True)
+        # one batch of up to 32 prompts: a decoding step costs little more for 32 rows than for 8 on a CPU
+        texts, finished = generate(model, tokenizer, chosen, template, limit,
+                                   evaluation.get("generation_batch_size", 32), max_length, with_finished=True)
         return chosen, texts, 1 - sum(finished) / len(finished)
 
     if any(r["source"] == "gsm8k" for r in rows):

@@ -10,6 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from .config import AdapterConfig
 from .data.corpus import build_data
+from .data.lengths import length_budget, measure, truncation_table
 from .efficiency import resolve_device
 from .inject import add_adapters, count_parameters, routing
 from .runs import RunSpec, eval_rows, load_spec_model, score_rows
@@ -24,19 +25,41 @@ LLAMA2_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers
 def real_spec(adapter: AdapterConfig | None, seed: int, *, model: str, sources: list[str], n_train: int, n_test: int,
               steps: int, lr: float, eval_sources: list[str] = (), batch_size: int = 4, max_length: int = 192,
               template: str = "alpaca", device: str = "cpu", download: bool = False, model_options: dict | None = None,
-              cluster_features: str = "sentence", max_new_tokens: int = 128, execute_code: bool = False,
-              **train_options) -> RunSpec:
+              cluster_features: str = "sentence", max_new_tokens: int | dict = 128, execute_code: bool = False,
+              n_val: int = 0, validation_points: int = 0, mmlu_shots: int = 0, **train_options) -> RunSpec:
     """The run spec of the real-data lane (the counterpart of runs.synthetic_spec): `model` (a built-in
     name, a transformers id or a path) adapted on a mixture of real sets. One seed drives the rows drawn,
-    the adapter init and the batch order."""
+    the adapter init and the batch order. n_test: rows per source, "all", or {source: either};
+    max_new_tokens: one budget or {source: budget}; n_val validation rows per source, scored at
+    validation_points evenly spaced steps; mmlu_shots > 0 adds k-shot MMLU accuracy."""
     return RunSpec(model={"name": model, **(model_options or {})},
                    data={"kind": "real", "sources": list(sources), "eval_sources": list(eval_sources),
-                         "n_train": n_train, "n_test": n_test, "seed": seed, "download": download,
+                         "n_train": n_train, "n_test": n_test, "n_val": n_val, "seed": seed, "download": download,
                          "cluster_features": cluster_features},
                    adapter=adapter,
                    train=TrainConfig(steps=steps, batch_size=batch_size, seed=seed, device=device, lr=lr,
                                      max_length=max_length, template=template, **train_options),
-                   eval={"max_new_tokens": max_new_tokens, "execute_code": execute_code})
+                   eval={"max_new_tokens": max_new_tokens, "execute_code": execute_code,
+                         "validation_points": validation_points, "mmlu_shots": mmlu_shots})
+
+
+def lane_tokenizer(model: str, model_options: dict | None = None):
+    """The tokenizer of the lane's model (a built-in name, a transformers id or a path)."""
+    return load_spec_model({"name": model, **(model_options or {})})[1]
+
+
+def lane_lengths(data: dict, tokenizer, template: str = "alpaca", quantile: float = 0.98,
+                 max_length: int | None = None, max_new_tokens: int | None = None) -> tuple[dict, dict]:
+    """(budget, {"train": table, "test": table}): the training length and the generation budget per source
+    chosen from the training rows' lengths (their `quantile`; a number given overrides it), and what that
+    budget cuts in the training rows and in the test rows (data.lengths.truncation_table)."""
+    train, test = measure(data["train"], tokenizer, template), measure(data["test"], tokenizer, template)
+    budget = length_budget(train, quantile)
+    if max_length is not None:
+        budget["max_length"] = max_length
+    if max_new_tokens is not None:
+        budget["max_new_tokens"] = {source: max_new_tokens for source in budget["max_new_tokens"]}
+    return budget, {"train": truncation_table(train, budget), "test": truncation_table(test, budget)}
 
 
 def evaluate_base(spec: RunSpec) -> dict:

@@ -151,3 +151,23 @@ def test_generation_says_which_answers_ran_out_of_budget():
     assert len(texts) == 2 and finished == [False, False] or finished == [True, True]
     model.lm_head.register_forward_hook(lambda module, args, out: out + eos)
     assert generate(model, tokenizer, rows, "alpaca", 3, with_finished=True) == (["", ""], [True, True])
+
+
+def test_rows_batched_by_length_come_back_in_their_own_order():
+    """evaluate_loss, gate_profile and generate batch rows of similar length together; each row's result
+    is the one it gets alone."""
+    from hydralib import AdapterConfig, add_adapters
+    from hydralib.evaluate import gate_profile, generate
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    add_adapters(model, AdapterConfig(method="hydra", r=4, heads=3, gate="learned"), seed=0)  # Kaiming router
+    rows = [{"instruction": "q" * n, "input": "", "output": "A", "answer": "A", "component": 0}
+            for n in (30, 2, 17, 5, 40, 1)]
+    together = evaluate_loss(model, tokenizer, rows, "alpaca", 128, batch_size=4, choice_ids=[65, 66, 67, 68])
+    alone = [evaluate_loss(model, tokenizer, [r], "alpaca", 128, choice_ids=[65, 66, 67, 68])["choices"][0]
+             for r in rows]
+    assert together["choices"] == alone
+    profile = gate_profile(model, tokenizer, rows, "alpaca", 128, batch_size=4)["gates"]
+    single = torch.cat([gate_profile(model, tokenizer, [r], "alpaca", 128)["gates"] for r in rows])
+    assert torch.allclose(profile, single, atol=1e-5) and not torch.allclose(profile[0], profile[1], atol=1e-3)
+    assert generate(model, tokenizer, rows, "alpaca", 3, batch_size=4) == [
+        generate(model, tokenizer, [r], "alpaca", 3)[0] for r in rows]
