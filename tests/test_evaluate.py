@@ -171,3 +171,31 @@ def test_rows_batched_by_length_come_back_in_their_own_order():
     assert torch.allclose(profile, single, atol=1e-5) and not torch.allclose(profile[0], profile[1], atol=1e-3)
     assert generate(model, tokenizer, rows, "alpaca", 3, batch_size=4) == [
         generate(model, tokenizer, [r], "alpaca", 3)[0] for r in rows]
+
+
+def test_a_stop_pattern_ends_each_row_where_its_answer_is_complete():
+    """GSM8K's answer is complete after its '#### <number>' line: generation stops there, row by row, and the
+    text keeps the answer line; the row counts as finished, not cut off."""
+    import re
+    from hydralib.evaluate import STOPS, StopWhenMatched, generate
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    script = [tokenizer.encode(text, add_special_tokens=False) for text in ("so 7\n#### 7\nmore text", "x" * 40)]
+    calls = []
+
+    def scripted(module, args, out):  # row i writes script[i] token by token, whatever the prompt
+        step = len(calls)
+        calls.append(step)
+        forced = torch.full_like(out, -1000.0)
+        for row, tokens in enumerate(script[:out.shape[0]]):
+            forced[row, -1, tokens[min(step, len(tokens) - 1)]] = 1000.0
+        return forced
+    model.lm_head.register_forward_hook(scripted)
+    rows = [{"instruction": "q", "input": "", "output": "7"}, {"instruction": "q", "input": "", "output": "7"}]
+    texts, finished = generate(model, tokenizer, rows, "alpaca", 30, with_finished=True, stop=STOPS["gsm8k"])
+    assert texts[0] == "so 7\n#### 7" and finished[0] and not finished[1] and len(texts[1]) == 30
+    assert re.search(STOPS["gsm8k"], "a\n### Instruction") and re.search(STOPS["gsm8k"], "14.\n##### Instruction:")
+    assert not re.search(STOPS["gsm8k"], "#### 7") and not re.search(STOPS["gsm8k"], "so 3 ### 4\n")
+    criterion = StopWhenMatched(tokenizer, 1, STOPS["humaneval"])
+    ids = torch.tensor([[0] + tokenizer.encode("    return x\ndef f", add_special_tokens=False),
+                        [0] + tokenizer.encode("    return x\n    y", add_special_tokens=False)])
+    assert criterion(ids, None).tolist() == [True, False]
