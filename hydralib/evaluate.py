@@ -77,8 +77,10 @@ def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact",
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         labels = batch["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
-        losses = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels.clamp_min(0),
-                                                   reduction="none") * mask
+        # flat (rows x positions, vocabulary): several times faster than cross_entropy over a transposed tensor
+        losses = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                   labels.clamp_min(0).reshape(-1), reduction="none")
+        losses = losses.view(labels.shape) * mask
         correct = (logits.argmax(-1) == labels) & mask
         if choice_ids is not None:
             first = mask.float().argmax(1)  # the position whose logits predict the response's first token

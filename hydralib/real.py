@@ -13,7 +13,7 @@ from .data.corpus import build_data
 from .data.lengths import length_budget, measure, truncation_table
 from .efficiency import resolve_device
 from .inject import add_adapters, count_parameters, routing
-from .runs import RunSpec, eval_rows, load_spec_model, score_rows
+from .runs import RunSpec, eval_rows, evaluation_precision, load_spec_model, score_rows
 from .train import TrainConfig
 
 # LLaMA-2-7B's architecture (the public config of meta-llama/Llama-2-7b-hf), for the shape check.
@@ -40,7 +40,9 @@ def real_spec(adapter: AdapterConfig | None, seed: int, *, model: str, sources: 
                    train=TrainConfig(steps=steps, batch_size=batch_size, seed=seed, device=device, lr=lr,
                                      max_length=max_length, template=template, **train_options),
                    eval={"max_new_tokens": max_new_tokens, "execute_code": execute_code,
-                         "validation_points": validation_points, "mmlu_shots": mmlu_shots})
+                         "validation_points": validation_points, "mmlu_shots": mmlu_shots,
+                         # scored in the precision it trains in (bf16 halves a CPU's forward pass)
+                         "mixed_precision": train_options.get("mixed_precision", "auto")})
 
 
 def lane_tokenizer(model: str, model_options: dict | None = None):
@@ -66,7 +68,8 @@ def evaluate_base(spec: RunSpec) -> dict:
     """The scores of a spec's model as it is, before any adaptation, on the test rows its runs are scored on."""
     model, tokenizer = load_spec_model(spec.model)
     model.to(resolve_device(spec.train.device))  # where training would put it: a GPU for "auto" if there is one
-    return score_rows(model, tokenizer, eval_rows(build_data(spec.data), spec), spec)
+    with evaluation_precision(spec, model):  # in the precision the runs are scored in
+        return score_rows(model, tokenizer, eval_rows(build_data(spec.data), spec), spec)
 
 
 def shape_check(adapter: AdapterConfig, architecture: dict = LLAMA2_7B, batch: int = 2, length: int = 16) -> dict:

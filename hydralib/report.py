@@ -170,7 +170,8 @@ def plot_validation_curves(results: dict[str, list[dict]], components: list[str]
             if not curves:
                 continue
             steps = [point["step"] for point in curves[0]]
-            losses = np.mean([[point["per_component"][component] for point in curve] for curve in curves], axis=0)
+            losses = np.mean([[point["per_component"].get(component, np.nan) for point in curve] for curve in curves],
+                             axis=0)  # nan: no validation row of this component in a run
             ax.plot(steps, losses, marker="o", markersize=3, label=name)
         ax.set(title=component, xlabel="step")
     axes[0][0].set_ylabel("validation loss (response tokens)")
@@ -188,7 +189,7 @@ def plot_component_losses(summary: dict[str, dict], components: list[str], title
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     width = 0.8 / len(summary)
     for i, (name, row) in enumerate(summary.items()):
-        means, spreads = zip(*(row[f"loss {c}"] for c in components))
+        means, spreads = zip(*(row.get(f"loss {c}", (np.nan, 0.0)) for c in components))  # nan: no test rows
         ax.bar(np.arange(len(components)) + i * width, means, width, yerr=spreads, capsize=2, label=name)
     ax.set_xticks(np.arange(len(components)) + width * (len(summary) - 1) / 2, components)
     ax.set(ylabel="test loss (response tokens)", title=title)

@@ -19,6 +19,7 @@ removed and run again.
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -42,7 +43,7 @@ from .data.lengths import fitting_rows
 from .data.real import mmlu_shots
 from .evaluate import evaluate_generation, evaluate_loss, evaluate_real, gate_profile
 from .inject import add_adapters, count_parameters, warm_start_routers
-from .train import TrainConfig, train
+from .train import TrainConfig, resolve_mixed_precision, train
 
 DONE_NAME = "done.json"
 RESULTS_NAME = "results.json"
@@ -202,11 +203,12 @@ def execute_run(spec: RunSpec, run_dir: Path) -> dict:
         warm_start_routers(model, tokenizer, data["train"], config.template, config.max_length)
     result, validation = train_with_validation(model, tokenizer, data, spec, run_dir)
     test = eval_rows(data, spec)
-    scores = score_rows(result.model, tokenizer, test, spec)
+    with evaluation_precision(spec, result.model):
+        scores = score_rows(result.model, tokenizer, test, spec)
+        if spec.adapter is not None and spec.adapter.heads > 1:
+            routes = {**routes, "routing": routing_summary(result.model, tokenizer, test, data["components"],
+                                                            config.template, config.max_length)}
     count = count_parameters(result.model)
-    if spec.adapter is not None and spec.adapter.heads > 1:
-        routes = {**routes, "routing": routing_summary(result.model, tokenizer, test, data["components"],
-                                                        config.template, config.max_length)}
     return {
         "key": run_dir.name,
         "components": data["components"],
@@ -220,6 +222,17 @@ def execute_run(spec: RunSpec, run_dir: Path) -> dict:
         **scores,
         **routes,
     }
+
+
+def evaluation_precision(spec: RunSpec, model):
+    """Autocast for scoring where spec.eval["mixed_precision"] asks for it ("bf16", "fp16", or "auto" as in
+    TrainConfig): the real-data lane scores in the precision it trains in, which halves a forward pass on a CPU
+    with bf16 units. Otherwise (the synthetic runs) a no-op: full precision."""
+    setting = resolve_mixed_precision(spec.eval.get("mixed_precision", "no"), spec.train.device)
+    if setting == "no":
+        return contextlib.nullcontext()
+    device = next(model.parameters()).device
+    return torch.autocast(device.type, dtype=torch.bfloat16 if setting == "bf16" else torch.float16)
 
 
 def validation_steps(steps: int, points: int) -> list[int]:
@@ -237,8 +250,9 @@ def train_with_validation(model, tokenizer, data: dict, spec: RunSpec, run_dir: 
         return train(model, tokenizer, data["train"], config, run_dir, run_record={"spec": spec.to_dict()}), []
 
     def measure(step: int, model) -> dict:
-        loss = evaluate_loss(model, tokenizer, rows, config.template, config.max_length,
-                             batch_size=spec.eval.get("batch_size", 8))
+        with evaluation_precision(spec, model):
+            loss = evaluate_loss(model, tokenizer, rows, config.template, config.max_length,
+                                 batch_size=spec.eval.get("batch_size", 8))
         return {"step": step, "loss": loss["loss"],
                 "per_component": {name: v["loss"] for name, v in loss["per_component"].items()}}
 

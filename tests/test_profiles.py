@@ -37,8 +37,7 @@ change, e.g. a per-source `n_test` dict keeps its keys):
 
 A notebook passes when every cell ran and it trained: its verdicts are in the claims folder, the run store
 holds finished runs of the overridden size (and, for the real-data lane, of the stand-in model), notebook
-00's run folder holds its training log. A bug found and reported but not yet fixed is in KNOWN_FAILURES: that
-exact error is an expected failure (xfail); any other error fails. About 7 minutes on two busy cores, most of
+00's run folder holds its training log. About 7 minutes on two busy cores, most of
 it notebook 08 (the stand-in's 49,152-token vocabulary makes every loss pass cost) and 02 (t-SNE, UMAP).
 """
 from __future__ import annotations
@@ -65,11 +64,6 @@ STEPS = 2
 REPO_DATA = Path(os.environ.get("HYDRALIB_DATA") or REPO_ROOT / "data")
 # Bugs this test found and reported, not fixed here (the files are being edited by others): (profile, notebook) ->
 # the error line. That failure is an expected failure; any other fails the test, and once fixed the case passes.
-KNOWN_FAILURES = {
-    # 08's validation-curves cell plots [c for c in components if c in sources]: with one training source
-    # (paper: Dolly) the components are its categories, never "dolly", so the list is empty
-    ("paper", "08_real_data"): "ValueError: Number of columns must be a positive integer, not 0",
-}
 DOLLY_CATEGORIES = ("brainstorming", "classification", "closed_qa", "creative_writing", "general_qa",
                     "information_extraction", "open_qa", "summarization")
 
@@ -185,9 +179,6 @@ def test_profile_notebook_runs_on_the_cpu(profile, stem, stand_in, data_dir, pro
         records = run_suite(profile, only=[stem], overrides=[f"{stem}.{k}={json.dumps(v)}" for k, v in changed.items()],
                             build_dir=work / "build", show_cells=False, report=False)
     except SuiteFailure as failure:
-        known = KNOWN_FAILURES.get((profile, stem))
-        if known and known in str(failure):
-            pytest.xfail(f"known, reported bug: {failure}")
         pytest.fail(f"profile {profile!r}, {stem} with {changed}:\n{failure}", pytrace=False)
     assert [r["status"] for r in records] == ["ok"]
     executed = nbformat.read(records[0]["output"], as_version=4)

@@ -1,5 +1,6 @@
 """The run store: trained once, retrained when anything changes, damaged entries rerun, parallel = serial."""
 import pytest
+import torch
 
 import shutil
 from pathlib import Path
@@ -150,3 +151,17 @@ def test_run_many_says_how_many_runs_came_from_the_store(tmp_path, capsys):
     run_many([SPEC, with_seed(1)], store, processes=1)
     out = capsys.readouterr().out
     assert "[runs] 2 runs: 1 from the store, 1 to train" in out and "run 2/2, 1 from the store" in out
+
+
+def test_the_real_lane_scores_in_the_precision_it_trains_in_and_synthetic_runs_in_full_precision():
+    from hydralib.real import real_spec
+    from hydralib.runs import evaluation_precision, synthetic_spec
+    model = torch.nn.Linear(2, 2)
+    lane = real_spec(None, 0, model="tiny-random", sources=["gsm8k"], n_train=2, n_test=1, steps=1, lr=1e-3,
+                     mixed_precision="bf16")
+    with evaluation_precision(lane, model):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    synthetic = synthetic_spec(None, 0, n_components=2, steps=1, lr=1e-3, pretrain_steps=300, n_train=8, n_test=4,
+                               mixed_precision="bf16")
+    with evaluation_precision(synthetic, model):
+        assert not torch.is_autocast_enabled("cpu")
