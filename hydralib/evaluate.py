@@ -73,21 +73,22 @@ def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact",
         chunk = [rows[i] for i in indices]
         batch = collate([encoded[i] for i in indices], tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
-        with batch_routing(model, batch["route"], prompt_mask(batch)):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         labels = batch["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
-        # flat (rows x positions, vocabulary): several times faster than cross_entropy over a transposed tensor
-        losses = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                   labels.clamp_min(0).reshape(-1), reduction="none")
-        losses = losses.view(labels.shape) * mask
-        correct = (logits.argmax(-1) == labels) & mask
+        with batch_routing(model, batch["route"], prompt_mask(batch)):
+            logits = response_logits(model, batch, mask)  # (response tokens of every row, vocabulary), row by row
+        target = labels[mask]
+        row_of = mask.nonzero()[:, 0]
+        token_loss = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none")
+        n_rows, per_row = len(chunk), mask.sum(1)
+        losses = torch.zeros(n_rows, device=device).index_add_(0, row_of, token_loss)
+        correct = torch.zeros(n_rows, device=device).index_add_(0, row_of, (logits.argmax(-1) == target).float())
         if choice_ids is not None:
-            first = mask.float().argmax(1)  # the position whose logits predict the response's first token
-            options = logits[torch.arange(len(chunk), device=device), first][:, choice_ids]
+            first = torch.cumsum(per_row, 0) - per_row  # where each row's first response token sits in `logits`
+            options = logits[first.clamp_max(len(target) - 1)][:, choice_ids]
             for i, choice in zip(indices, options.argmax(-1).tolist()):
                 choices[i] = choice
-        for row, loss, hit, n in zip(chunk, losses.sum(1), correct.sum(1), mask.sum(1)):
+        for row, loss, hit, n in zip(chunk, losses, correct, per_row):
             for key in ("all", _name_of(row)):
                 sums[key] += loss.item()
                 hits[key] += hit.item()
@@ -96,6 +97,22 @@ def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact",
                "token_accuracy": hits[k] / counts[k]} for k in counts if counts[k]}
     overall = per.pop("all")
     return {**overall, "per_component": dict(sorted(per.items())), **({"choices": choices} if choice_ids else {})}
+
+
+# Model families whose logits are the LM head applied to the last hidden state, nothing more (no soft-capping or
+# scaling): for them response_logits applies the head to the response positions only.
+PLAIN_HEAD_MODELS = ("llama", "mistral", "qwen2")
+
+
+def response_logits(model, batch: dict, mask: torch.Tensor) -> torch.Tensor:
+    """The logits predicting each response token (positions where `mask`, over input positions 0..T-2), in row
+    order. Where the model is a plain decoder plus a linear head, the head (a 576 x 49,152 product for SmolLM2)
+    runs on those positions only, not on every prompt token: an MMLU row has 2 response tokens out of ~80."""
+    head = model.get_output_embeddings()
+    if getattr(model.config, "model_type", None) in PLAIN_HEAD_MODELS and type(head) is torch.nn.Linear:
+        hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return head(hidden.last_hidden_state[:, :-1][mask])
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][mask]
 
 
 @torch.no_grad()

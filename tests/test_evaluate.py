@@ -199,3 +199,22 @@ def test_a_stop_pattern_ends_each_row_where_its_answer_is_complete():
     ids = torch.tensor([[0] + tokenizer.encode("    return x\ndef f", add_special_tokens=False),
                         [0] + tokenizer.encode("    return x\n    y", add_special_tokens=False)])
     assert criterion(ids, None).tolist() == [True, False]
+
+
+def test_the_head_on_response_positions_only_gives_the_full_forwards_scores(monkeypatch):
+    """response_logits applies a plain LM head to the response positions only: loss, token accuracy and the
+    multiple-choice answer equal those of the full forward pass."""
+    import hydralib.evaluate as evaluate
+    from hydralib import AdapterConfig, add_adapters
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    add_adapters(model, AdapterConfig(method="hydra", r=4, heads=3, gate="learned"), seed=0)
+    rows = [{"instruction": "q" * n, "input": "", "output": "AB" * (n % 5 + 1), "component": n % 2,
+             "component_name": f"c{n % 2}"} for n in (3, 30, 7, 12, 1, 25)]
+    fast = evaluate_loss(model, tokenizer, rows, "alpaca", 128, 4, choice_ids=[65, 66, 67])
+    monkeypatch.setattr(evaluate, "PLAIN_HEAD_MODELS", ())  # the full forward pass, logits at every position
+    full = evaluate_loss(model, tokenizer, rows, "alpaca", 128, 4, choice_ids=[65, 66, 67])
+    assert fast["choices"] == full["choices"] and fast["per_component"].keys() == full["per_component"].keys()
+    for key in ("loss", "token_accuracy"):
+        assert fast[key] == pytest.approx(full[key], rel=1e-5)
+        assert all(fast["per_component"][c][key] == pytest.approx(full["per_component"][c][key], rel=1e-5)
+                   for c in full["per_component"])
