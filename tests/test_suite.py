@@ -145,7 +145,9 @@ def test_papermill_reads_every_assignment_of_the_parameters_cell(notebook):
 
     import papermill
     cell = next(c for c in nbformat.read(notebook, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
-    assigned = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
+    body = ast.parse(cell.source).body
+    assigned = {t.id for node in body if isinstance(node, ast.Assign) for t in node.targets}
+    assigned |= {node.target.id for node in body if isinstance(node, ast.AnnAssign)}  # n_test: "Union[...]" = ...
     assert set(papermill.inspect_notebook(str(notebook))) == assigned
 
 
