@@ -43,7 +43,7 @@ from .data.lengths import fitting_rows
 from .data.real import mmlu_shots
 from .evaluate import evaluate_generation, evaluate_loss, evaluate_real, gate_profile
 from .inject import add_adapters, count_parameters, warm_start_routers
-from .train import TrainConfig, resolve_mixed_precision, train
+from .train import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, resolve_mixed_precision, train
 
 DONE_NAME = "done.json"
 RESULTS_NAME = "results.json"
@@ -256,6 +256,9 @@ def train_with_validation(model, tokenizer, data: dict, spec: RunSpec, run_dir: 
         return {"step": step, "loss": loss["loss"],
                 "per_component": {name: v["loss"] for name, v in loss["per_component"].items()}}
 
+    # the points an interrupted attempt passed cannot be measured again: such a run starts over
+    for name in (CHECKPOINT_NAME, METRICS_NAME):
+        (run_dir / name).unlink(missing_ok=True)
     # a resume checks that it starts from the same weights as the run did, so each segment starts from them
     # (the checkpoint then restores the trained state)
     initial = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}

@@ -5,7 +5,8 @@ import pytest
 from hydralib import RunStore
 from hydralib.methods import adapter_config, lane_methods, with_lr
 from hydralib.real import LLAMA2_7B, evaluate_base, real_spec, shape_check
-from hydralib.runs import run_many
+from hydralib.runs import RunSpec, execute_run, run_many
+from hydralib.train import METRICS_NAME
 
 from real_fixtures import spec
 
@@ -77,6 +78,14 @@ def test_a_real_run_leaves_out_rows_too_long_and_records_validation_loss_per_sou
     assert result["validation"][0]["loss"] != result["validation"][-1]["loss"]
     # the byte-level tiny tokenizer: the fixture's GSM8K rows take 98 tokens, its MMLU rows 71
     assert result["dropped_train_rows"] == {"gsm8k": 4} and result["train_rows"] == 4
+    # a run folder left with a checkpoint (an attempt interrupted, here: one that finished) starts over, so every
+    # point is measured on the weights of its own step, and the training log is not written twice
+    again = tmp_path / "again"
+    run_spec = RunSpec.from_dict(run)
+    execute_run(run_spec, again)
+    redo = execute_run(run_spec, again)
+    assert redo["validation"] == result["validation"]
+    assert len((again / METRICS_NAME).read_text().splitlines()) == 4
     assert 0 <= result["gsm8k_cut_off"] <= 1 and len(result["gsm8k_correct"]) == 2
 
 
