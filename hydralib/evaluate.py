@@ -12,6 +12,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from . import sandbox
 from .data.formatting import (IGNORE_INDEX, collate, encode_prompt, encode_row, format_prompt, prompt_mask,
                               routing_fields)
+from .data.lengths import GENERATED_SOURCES
 from .data.sources import extract_gsm8k_answer
 from .inject import adapter_layers, batch_routing, recorded_gates, routing
 
@@ -289,6 +290,9 @@ def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template
 
     def generated(source):
         chosen = [r for r in rows if r["source"] == source]
+        if isinstance(budget, dict) and source not in budget:
+            raise ValueError(f"max_new_tokens={budget} has no budget for {source!r}, which is generated; give one "
+                             f"per generated source ({', '.join(GENERATED_SOURCES)}) or one number")
         limit = budget[source] if isinstance(budget, dict) else budget
         # one batch of up to 32 prompts: a decoding step costs little more for 32 rows than for 8 on a CPU
         texts, finished = generate(model, tokenizer, chosen, template, limit,

@@ -218,3 +218,12 @@ def test_the_head_on_response_positions_only_gives_the_full_forwards_scores(monk
         assert fast[key] == pytest.approx(full[key], rel=1e-5)
         assert all(fast["per_component"][c][key] == pytest.approx(full["per_component"][c][key], rel=1e-5)
                    for c in full["per_component"])
+
+
+def test_a_generated_source_without_a_budget_is_named():
+    from hydralib.evaluate import evaluate_real
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    rows = [{"instruction": "q", "input": "", "output": "#### 1", "answer": "1", "source": "gsm8k", "component": 0,
+             "component_name": "gsm8k"}]
+    with pytest.raises(ValueError, match="max_new_tokens=\\{'humaneval': 8\\} has no budget for 'gsm8k'"):
+        evaluate_real(model, tokenizer, rows, {"max_new_tokens": {"humaneval": 8}}, "alpaca", 64)
