@@ -159,6 +159,28 @@ def lane_columns(summary: dict[str, dict], kind: str) -> list[str]:
     raise ValueError(f"unknown kind {kind!r}; allowed: 'loss', 'accuracy'")
 
 
+def accuracy_resolution(summary: dict[str, dict], difference: float = 0.05) -> list[str]:
+    """For each accuracy column of a lane_summary: the half-width of a 95 % interval at an accuracy of 0.5 on its
+    test rows (the widest it gets), and whether a `difference` between two methods is visible at that size."""
+    lines = []
+    for label, cell in summary["base model"].items():
+        if isinstance(cell, dict):
+            _, lo, hi = proportion_interval(cell["n"] // 2, cell["n"])
+            half = (hi - lo) / 2
+            lines.append(f"{label}: {cell['n']} test rows; at an accuracy of 0.5 the 95% interval is ±{half:.3f}, so a "
+                         f"difference of {difference * 100:.0f} points is {'visible' if half < difference else 'not visible'}"
+                         " at this size")
+    return lines
+
+
+def last_validation_change(runs: list[dict]) -> dict[str, float]:
+    """Per component, the change of validation loss over a method's last interval (the mean over its runs):
+    negative means still falling when training stopped."""
+    curves = [r["validation"] for r in runs]
+    return {c: float(np.mean([curve[-1]["per_component"][c] - curve[-2]["per_component"][c] for curve in curves]))
+            for c in curves[0][-1]["per_component"]}
+
+
 def plot_validation_curves(results: dict[str, list[dict]], components: list[str], title: str, path=None):
     """Validation loss per component against the training step, one panel per component and one line per
     method (the mean over seeds of each run's result["validation"]); saved to path if given. A rising line

@@ -114,3 +114,15 @@ def test_component_losses_are_plotted_per_model_and_component(tmp_path):
     fig = plot_component_losses(summary, ["a", "b"], "t", tmp_path / "x.png")
     heights = sorted(round(p.get_height(), 2) for p in fig.axes[0].patches)
     assert heights == [1.0, 1.5, 2.0, 3.0] and (tmp_path / "x.png").stat().st_size > 0
+
+
+def test_accuracy_resolution_and_the_last_validation_change():
+    from hydralib.report import accuracy_resolution, last_validation_change
+    summary = {"base model": {"mean loss": (1.0, 0.0), "MMLU 0-shot": {"share": .2, "lo": .1, "hi": .3, "n": 100},
+                              "GSM8K exact match": {"share": .1, "lo": 0, "hi": .4, "n": 1600}}}
+    mmlu, gsm8k = accuracy_resolution(summary)
+    assert mmlu.startswith("MMLU 0-shot: 100 test rows") and "±0.096" in mmlu and mmlu.endswith("not visible at this size")
+    assert "±0.024" in gsm8k and gsm8k.endswith("is visible at this size")
+    curve = [{"per_component": {"a": 3.0, "b": 1.0}}, {"per_component": {"a": 2.5, "b": 1.5}}]
+    assert last_validation_change([{"validation": curve}, {"validation": curve[::-1]}]) == {"a": 0.0, "b": 0.0}
+    assert last_validation_change([{"validation": curve}]) == {"a": -0.5, "b": 0.5}
