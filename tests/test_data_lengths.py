@@ -30,15 +30,16 @@ def test_the_budget_is_the_largest_per_source_quantile_rounded_up_and_its_table_
     data = rows("gsm8k", [10] * 99 + [200], [20] * 98 + [60, 90]) + rows("mmlu", [30] * 50, [1] * 50)
     lengths = measure(data, WordTokenizer(), "compact")
     budget = length_budget(lengths, quantile=0.98)
-    # gsm8k totals: 33 (98 rows), 73, 293; numpy's 0.98 quantile lies between the 98th and 99th: 33.8, rounded
-    # up to 40; mmlu's are all 34 -> 40. Answers (eos included): 21 (98 rows), 61, 91 -> 21.8 -> 24
-    assert budget["max_length"] == 40 and budget["max_new_tokens"] == {"gsm8k": 24}
+    # gsm8k totals: 33 (98 rows), 73, 293; the 0.98 quantile is a measured row, the next one up from 33.8
+    # (an interpolation would take 33.8 and leave 2 rows, 2%, over): 73, rounded up to 80; mmlu's are all 34 -> 40.
+    # Answers (eos included): 21 (98 rows), 61, 91 -> 61 -> 64
+    assert budget["max_length"] == 80 and budget["max_new_tokens"] == {"gsm8k": 64}
     table = truncation_table(lengths, budget)
-    # at most 1 - quantile of a source is longer than its budget
-    assert table["gsm8k"]["over_max_length"] == pytest.approx(0.02) and table["mmlu"]["over_max_length"] == 0
-    assert table["gsm8k"]["answers_cut_off"] == pytest.approx(0.02) and "answers_cut_off" not in table["mmlu"]
+    # fewer than 1 - quantile of a source is longer than its budget
+    assert table["gsm8k"]["over_max_length"] == pytest.approx(0.01) and table["mmlu"]["over_max_length"] == 0
+    assert table["gsm8k"]["answers_cut_off"] == pytest.approx(0.01) and "answers_cut_off" not in table["mmlu"]
     text = truncation_markdown(table)
-    assert "| gsm8k | 100 | 34 | 40 | 2.0% | 24 | 2.0% |" in text and "scored by likelihood" in text
+    assert "| gsm8k | 100 | 73 | 80 | 1.0% | 64 | 1.0% |" in text and "scored by likelihood" in text
     with pytest.raises(ValueError, match="quantile must be in \\(0, 1\\], got quantile=0"):
         length_budget(lengths, quantile=0)
 

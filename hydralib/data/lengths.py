@@ -5,7 +5,8 @@
     print(truncation_markdown(truncation_table(lengths, budget)))
 
 A row is bos + prompt + response + eos (as data.formatting.encode_row builds it). max_length is the largest
-per-source quantile of the total, so at most 1 - quantile of any source's rows is longer; those rows are dropped
+per-source quantile of the total, taken as a measured length (numpy's method "higher", not an interpolation
+between two rows), so fewer than 1 - quantile of any source's rows are longer; those rows are dropped
 from training (fitting_rows), never cut into a prompt without its start. The generation budget of a source is
 the quantile of its reference answers' length (eos included), for the sources scored by generating (GSM8K,
 HumanEval); MMLU is scored on the answer letter's likelihood and needs none.
@@ -46,6 +47,13 @@ def _by_source(lengths: list[dict]) -> dict[str, list[dict]]:
     return dict(grouped)
 
 
+def _quantile(values: list[int], quantile: float) -> float:
+    """The measured value at `quantile` (the next one up, never an interpolation below it): fewer than
+    1 - quantile of the values are larger. An interpolated quantile can fall between two rows and leave more out
+    (HumanEval's 117 rows: 2.6% over an interpolated 98th percentile, 1.7% over this one)."""
+    return float(np.quantile(values, quantile, method="higher"))
+
+
 def length_budget(lengths: list[dict], quantile: float = 0.98) -> dict:
     """{"max_length": int, "max_new_tokens": {source: int}, "quantile": q} from measured lengths."""
     if not 0 < quantile <= 1:
@@ -53,8 +61,8 @@ def length_budget(lengths: list[dict], quantile: float = 0.98) -> dict:
     if not lengths:
         raise ValueError("no rows to measure: length_budget needs the lengths of at least one row")
     grouped = _by_source(lengths)
-    max_length = max(_round_up(np.quantile([x["total"] for x in rows], quantile)) for rows in grouped.values())
-    new_tokens = {source: _round_up(np.quantile([x["response"] for x in rows], quantile))
+    max_length = max(_round_up(_quantile([x["total"] for x in rows], quantile)) for rows in grouped.values())
+    new_tokens = {source: _round_up(_quantile([x["response"] for x in rows], quantile))
                   for source, rows in grouped.items() if source in GENERATED_SOURCES}
     return {"max_length": max_length, "max_new_tokens": new_tokens, "quantile": quantile}
 
@@ -66,7 +74,7 @@ def truncation_table(lengths: list[dict], budget: dict) -> dict[str, dict]:
     table = {}
     for source, rows in sorted(_by_source(lengths).items()):
         totals = np.array([x["total"] for x in rows])
-        entry = {"rows": len(rows), "total_quantile": float(np.quantile(totals, budget["quantile"])),
+        entry = {"rows": len(rows), "total_quantile": _quantile(totals, budget["quantile"]),
                  "max_length": budget["max_length"], "over_max_length": float((totals > budget["max_length"]).mean())}
         if source in budget["max_new_tokens"]:
             limit = budget["max_new_tokens"][source]
