@@ -2,6 +2,7 @@
 accuracy, multiple-choice log-likelihood (MMLU), and sandboxed HumanEval pass@1 (opt-in)."""
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections import defaultdict
@@ -37,6 +38,28 @@ class StopWhenMatched(StoppingCriteria):
         return torch.tensor([bool(self.pattern.search(t)) for t in texts], device=input_ids.device)
 
 
+class StopWhenLooping(StoppingCriteria):
+    """Ends each row of a greedy generation once its new tokens end in one block repeated `repeats` times running
+    (at least `span` tokens, blocks of up to `max_period` tokens): greedy decoding does not leave such a loop, so
+    the rest of the budget would only repeat it ("= $20 / 50 = $20 / 50 = ..." from a briefly trained model)."""
+
+    def __init__(self, prompt_length: int, repeats: int = 3, span: int = 24, max_period: int = 48):
+        self.start, self.repeats, self.span, self.max_period = prompt_length, repeats, span, max_period
+        self.looped = None  # per row, sticky: in a loop at some step (the padding after its stop cannot clear it)
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        new = input_ids[:, self.start:]
+        looping = torch.zeros(new.shape[0], dtype=torch.bool, device=new.device)
+        for period in range(1, self.max_period + 1):
+            length = period * max(self.repeats, -(-self.span // period))  # whole blocks covering the span
+            if length > new.shape[1]:
+                break
+            tail = new[:, -length:]
+            looping |= (tail[:, period:] == tail[:, :-period]).all(1)  # each token equals the one a block back
+        self.looped = looping if self.looped is None else self.looped | looping
+        return looping
+
+
 def _batches(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -57,18 +80,37 @@ def _summaries(values: dict[str, list[float]]) -> dict[str, float]:
     return {name: sum(v) / len(v) for name, v in sorted(values.items())}
 
 
+def _routed_layers(model) -> list:
+    layers = list(adapter_layers(model).values())
+    if not layers:
+        raise ValueError("this model has no hydralib adapters, so nothing routes")
+    return layers
+
+
+def _prompt_gates(layers: list, prompts: torch.Tensor) -> torch.Tensor:
+    """(batch, layers, heads): each row's recorded gate averaged over its prompt tokens (`prompts`, 1 on them)."""
+    per_layer = []
+    for layer in layers:
+        g, weights = recorded_gates(layer, prompts)
+        per_layer.append(((g * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)).cpu())
+    return torch.stack(per_layer, 1)
+
+
 @torch.no_grad()
 def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact", max_length: int = 64,
-                  batch_size: int = 32, choice_ids: list[int] | None = None) -> dict:
+                  batch_size: int = 32, choice_ids: list[int] | None = None, gates: bool = False) -> dict:
     """Response-token loss, perplexity and teacher-forced token accuracy, overall and per component.
 
     choice_ids: token ids of answer options (e.g. MMLU's letters, see template_letter_ids); then "choices" holds, per
     row, the index of the option likeliest as the response's first token, read from the same forward pass (the
-    zero-shot multiple-choice answer after the training template, at no extra cost)."""
+    zero-shot multiple-choice answer after the training template, at no extra cost).
+    gates: also "gates", the routing of each row as gate_profile gives it, recorded in the same forward pass (in a
+    causal model a prompt token's gate does not depend on the response after it)."""
     model.eval()
     device = next(model.parameters()).device
     sums, hits, counts = defaultdict(float), defaultdict(float), defaultdict(int)
-    choices = [None] * len(rows)
+    choices, row_gates = [None] * len(rows), [None] * len(rows)
+    layers = _routed_layers(model) if gates else []
     encoded = [encode_row(r, tokenizer, template, max_length) for r in rows]
     for indices in _by_length([e["input_ids"] for e in encoded], batch_size):
         chunk = [rows[i] for i in indices]
@@ -76,8 +118,13 @@ def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact",
         batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
-        with batch_routing(model, batch["route"], prompt_mask(batch)):
+        prompts = prompt_mask(batch)
+        with batch_routing(model, batch["route"], prompts), \
+                (routing(model, record="detached") if gates else contextlib.nullcontext()):
             logits = response_logits(model, batch, mask)  # (response tokens of every row, vocabulary), row by row
+            if gates:
+                for i, gate in zip(indices, _prompt_gates(layers, prompts.float())):
+                    row_gates[i] = gate
         target = labels[mask]
         row_of = mask.nonzero()[:, 0]
         token_loss = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none")
@@ -97,7 +144,8 @@ def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact",
     per = {k: {"loss": sums[k] / counts[k], "perplexity": math.exp(sums[k] / counts[k]),
                "token_accuracy": hits[k] / counts[k]} for k in counts if counts[k]}
     overall = per.pop("all")
-    return {**overall, "per_component": dict(sorted(per.items())), **({"choices": choices} if choice_ids else {})}
+    return {**overall, "per_component": dict(sorted(per.items())), **({"choices": choices} if choice_ids else {}),
+            **({"gates": {"layers": list(adapter_layers(model)), "gates": torch.stack(row_gates)}} if gates else {})}
 
 
 # Model families whose logits are the LM head applied to the last hidden state, nothing more (no soft-capping or
@@ -126,9 +174,7 @@ def gate_profile(model, tokenizer, rows: list[dict], template: str = "compact", 
     prompts are run: in a causal model a prompt token's gate does not depend on the response after it."""
     model.eval()
     device = next(model.parameters()).device
-    layers = list(adapter_layers(model).values())
-    if not layers:
-        raise ValueError("this model has no hydralib adapters, so nothing routes")
+    layers = _routed_layers(model)
     prompts = [{"input_ids": encode_prompt(r, tokenizer, template, max_length), **routing_fields(r)} for r in rows]
     gates = [None] * len(rows)
     for indices in _by_length([p["input_ids"] for p in prompts], batch_size):
@@ -136,45 +182,46 @@ def gate_profile(model, tokenizer, rows: list[dict], template: str = "compact", 
         mask = prompt_mask(batch).float()
         with batch_routing(model, batch["route"], mask), routing(model, record="detached"):
             model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-            per_layer = []
-            for layer in layers:
-                g, weights = recorded_gates(layer, mask)
-                per_layer.append(((g * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)).cpu())
-        for i, row_gates in zip(indices, torch.stack(per_layer, 1)):
-            gates[i] = row_gates
+            for i, row_gates in zip(indices, _prompt_gates(layers, mask)):
+                gates[i] = row_gates
     return {"layers": list(adapter_layers(model)), "gates": torch.stack(gates)}
 
 
 @torch.no_grad()
 def generate(model, tokenizer, rows: list[dict], template: str = "compact", max_new_tokens: int = 16,
-             batch_size: int = 32, max_length: int = 128, with_finished: bool = False, stop: str | None = None):
+             batch_size: int = 32, max_length: int = 128, with_endings: bool = False, stop: str | None = None,
+             stop_loops: bool = False):
     """Greedy continuations of each row's prompt, cut at the end-of-sequence token, or where the new text
-    first matches the regex `stop` (e.g. STOPS["gsm8k"]: the answer is complete).
+    first matches the regex `stop` (e.g. STOPS["gsm8k"]: the answer is complete), or with stop_loops where it
+    has fallen into a loop (StopWhenLooping).
 
-    with_finished: return (texts, finished), finished[i] False when row i ran out of max_new_tokens before its
-    end-of-sequence token or its stop (its answer was cut off)."""
+    with_endings: return (texts, endings), endings[i] how row i ended: "complete" (its end-of-sequence token or
+    its stop), "loop" (stopped in a loop) or "cut off" (it ran out of max_new_tokens first)."""
     model.eval()
     device = next(model.parameters()).device
-    outputs, finished = [None] * len(rows), [None] * len(rows)
+    outputs, endings = [None] * len(rows), [None] * len(rows)
     prompts = [{"input_ids": encode_prompt(r, tokenizer, template, max_length), **routing_fields(r)} for r in rows]
     for indices in _by_length([p["input_ids"] for p in prompts], batch_size):
         batch = collate([prompts[i] for i in indices], tokenizer.pad_token_id, padding_side="left")
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        criteria = StoppingCriteriaList([StopWhenMatched(tokenizer, ids.shape[1], stop)] if stop else [])
+        loops = StopWhenLooping(ids.shape[1])
+        criteria = StoppingCriteriaList(([StopWhenMatched(tokenizer, ids.shape[1], stop)] if stop else [])
+                                        + ([loops] if stop_loops else []))
         with batch_routing(model, batch["route"], mask, hold=True):
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  do_sample=False, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id, stopping_criteria=criteria)
-        for i, seq in zip(indices, out[:, ids.shape[1]:].tolist()):
-            finished[i] = tokenizer.eos_token_id in seq
-            if finished[i]:
+        looped = loops.looped.tolist() if loops.looped is not None else [False] * len(indices)
+        for i, seq, in_loop in zip(indices, out[:, ids.shape[1]:].tolist(), looped):
+            endings[i] = "complete" if tokenizer.eos_token_id in seq else "loop" if in_loop else "cut off"
+            if tokenizer.eos_token_id in seq:
                 seq = seq[:seq.index(tokenizer.eos_token_id)]
             outputs[i] = tokenizer.decode(seq, skip_special_tokens=True)
             matched = re.search(stop, outputs[i]) if stop else None
             if matched:  # the answer ended there: what follows is not part of it
                 outputs[i] = outputs[i][:matched.start()] + (matched.groupdict().get("keep") or "")
-                finished[i] = True
-    return (outputs, finished) if with_finished else outputs
+                endings[i] = "complete"
+    return (outputs, endings) if with_endings else outputs
 
 
 def is_correct(row: dict, generated: str, scorer: str = "exact") -> bool:
@@ -257,7 +304,7 @@ def template_letter_ids(tokenizer) -> list[int] | None:
 
 
 def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template: str, max_length: int,
-                  shots: dict[str, list[dict]] | None = None) -> dict:
+                  shots: dict[str, list[dict]] | None = None, gates: bool = False) -> dict:
     """Scores of a model on real test rows, each with the per-row outcomes that intervals and paired
     comparisons need:
     - test_loss: the response loss overall (per token, so long answers weigh most) and per component, with
@@ -268,13 +315,15 @@ def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template
     - GSM8K rows: exact match of the final number, generated greedily within the source's budget
       (evaluation["max_new_tokens"]: a number, or {source: number}), and the share of generations cut off;
     - HumanEval rows: pass@1 and its share cut off, only when evaluation["execute_code"] is true (it runs the
-      generated code, sandboxed)."""
+      generated code, sandboxed);
+    - gates: also "gates", each row's routing (gate_profile's), from the loss pass."""
     batch_size = evaluation.get("batch_size", 8)
     mmlu = [r for r in rows if r["source"] == "mmlu"]
     choice_ids = template_letter_ids(tokenizer) if mmlu else None
-    loss = evaluate_loss(model, tokenizer, rows, template, max_length, batch_size=batch_size, choice_ids=choice_ids)
+    loss = evaluate_loss(model, tokenizer, rows, template, max_length, batch_size=batch_size, choice_ids=choice_ids,
+                         gates=gates)
     choices = loss.pop("choices", None)
-    scores = {"test_loss": loss}
+    scores = {"test_loss": loss, **({"gates": loss.pop("gates")} if gates else {})}
     if mmlu:
         if choices is not None:
             correct = [float(MMLU_LETTERS[c] == r["answer"]) for r, c in zip(rows, choices) if r["source"] == "mmlu"]
@@ -295,22 +344,23 @@ def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template
                              f"per generated source ({', '.join(GENERATED_SOURCES)}) or one number")
         limit = budget[source] if isinstance(budget, dict) else budget
         # one batch of up to 32 prompts: a decoding step costs little more for 32 rows than for 8 on a CPU
-        texts, finished = generate(model, tokenizer, chosen, template, limit,
-                                   evaluation.get("generation_batch_size", 32), max_length, with_finished=True,
-                                   stop=STOPS[source])
-        return chosen, texts, 1 - sum(finished) / len(finished)
+        texts, endings = generate(model, tokenizer, chosen, template, limit,
+                                  evaluation.get("generation_batch_size", 32), max_length, with_endings=True,
+                                  stop=STOPS[source], stop_loops=True)
+        return chosen, texts, {f"{source}_cut_off": endings.count("cut off") / len(endings),
+                               f"{source}_looping": endings.count("loop") / len(endings)}
 
     if any(r["source"] == "gsm8k" for r in rows):
-        gsm8k, texts, cut_off = generated("gsm8k")
+        gsm8k, texts, endings = generated("gsm8k")
         correct = [float(is_correct(r, t, "gsm8k")) for r, t in zip(gsm8k, texts)]
         scores.update(gsm8k_exact_match=sum(correct) / len(correct), gsm8k_correct=correct, gsm8k_n=len(gsm8k),
-                      gsm8k_cut_off=cut_off, gsm8k_generations=texts)
+                      gsm8k_generations=texts, **endings)
     if any(r["source"] == "humaneval" for r in rows) and evaluation.get("execute_code", False):
-        code, texts, cut_off = generated("humaneval")
+        code, texts, endings = generated("humaneval")
         passed = humaneval_pass_at_1(code, texts, allow_execution=True)["passed"]
         correct = [float(passed[r["task_id"]]) for r in code]
         scores.update(pass_at_1=sum(correct) / len(correct), humaneval_correct=correct, humaneval_n=len(code),
-                      humaneval_cut_off=cut_off)
+                      **endings)
     return scores
 
 

@@ -78,7 +78,9 @@ def plot_methods(summaries: dict[str, dict], title: str, path=None):
 # (per-row outcomes in a run's result, the column they fill): 0/1 per test row, pooled over seeds for an interval
 ACCURACIES = (("mmlu_correct", "MMLU 0-shot"), ("mmlu_few_shot_correct", "MMLU few-shot"),
               ("gsm8k_correct", "GSM8K exact match"), ("humaneval_correct", "HumanEval pass@1"))
-CUT_OFF = (("gsm8k_cut_off", "GSM8K cut off"), ("humaneval_cut_off", "HumanEval cut off"))
+# (share of generations, its column): cut off by the budget, or stopped in a loop (evaluate.StopWhenLooping)
+CUT_OFF = (("gsm8k_cut_off", "GSM8K cut off"), ("gsm8k_looping", "GSM8K loops"),
+           ("humaneval_cut_off", "HumanEval cut off"), ("humaneval_looping", "HumanEval loops"))
 
 
 def mean_component_loss(result: dict) -> float:
@@ -98,7 +100,7 @@ def lane_summary(base: list[dict], results: dict[str, list[dict]]) -> dict[str, 
 
     Losses and token accuracies (per component and their mean over components, each source counting once) are
     (mean, sd over seeds); accuracies are {"share", "lo", "hi", "n"}: the Wilson 95 % interval of the test rows
-    of every seed pooled; the share of generations cut off by the budget; for the methods trainable
+    of every seed pooled; the shares of generations cut off by the budget and stopped in a loop; for the methods trainable
     parameters and training seconds."""
 
     def summarise(runs):
@@ -148,7 +150,7 @@ def lane_table(summary: dict[str, dict], columns: list[str] | None = None) -> st
 
 def lane_columns(summary: dict[str, dict], kind: str) -> list[str]:
     """The columns of one of the lane's two tables: "loss" (losses and token accuracies, sizes, seconds) or
-    "accuracy" (the task scores with their intervals, and the shares of generations cut off)."""
+    "accuracy" (the task scores with their intervals, and the shares of generations cut off or in a loop)."""
     every = list(dict.fromkeys(key for row in summary.values() for key in row))
     scores = [c for c in every if any(isinstance(row.get(c), dict) for row in summary.values())]
     scores += [label for _, label in CUT_OFF if label in every]

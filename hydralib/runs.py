@@ -41,7 +41,7 @@ from .config import AdapterConfig
 from .data.corpus import build_data
 from .data.lengths import fitting_rows
 from .data.real import mmlu_shots
-from .evaluate import evaluate_generation, evaluate_loss, evaluate_real, gate_profile
+from .evaluate import evaluate_generation, evaluate_loss, evaluate_real
 from .inject import add_adapters, count_parameters, warm_start_routers
 from .train import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, resolve_mixed_precision, train
 
@@ -203,11 +203,11 @@ def execute_run(spec: RunSpec, run_dir: Path) -> dict:
         warm_start_routers(model, tokenizer, data["train"], config.template, config.max_length)
     result, validation = train_with_validation(model, tokenizer, data, spec, run_dir)
     test = eval_rows(data, spec)
+    routed = spec.adapter is not None and spec.adapter.heads > 1
     with evaluation_precision(spec, result.model):
-        scores = score_rows(result.model, tokenizer, test, spec)
-        if spec.adapter is not None and spec.adapter.heads > 1:
-            routes = {**routes, "routing": routing_summary(result.model, tokenizer, test, data["components"],
-                                                            config.template, config.max_length)}
+        scores = score_rows(result.model, tokenizer, test, spec, gates=routed)
+    if routed:
+        routes = {**routes, "routing": routing_summary(scores.pop("gates"), test, data["components"])}
     count = count_parameters(result.model)
     return {
         "key": run_dir.name,
@@ -281,25 +281,27 @@ def eval_rows(data: dict, spec: RunSpec) -> list[dict]:
     return data["test"][:spec.eval.get("n_test", len(data["test"]))]
 
 
-def score_rows(model, tokenizer, rows: list[dict], spec: RunSpec) -> dict:
+def score_rows(model, tokenizer, rows: list[dict], spec: RunSpec, gates: bool = False) -> dict:
     """A model's scores on test rows, as the spec's data kind asks: for real data evaluate.evaluate_real;
-    otherwise the loss per component, teacher-forced token accuracy and greedy exact match (with the generations)."""
+    otherwise the loss per component, teacher-forced token accuracy and greedy exact match (with the generations).
+    gates: also "gates", each row's routing (evaluate.gate_profile's), recorded in the loss pass."""
     evaluation, template, max_length = spec.eval, spec.train.template, spec.train.max_length
     if spec.data["kind"] == "real":
         shots = mmlu_shots(spec.data.get("download", False)) if evaluation.get("mmlu_shots") else None
-        return evaluate_real(model, tokenizer, rows, evaluation, template, max_length, shots)
-    loss = evaluate_loss(model, tokenizer, rows, template, max_length)
+        return evaluate_real(model, tokenizer, rows, evaluation, template, max_length, shots, gates=gates)
+    loss = evaluate_loss(model, tokenizer, rows, template, max_length, gates=gates)
+    profile = loss.pop("gates", None)
     generation = evaluate_generation(model, tokenizer, rows, template, evaluation.get("max_new_tokens", 16),
                                      scorer=evaluation.get("scorer", "exact"))
     return {"test_loss": loss, "exact_match": generation["exact_match"], "token_accuracy": loss["token_accuracy"],
-            "exact_match_per_component": generation["per_component"], "generations": generation["generations"]}
+            "exact_match_per_component": generation["per_component"], "generations": generation["generations"],
+            **({"gates": profile} if gates else {})}
 
 
-def routing_summary(model, tokenizer, rows: list[dict], components: list[str], template: str,
-                    max_length: int) -> dict:
-    """What routing did on the test rows: the mean gate per component and layer, and how much the head a
-    row leans on most (its gate averaged over layers) tells about its true component (mutual information)."""
-    profile = gate_profile(model, tokenizer, rows, template, max_length)
+def routing_summary(profile: dict, rows: list[dict], components: list[str]) -> dict:
+    """What routing did on the test rows, from their gate profile (evaluate.gate_profile's {"layers", "gates"}):
+    the mean gate per component and layer, and how much the head a row leans on most (its gate averaged over
+    layers) tells about its true component (mutual information)."""
     gates = profile["gates"]  # (rows, layers, heads)
     component = torch.tensor([int(r.get("component", 0)) for r in rows])
     usage = {components[c]: gates[component == c].mean(0).tolist() for c in component.unique().tolist()}

@@ -104,6 +104,14 @@ def test_gate_profile_gives_each_row_its_gate_per_layer():
         if gate == "task":
             chosen = profile["gates"].argmax(-1)
             assert chosen.tolist() == [[r["component"]] * len(profile["layers"]) for r in rows]
+        # the loss pass records the same routing (the prompt's gates do not depend on the response after them)
+        from_loss = evaluate_loss(model, tokenizer, rows, batch_size=4, gates=True)["gates"]
+        assert from_loss["layers"] == profile["layers"]
+        assert torch.allclose(from_loss["gates"], profile["gates"], atol=1e-5)
+        if gate == "learned":
+            assert not torch.allclose(profile["gates"][0], profile["gates"][1], atol=1e-3)  # rows route differently
+    with pytest.raises(ValueError, match="this model has no hydralib adapters, so nothing routes"):
+        evaluate_loss(load_model("tiny-random", **small)[0], tokenizer, rows, gates=True)
 
 
 def test_multiple_choice_in_a_training_template_asks_with_the_training_prompt():
@@ -147,10 +155,10 @@ def test_generation_says_which_answers_ran_out_of_budget():
     eos = torch.zeros(model.config.vocab_size)
     eos[tokenizer.eos_token_id] = 1000.0  # every row ends at once
     rows = [{"instruction": "say", "input": "", "output": "x"}] * 2
-    texts, finished = generate(model, tokenizer, rows, "alpaca", 3, with_finished=True)
-    assert len(texts) == 2 and finished == [False, False] or finished == [True, True]
+    texts, endings = generate(model, tokenizer, rows, "alpaca", 3, with_endings=True)
+    assert len(texts) == 2 and endings in (["cut off", "cut off"], ["complete", "complete"])
     model.lm_head.register_forward_hook(lambda module, args, out: out + eos)
-    assert generate(model, tokenizer, rows, "alpaca", 3, with_finished=True) == (["", ""], [True, True])
+    assert generate(model, tokenizer, rows, "alpaca", 3, with_endings=True) == (["", ""], ["complete", "complete"])
 
 
 def test_rows_batched_by_length_come_back_in_their_own_order():
@@ -191,14 +199,42 @@ def test_a_stop_pattern_ends_each_row_where_its_answer_is_complete():
         return forced
     model.lm_head.register_forward_hook(scripted)
     rows = [{"instruction": "q", "input": "", "output": "7"}, {"instruction": "q", "input": "", "output": "7"}]
-    texts, finished = generate(model, tokenizer, rows, "alpaca", 30, with_finished=True, stop=STOPS["gsm8k"])
-    assert texts[0] == "so 7\n#### 7" and finished[0] and not finished[1] and len(texts[1]) == 30
+    texts, endings = generate(model, tokenizer, rows, "alpaca", 30, with_endings=True, stop=STOPS["gsm8k"])
+    assert texts[0] == "so 7\n#### 7" and endings == ["complete", "cut off"] and len(texts[1]) == 30
     assert re.search(STOPS["gsm8k"], "a\n### Instruction") and re.search(STOPS["gsm8k"], "14.\n##### Instruction:")
     assert not re.search(STOPS["gsm8k"], "#### 7") and not re.search(STOPS["gsm8k"], "so 3 ### 4\n")
     criterion = StopWhenMatched(tokenizer, 1, STOPS["humaneval"])
     ids = torch.tensor([[0] + tokenizer.encode("    return x\ndef f", add_special_tokens=False),
                         [0] + tokenizer.encode("    return x\n    y", add_special_tokens=False)])
     assert criterion(ids, None).tolist() == [True, False]
+
+
+def test_a_row_in_a_loop_stops_there_and_is_counted_apart_from_the_budget():
+    """Greedy decoding does not leave a loop: with stop_loops a row stops once a block of tokens repeats 3 times
+    running (24 tokens at least), row by row, and says "loop"; text that repeats less, or changes, goes on."""
+    from hydralib.evaluate import StopWhenLooping, generate
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)
+    script = [encode("so 1" + " = 20 / 50" * 40), [int(t) for t in torch.randint(100, 200, (200,))]]
+    calls = []
+
+    def scripted(module, args, out):  # row i writes script[i] token by token, whatever the prompt
+        step = len(calls)
+        calls.append(step)
+        forced = torch.full_like(out, -1000.0)
+        for row, tokens in enumerate(script[:out.shape[0]]):
+            forced[row, -1, tokens[min(step, len(tokens) - 1)]] = 1000.0
+        return forced
+    model.lm_head.register_forward_hook(scripted)
+    rows = [{"instruction": "q", "input": "", "output": "7"}] * 2
+    texts, endings = generate(model, tokenizer, rows, "alpaca", 120, with_endings=True, stop_loops=True)
+    block = len(encode(" = 20 / 50"))
+    assert endings == ["loop", "cut off"] and texts[0].count("= 20 / 50") == max(3, -(-24 // block))
+    assert generate(model, tokenizer, rows, "alpaca", 120, with_endings=True)[1] == ["cut off", "cut off"]
+    criterion = StopWhenLooping(prompt_length=1)
+    twice, period_one = encode("He has 5 pens.\n" * 2), [7] * 30
+    ids = torch.tensor([[0] + twice + [9] * (30 - len(twice)), [0] + period_one])
+    assert criterion(ids, None).tolist() == [False, True]
 
 
 def test_the_head_on_response_positions_only_gives_the_full_forwards_scores(monkeypatch):

@@ -68,7 +68,7 @@ def test_lane_summary_and_tables():
     def run(gsm8k, mmlu_loss, mmlu_correct, seconds):
         return {"test_loss": {"loss": gsm8k, "per_component": {"gsm8k": {"loss": gsm8k, "token_accuracy": 0.5},
                                                                "mmlu": {"loss": mmlu_loss, "token_accuracy": 0.7}}},
-                "mmlu_correct": mmlu_correct, "gsm8k_cut_off": 0.25, "train_seconds": seconds,
+                "mmlu_correct": mmlu_correct, "gsm8k_cut_off": 0.25, "gsm8k_looping": 0.5, "train_seconds": seconds,
                 "parameters": {"trainable": 1000, "paper": 500.0, "base": 100000}}
     base = [{k: v for k, v in run(2.0, 4.0, [0, 1, 0, 0], 0).items() if k not in ("train_seconds", "parameters")}]
     summary = lane_summary(base, {"LoRA r8": [run(1.0, 2.0, [1, 1, 0, 0], 10), run(1.2, 2.0, [1, 1, 1, 0], 12)]})
@@ -79,11 +79,11 @@ def test_lane_summary_and_tables():
     mmlu = lora["MMLU 0-shot"]  # 5 of 8 rows over the two seeds, pooled, with Wilson's 95 % interval
     assert mmlu["share"] == 0.625 and mmlu["n"] == 8 and mmlu["lo"] == pytest.approx(0.306, abs=1e-3)
     assert mmlu["hi"] == pytest.approx(0.863, abs=1e-3)
-    assert lane_columns(summary, "accuracy") == ["MMLU 0-shot", "GSM8K cut off"]
+    assert lane_columns(summary, "accuracy") == ["MMLU 0-shot", "GSM8K cut off", "GSM8K loops"]
     assert "MMLU 0-shot" not in lane_columns(summary, "loss") and "mean loss" in lane_columns(summary, "loss")
     table = lane_table(summary, lane_columns(summary, "loss"))
     assert "| base model | 3.000 |" in table and "| LoRA r8 | 1.550 ± 0.071 |" in table and "1,000" in table
-    assert "| LoRA r8 | 0.625 [0.31, 0.86] (n=8) | 0.250 |" in lane_table(summary, lane_columns(summary, "accuracy"))
+    assert "| LoRA r8 | 0.625 [0.31, 0.86] (n=8) | 0.250 | 0.500 |" in lane_table(summary, lane_columns(summary, "accuracy"))
     with pytest.raises(ValueError, match="unknown kind 'losses'; allowed: 'loss', 'accuracy'"):
         lane_columns(summary, "losses")
 
