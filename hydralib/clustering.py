@@ -312,9 +312,13 @@ def cluster_trials(rows: Sequence[dict], n_trials: int = 15, fraction: float = 0
     rng = np.random.default_rng(seed)
     size = max(1, round(fraction * len(rows)))
     found = {method: {"n_clusters": [], "ari": []} for method in methods}
+    featurizer = make_featurizer(features)
+    # pretrained features do not depend on the rows they are fitted with: embed every prompt once
+    every = featurizer.fit_transform(texts) if featurizer.kind == "sentence" else None
     for _ in range(n_trials):
         picked = rng.choice(len(rows), size=size, replace=False)
-        matrix = make_featurizer(features).fit_transform([texts[i] for i in picked])
+        matrix = (every[picked] if every is not None
+                  else make_featurizer(features).fit_transform([texts[i] for i in picked]))
         sweep = kmeans_sweep(matrix, ks, seed, n_init) if {"elbow", "silhouette"} & set(methods) else None
         for method in methods:
             chosen = (_dbscan_choice(matrix, min_samples, metric) if method == "dbscan"
@@ -322,6 +326,14 @@ def cluster_trials(rows: Sequence[dict], n_trials: int = 15, fraction: float = 0
             found[method]["n_clusters"].append(chosen.n)
             found[method]["ari"].append(float(adjusted_rand_score(components[picked], chosen.labels)))
     return found
+
+
+def trial_agreement(found: dict[str, dict[str, list]], first: str = "elbow", second: str = "dbscan") -> list[float]:
+    """Per trial of cluster_trials: 1.0 where methods `first` and `second` found the same number of clusters."""
+    for method in (first, second):
+        if method not in found:
+            raise ValueError(f"method {method!r} is not in these trials; they ran: {', '.join(found)}")
+    return [float(a == b) for a, b in zip(found[first]["n_clusters"], found[second]["n_clusters"])]
 
 
 # --- cluster routing --------------------------------------------------------------------------------
@@ -369,6 +381,17 @@ def assign_routes(train_rows: Sequence[dict], test_rows: Sequence[dict], k: int,
             "train_sizes": np.bincount(train_routes, minlength=k).tolist(),
             "test_sizes": np.bincount(test_routes, minlength=k).tolist()}
     return _with_routes(train_rows, train_routes), _with_routes(test_rows, test_routes), info
+
+
+def cluster_composition(rows: Sequence[dict]) -> dict[int, dict[str, int]]:
+    """{cluster: {component name: rows}} of rows carrying a "route" (assign_routes' output): which components
+    each cluster holds, to see what the clusters follow when they do not follow the components."""
+    composition: dict[int, dict[str, int]] = {}
+    for row in rows:
+        name = str(row.get("component_name", row["component"]))
+        per = composition.setdefault(int(row["route"]), {})
+        per[name] = per.get(name, 0) + 1
+    return dict(sorted(composition.items()))
 
 
 def routing_mutual_information(true_components: Sequence[int], chosen_heads: Sequence[int]) -> dict[str, float]:

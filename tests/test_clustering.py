@@ -278,6 +278,36 @@ def test_on_the_instruction_alone_kmeans_and_dbscan_agree_on_the_true_count():
                             metric="cosine", methods=("elbow", "dbscan"))
     assert trials["dbscan"]["n_clusters"] == [8, 8, 8] and trials["dbscan"]["ari"] == [1.0, 1.0, 1.0]
     assert trials["elbow"]["n_clusters"] == trials["dbscan"]["n_clusters"]
+    from hydralib.clustering import trial_agreement
+    assert trial_agreement(trials) == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="method 'silhouette' is not in these trials; they ran: elbow, dbscan"):
+        trial_agreement(trials, "silhouette")
+
+
+def test_cluster_composition_counts_each_clusters_components():
+    from hydralib.clustering import cluster_composition
+    rows = [{"component": c, "component_name": ("gsm8k", "mmlu")[c], "route": route}
+            for c, route in ((0, 1), (1, 1), (1, 0), (1, 1))]
+    assert cluster_composition(rows) == {0: {"mmlu": 1}, 1: {"gsm8k": 1, "mmlu": 2}}
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # k > 4 distinct stand-in points
+def test_pretrained_features_are_computed_once_for_all_trials(monkeypatch):
+    """Sentence embeddings do not depend on the rows they are fitted with, so cluster_trials embeds every prompt
+    once and each trial takes its rows' embeddings (15 trials cost one embedding pass, not 15)."""
+    import hydralib.clustering as clustering
+    from hydralib.data import make_corpus
+    rows = make_corpus(n_components=4, conflict=1.0, n_train=200, n_test=8, seed=0)["train"]
+    calls = []
+
+    def one_hot_by_instruction(texts, batch_size=64):  # a stand-in embedding: the instruction's letter
+        calls.append(len(texts))
+        return np.array([[float(f"?{c}" in t) for c in "ABCD"] for t in texts])
+    monkeypatch.setattr(clustering, "sentence_features", one_hot_by_instruction)
+    trials = cluster_trials(rows, n_trials=4, fraction=0.5, ks=range(1, 9), n_init=3, features="sentence",
+                            metric="cosine", methods=("elbow", "dbscan"))
+    assert calls == [200] and trials["elbow"]["n_clusters"] == [4] * 4 == trials["dbscan"]["n_clusters"]
+    assert trials["dbscan"]["ari"] == [1.0] * 4
 
 
 def test_dbscan_eps_sweep_counts_clusters_and_noise():
