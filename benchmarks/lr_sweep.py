@@ -2,6 +2,7 @@
 
     python benchmarks/lr_sweep.py                                   # the grid below, seed 0
     python benchmarks/lr_sweep.py --grid '[["LoRA r32", 5e-3]]' --store build/lr_sweep
+    python benchmarks/lr_sweep.py --grid '[["full", 1e-3]]' --pretrain-steps 3000   # a longer-pretrained base
 
 Each run is the notebooks' own (runs.synthetic_spec): the shipped tiny base, the 8-component shared-cue mixture,
 150 steps of 32 rows over 4800 fresh rows, bf16 autocast, a cosine schedule ending at 10 % of lr, scored on
@@ -32,17 +33,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--store", default="build/lr_sweep")
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--pretrain-steps", type=int, default=OPERATING_POINT["pretrain_steps"],
+                        help="the tiny base's pretraining steps (other than 1000 or 300: pretrained once, then cached)")
     args = parser.parse_args()
     unknown = sorted({family for family, _ in args.grid} - set(FAMILIES))
     if unknown:
         parser.error(f"unknown families {unknown}; allowed: {', '.join(FAMILIES)}")
-    specs = [(family, lr, synthetic_spec(next(iter(FAMILIES[family].values())), args.seed, lr=lr, **OPERATING_POINT))
+    point = {**OPERATING_POINT, "pretrain_steps": args.pretrain_steps}
+    specs = [(family, lr, synthetic_spec(next(iter(FAMILIES[family].values())), args.seed, lr=lr, **point))
              for family, lr in args.grid]
     start = time.perf_counter()
     results = run_many([spec for *_, spec in specs], RunStore(args.store), processes=args.processes)
     best = {}
     for (family, lr, _), r in zip(specs, results):
-        row = {"family": family, "lr": lr, "exact_match": round(r["exact_match"], 3),
+        row = {"family": family, "lr": lr, "pretrain_steps": args.pretrain_steps, "exact_match": round(r["exact_match"], 3),
                "token_accuracy": round(r["token_accuracy"], 3), "test_loss": round(r["test_loss"]["loss"], 3),
                "final_train_loss": round(r["final_train_loss"], 3), "train_s": round(r["train_seconds"], 1)}
         print(json.dumps(row))
