@@ -97,8 +97,12 @@ def implementation_sweep(r: int, head_counts: list[int]) -> dict[str, AdapterCon
             for impl in ("fused", "loop") for n in head_counts}
 
 
-def lane_methods(r: int, heads: int, targets="all-linear") -> dict[str, AdapterConfig]:
+def lane_methods(r: int, heads: int, targets="all-linear", wide_rank: int = 0) -> dict[str, AdapterConfig]:
     """The real-data lane's methods: LoRA r; Split heads x r with a learned gate; HydraLoRA r with `heads`
-    heads under the official per-token router and under the cluster gate."""
+    heads under the official per-token router and under the cluster gate; with wide_rank > 0, LoRA of that rank
+    too (the paper's larger baseline, r32), last."""
+    if wide_rank and wide_rank <= r:
+        raise ValueError(f"wide_rank must be 0 (none) or larger than r={r}, got wide_rank={wide_rank!r}")
+    wide = lora(wide_rank, targets=targets) if wide_rank else {}
     return {**lora(r, targets=targets), **split(heads, r, targets=targets), **hydra(r, heads, targets=targets),
-            **hydra(r, heads, gate="cluster", targets=targets)}
+            **hydra(r, heads, gate="cluster", targets=targets), **wide}

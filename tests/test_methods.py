@@ -47,3 +47,6 @@ def test_named_sets_of_the_notebooks():
     lane = lane_methods(8, 3, targets=["q_proj"])
     assert list(lane) == ["LoRA r8", "Split 3x8 learned", "Hydra r8 N=3 token router", "Hydra r8 N=3 cluster gate"]
     assert all(c.targets == ["q_proj"] for c in lane.values())
+    assert list(lane_methods(8, 3, wide_rank=32))[4:] == ["LoRA r32"]
+    with pytest.raises(ValueError, match="wide_rank must be 0 \\(none\\) or larger than r=8, got wide_rank=8"):
+        lane_methods(8, 3, wide_rank=8)
