@@ -32,11 +32,12 @@ def setup(figures_dir, store_dir=None) -> tuple[Path, RunStore | None]:
     return figures, store
 
 
-def scores(results: dict[str, list[dict]], name: str, key: str = "exact_match") -> list[float]:
-    """One method's score per seed, in seed order: what a paired verdict compares."""
+def scores(results: dict[str, list[dict]], name: str, key="exact_match") -> list[float]:
+    """One method's score per seed, in seed order: what a paired verdict compares. key: a field of a run's
+    result, or a function of it (e.g. report.mean_component_loss)."""
     if name not in results:
         raise KeyError(f"no results for {name!r}; there are: {', '.join(results)}")
-    return [run[key] for run in results[name]]
+    return [key(run) if callable(key) else run[key] for run in results[name]]
 
 
 def nmis(results: dict[str, list[dict]], name: str) -> list[float]:
@@ -53,10 +54,18 @@ def sizes(results: dict[str, list[dict]], better: str, worse: str) -> tuple[dict
 
 
 def method_claim(text: str, results: dict[str, list[dict]], better: str, worse: str, paper: str,
-                 test_rows: int | None = None) -> tuple:
+                 test_rows: int | None = None, value="exact_match", decided_by: str | None = None) -> tuple:
     """One "better beats worse" claim for claims.record_verdicts: both methods' scores per seed, the paper's
-    figure, and the options every such claim carries (its test rows and both parameter counts)."""
-    options = {"sizes": sizes(results, better, worse)}
+    figure, and the options every such claim carries (its test rows and both parameter counts).
+
+    value: the score, as `scores` takes it (a result field or a function of a run's result; default: exact
+    match). decided_by: the profile that decides the claim where these runs cannot (e.g. one seed); with it, a
+    claim on a method that did not run here keeps its row, without values."""
+    options = {"decided_by": decided_by} if decided_by else {}
+    if decided_by and (better not in results or worse not in results):
+        return text, [], [], paper, options
+    better_scores, worse_scores = scores(results, better, value), scores(results, worse, value)
+    options["sizes"] = sizes(results, better, worse)
     if test_rows is not None:
         options["test_rows"] = test_rows
-    return text, scores(results, better), scores(results, worse), paper, options
+    return text, better_scores, worse_scores, paper, options

@@ -74,6 +74,36 @@ def plot_methods(summaries: dict[str, dict], title: str, path=None):
     return fig
 
 
+def plot_dbscan_eps(feature_sets: dict, eps_values, true_count: int, title_points: str = "points", path=None) -> dict:
+    """DBSCAN's count of clusters and its share of noise points against eps (cosine distance), one line per
+    feature matrix in `feature_sets` ({label: matrix}), the true count marked (a log scale where counts run
+    high). Returns {label: clustering.dbscan_eps_sweep's result, plus "closest": the index of the eps whose count
+    is the true one with the least noise, or None where no eps finds it}."""
+    from .clustering import dbscan_eps_sweep  # clustering loads sklearn and transformers: only where this plots
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    sweeps = {}
+    for label, matrix in feature_sets.items():
+        sweep = dbscan_eps_sweep(matrix, eps_values, metric="cosine")
+        found = [i for i, n in enumerate(sweep["n_clusters"]) if n == true_count]
+        sweeps[label] = {**sweep, "closest": min(found, key=lambda i: sweep["noise"][i]) if found else None}
+        axes[0].plot(eps_values, sweep["n_clusters"], marker="o", label=label)
+        axes[1].plot(eps_values, sweep["noise"], marker="o", label=label)
+    axes[0].axhline(true_count, color="grey", ls=":", label="true count")
+    axes[0].set(xlabel="eps (cosine distance)", ylabel="clusters found", title="DBSCAN's count against eps")
+    if max(n for sweep in sweeps.values() for n in sweep["n_clusters"]) > 16:
+        ticks = [0, 1, 2, 4, 8, 16, 64, 256]
+        axes[0].set_yscale("symlog", linthresh=1)
+        axes[0].set_yticks(ticks, [str(t) for t in ticks])
+        axes[0].set_ylabel("clusters found (log scale)")
+    axes[1].set(xlabel="eps (cosine distance)", ylabel="share of noise points",
+                title=f"and the {title_points} it leaves out")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return sweeps
+
+
 # --- the real-data lane --------------------------------------------------------------------------
 # (per-row outcomes in a run's result, the column they fill): 0/1 per test row, pooled over seeds for an interval
 ACCURACIES = (("mmlu_correct", "MMLU 0-shot"), ("mmlu_few_shot_correct", "MMLU few-shot"),
@@ -100,8 +130,8 @@ def lane_summary(base: list[dict], results: dict[str, list[dict]]) -> dict[str, 
 
     Losses and token accuracies (per component and their mean over components, each source counting once) are
     (mean, sd over seeds); accuracies are {"share", "lo", "hi", "n"}: the Wilson 95 % interval of the test rows
-    of every seed pooled; the shares of generations cut off by the budget and stopped in a loop; for the methods trainable
-    parameters and training seconds."""
+    of every seed pooled; the shares of generations cut off by the budget and stopped in a loop; for the methods
+    trainable parameters and training seconds."""
 
     def summarise(runs):
         per = runs[0]["test_loss"]["per_component"]
@@ -169,9 +199,9 @@ def accuracy_resolution(summary: dict[str, dict], difference: float = 0.05) -> l
         if isinstance(cell, dict):
             _, lo, hi = proportion_interval(cell["n"] // 2, cell["n"])
             half = (hi - lo) / 2
+            visible = "visible" if half < difference else "not visible"
             lines.append(f"{label}: {cell['n']} test rows; at an accuracy of 0.5 the 95% interval is ±{half:.3f}, so a "
-                         f"difference of {difference * 100:.0f} points is {'visible' if half < difference else 'not visible'}"
-                         " at this size")
+                         f"difference of {difference * 100:.0f} points is {visible} at this size")
     return lines
 
 

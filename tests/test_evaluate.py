@@ -181,16 +181,12 @@ def test_rows_batched_by_length_come_back_in_their_own_order():
         generate(model, tokenizer, [r], "alpaca", 3)[0] for r in rows]
 
 
-def test_a_stop_pattern_ends_each_row_where_its_answer_is_complete():
-    """GSM8K's answer is complete after its '#### <number>' line: generation stops there, row by row, and the
-    text keeps the answer line; the row counts as finished, not cut off."""
-    import re
-    from hydralib.evaluate import STOPS, StopWhenMatched, generate
-    model, tokenizer = load_model("tiny-random", **SMALL)
-    script = [tokenizer.encode(text, add_special_tokens=False) for text in ("so 7\n#### 7\nmore text", "x" * 40)]
+def write_scripts(model, script: list[list[int]]) -> None:
+    """Make the model write script[i] in row i, one token per decoding step (then its last token), whatever the
+    prompt: how a stopping rule is tested on known text."""
     calls = []
 
-    def scripted(module, args, out):  # row i writes script[i] token by token, whatever the prompt
+    def scripted(module, args, out):
         step = len(calls)
         calls.append(step)
         forced = torch.full_like(out, -1000.0)
@@ -198,6 +194,16 @@ def test_a_stop_pattern_ends_each_row_where_its_answer_is_complete():
             forced[row, -1, tokens[min(step, len(tokens) - 1)]] = 1000.0
         return forced
     model.lm_head.register_forward_hook(scripted)
+
+
+def test_a_stop_pattern_ends_each_row_where_its_answer_is_complete():
+    """GSM8K's answer is complete after its '#### <number>' line: generation stops there, row by row, and the
+    text keeps the answer line; the row counts as finished, not cut off."""
+    import re
+    from hydralib.evaluate import STOPS, StopWhenMatched, generate
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    script = [tokenizer.encode(text, add_special_tokens=False) for text in ("so 7\n#### 7\nmore text", "x" * 40)]
+    write_scripts(model, script)
     rows = [{"instruction": "q", "input": "", "output": "7"}, {"instruction": "q", "input": "", "output": "7"}]
     texts, endings = generate(model, tokenizer, rows, "alpaca", 30, with_endings=True, stop=STOPS["gsm8k"])
     assert texts[0] == "so 7\n#### 7" and endings == ["complete", "cut off"] and len(texts[1]) == 30
@@ -215,17 +221,9 @@ def test_a_row_in_a_loop_stops_there_and_is_counted_apart_from_the_budget():
     from hydralib.evaluate import StopWhenLooping, generate
     model, tokenizer = load_model("tiny-random", **SMALL)
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)
-    script = [encode("so 1" + " = 20 / 50" * 40), [int(t) for t in torch.randint(100, 200, (200,))]]
-    calls = []
-
-    def scripted(module, args, out):  # row i writes script[i] token by token, whatever the prompt
-        step = len(calls)
-        calls.append(step)
-        forced = torch.full_like(out, -1000.0)
-        for row, tokens in enumerate(script[:out.shape[0]]):
-            forced[row, -1, tokens[min(step, len(tokens) - 1)]] = 1000.0
-        return forced
-    model.lm_head.register_forward_hook(scripted)
+    varied = torch.randint(100, 200, (200,), generator=torch.Generator().manual_seed(0)).tolist()  # no block repeats
+    script = [encode("so 1" + " = 20 / 50" * 40), varied]
+    write_scripts(model, script)
     rows = [{"instruction": "q", "input": "", "output": "7"}] * 2
     texts, endings = generate(model, tokenizer, rows, "alpaca", 120, with_endings=True, stop_loops=True)
     block = len(encode(" = 20 / 50"))

@@ -33,3 +33,11 @@ def test_method_claim_pairs_the_scores_and_carries_sizes_and_test_rows():
     text, better, worse, paper, options = method_claim("a beats b", results, "a", "b", "Table 2", 500)
     assert (text, better, worse, paper) == ("a beats b", [0.5], [0.25], "Table 2")
     assert options == {"sizes": (results["a"][0]["parameters"], results["b"][0]["parameters"]), "test_rows": 500}
+    # a derived score, and a profile that decides it: a method that did not run keeps the row, without values
+    _, better, worse, _, options = method_claim("b above a", results, "b", "a", "-", decided_by="gpu",
+                                                value=lambda run: 1 - run["exact_match"])
+    assert (better, worse, options["decided_by"]) == ([0.75], [0.5], "gpu") and "sizes" in options
+    assert method_claim("c beats a", results, "c", "a", "-", decided_by="gpu") == ("c beats a", [], [], "-",
+                                                                                  {"decided_by": "gpu"})
+    with pytest.raises(KeyError, match="no results for 'c'"):
+        method_claim("c beats a", results, "c", "a", "-")
