@@ -74,20 +74,18 @@ def plot_methods(summaries: dict[str, dict], title: str, path=None):
     return fig
 
 
-def plot_dbscan_eps(feature_sets: dict, eps_values, true_count: int, title_points: str = "points", path=None) -> dict:
-    """DBSCAN's count of clusters and its share of noise points against eps (cosine distance), one line per
-    feature matrix in `feature_sets` ({label: matrix}), the true count marked (a log scale where counts run
-    high). Returns {label: clustering.dbscan_eps_sweep's result, plus "closest": the index of the eps whose count
-    is the true one with the least noise, or None where no eps finds it}."""
-    from .clustering import dbscan_eps_sweep  # clustering loads sklearn and transformers: only where this plots
+def plot_dbscan_eps(sweeps: dict[str, dict], true_count: int, title_points: str = "points", path=None) -> dict:
+    """DBSCAN's count of clusters and its share of noise points against eps, one line per sweep in `sweeps`
+    ({label: clustering.dbscan_eps_sweep's result}), the true count marked (a log scale where counts run high).
+    Returns each sweep plus "closest": the index of the eps whose count is the true one with the least noise, or
+    None where no eps finds it."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    sweeps = {}
-    for label, matrix in feature_sets.items():
-        sweep = dbscan_eps_sweep(matrix, eps_values, metric="cosine")
+    marked = {}
+    for label, sweep in sweeps.items():
         found = [i for i, n in enumerate(sweep["n_clusters"]) if n == true_count]
-        sweeps[label] = {**sweep, "closest": min(found, key=lambda i: sweep["noise"][i]) if found else None}
-        axes[0].plot(eps_values, sweep["n_clusters"], marker="o", label=label)
-        axes[1].plot(eps_values, sweep["noise"], marker="o", label=label)
+        marked[label] = {**sweep, "closest": min(found, key=lambda i: sweep["noise"][i]) if found else None}
+        axes[0].plot(sweep["eps"], sweep["n_clusters"], marker="o", label=label)
+        axes[1].plot(sweep["eps"], sweep["noise"], marker="o", label=label)
     axes[0].axhline(true_count, color="grey", ls=":", label="true count")
     axes[0].set(xlabel="eps (cosine distance)", ylabel="clusters found", title="DBSCAN's count against eps")
     if max(n for sweep in sweeps.values() for n in sweep["n_clusters"]) > 16:
@@ -101,7 +99,7 @@ def plot_dbscan_eps(feature_sets: dict, eps_values, true_count: int, title_point
     fig.tight_layout()
     if path is not None:
         fig.savefig(path)
-    return sweeps
+    return marked
 
 
 # --- the real-data lane --------------------------------------------------------------------------

@@ -130,12 +130,13 @@ def test_accuracy_resolution_and_the_last_validation_change():
 
 def test_plot_dbscan_eps_draws_count_and_noise_and_finds_the_eps_of_the_true_count(tmp_path):
     import numpy as np
+    from hydralib.clustering import dbscan_eps_sweep
     from hydralib.report import plot_dbscan_eps
     # three tight groups of directions (cosine distance within a group ~0, between groups 1)
     rng = np.random.default_rng(0)
     groups = np.repeat(np.eye(3), 20, axis=0) + 0.01 * rng.standard_normal((60, 3))
-    eps = [1e-7, 0.2, 1.5]
-    sweeps = plot_dbscan_eps({"groups": groups}, eps, true_count=3, path=tmp_path / "eps.png")
+    sweeps = plot_dbscan_eps({"groups": dbscan_eps_sweep(groups, [1e-7, 0.2, 1.5])}, true_count=3,
+                             path=tmp_path / "eps.png")
     assert sweeps["groups"]["n_clusters"] == [0, 3, 1] and sweeps["groups"]["closest"] == 1
     assert (tmp_path / "eps.png").exists()
-    assert plot_dbscan_eps({"groups": groups}, [1.5], true_count=3)["groups"]["closest"] is None
+    assert plot_dbscan_eps({"groups": dbscan_eps_sweep(groups, [1.5])}, true_count=3)["groups"]["closest"] is None
