@@ -47,10 +47,14 @@ from hydralib.train import TrainConfig, batch_indices, train
 ADAPTERS = {"hydra": AdapterConfig(method="hydra", r=8, alpha=16, heads=8, targets="all-linear"),
             "lora32": AdapterConfig(method="lora", r=32, alpha=64, targets="all-linear")}
 
-# name: (adapter, threads, TrainConfig options). "default" is today's step of the default profile.
+# name: (adapter, threads, TrainConfig options, plus "attention": the model's attention implementation, as
+# runs.execute_run sets it). "default" is the default profile's step before the levers (fp32, SDPA attention).
 CONFIGS = {
     "default": ("hydra", 1, {}),
     "bf16": ("hydra", 1, {"mixed_precision": "bf16"}),
+    "eager": ("hydra", 1, {"attention": "eager"}),
+    "bf16_eager": ("hydra", 1, {"mixed_precision": "bf16", "attention": "eager"}),
+    "bf16_eager_pad8": ("hydra", 1, {"mixed_precision": "bf16", "attention": "eager", "pad_to_multiple": 8}),
     "pad8": ("hydra", 1, {"pad_to_multiple": 8}),
     "compile_pad8": ("hydra", 1, {"compile": True, "pad_to_multiple": 8}),
     "compile_pad8_bf16": ("hydra", 1, {"compile": True, "pad_to_multiple": 8, "mixed_precision": "bf16"}),
@@ -60,6 +64,7 @@ CONFIGS = {
     "batch64": ("hydra", 1, {"batch_size": 64}),
     "lora32_default": ("lora32", 1, {}),
     "lora32_bf16": ("lora32", 1, {"mixed_precision": "bf16"}),
+    "lora32_bf16_eager": ("lora32", 1, {"mixed_precision": "bf16", "attention": "eager"}),
     "lora32_compile_pad8": ("lora32", 1, {"compile": True, "pad_to_multiple": 8}),
 }
 
@@ -110,6 +115,8 @@ def matmul_flops(shapes, dtype, threads: int, seconds: float = 0.4) -> float:
 def run_block(model, tokenizer, rows, lengths, adapter_threads, options, steps, seed):
     """Train `steps` steps; per step (real tokens, seconds)."""
     threads, opts = adapter_threads
+    opts = dict(opts)
+    model.set_attn_implementation(opts.pop("attention", "sdpa"))
     torch.set_num_threads(threads)
     config = TrainConfig(steps=steps, progress=False, device="cpu", seed=seed, lr=1e-3, **{**options, **opts})
     result = train(model, tokenizer, rows, config)

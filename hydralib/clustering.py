@@ -311,6 +311,9 @@ def cluster_trials(rows: Sequence[dict], n_trials: int = 15, fraction: float = 0
     components = np.array([row["component"] for row in rows])
     rng = np.random.default_rng(seed)
     size = max(1, round(fraction * len(rows)))
+    ks = [k for k in ks if k <= size]  # k-means makes at most as many clusters as a trial has rows
+    if not ks:
+        raise ValueError(f"every k in ks is larger than a trial's {size} rows (fraction={fraction} of {len(rows)})")
     found = {method: {"n_clusters": [], "ari": []} for method in methods}
     featurizer = make_featurizer(features)
     # pretrained features do not depend on the rows they are fitted with: embed every prompt once

@@ -313,9 +313,10 @@ def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template
       scores it; read from the loss pass), and with evaluation["mmlu_shots"] = k > 0 also k-shot accuracy with
       the usual MMLU prompt and `shots` (subject -> solved dev rows);
     - GSM8K rows: exact match of the final number, generated greedily within the source's budget
-      (evaluation["max_new_tokens"]: a number, or {source: number}), and the share of generations cut off;
-    - HumanEval rows: pass@1 and its share cut off, only when evaluation["execute_code"] is true (it runs the
-      generated code, sandboxed);
+      (evaluation["max_new_tokens"]: a number, or {source: number}), the share of generations cut off by that
+      budget and the share stopped in a loop (StopWhenLooping);
+    - HumanEval rows: pass@1 and its shares cut off and looping, only when evaluation["execute_code"] is true (it
+      runs the generated code, sandboxed);
     - gates: also "gates", each row's routing (gate_profile's), from the loss pass."""
     batch_size = evaluation.get("batch_size", 8)
     mmlu = [r for r in rows if r["source"] == "mmlu"]

@@ -190,6 +190,10 @@ def load_spec_model(model: dict):
 def execute_run(spec: RunSpec, run_dir: Path) -> dict:
     """Build model and data from the spec, train (resuming a checkpoint in run_dir), evaluate; the results."""
     model, tokenizer = load_spec_model(spec.model)
+    if spec.train.device == "cpu" or not torch.cuda.is_available():
+        # On a CPU, SDPA's backward costs about 10x its forward at these lengths: eager attention trains the
+        # tiny model 1.2-1.8x faster and SmolLM2 1.05-1.13x (benchmarks/train_throughput.py). Same maths.
+        model.set_attn_implementation("eager")
     if spec.adapter is not None:
         # the initial adapters must not depend on what ran before in the process (e.g. a pretraining)
         add_adapters(model, spec.adapter, seed=spec.train.seed)
@@ -215,6 +219,7 @@ def execute_run(spec: RunSpec, run_dir: Path) -> dict:
         "train_seconds": result.seconds,
         "final_train_loss": result.metrics[-1]["loss"] if result.metrics else None,
         "tokens_per_s": sum(m["tokens_per_s"] for m in result.metrics) / max(1, len(result.metrics)),
+        "attention": result.model.config._attn_implementation,
         "parameters": {"trainable": count.trainable, "adapter": count.adapter, "router": count.router,
                        "paper": count.paper, "base": count.base},
         **({"dropped_train_rows": dropped, "train_rows": len(data["train"])} if spec.data["kind"] == "real" else {}),

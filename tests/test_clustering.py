@@ -183,6 +183,14 @@ def test_cluster_trials_gives_one_count_and_ari_per_trial_and_method(corpus4):
     assert trials == cluster_trials(corpus4["train"], n_trials=3, fraction=0.5, ks=range(1, 9), n_init=3)
 
 
+def test_cluster_trials_sweep_no_more_clusters_than_a_trial_has_rows(corpus4):
+    rows = corpus4["train"][:12]  # trials of 6 rows: ks 7..12 cannot be fitted and are left out
+    trials = cluster_trials(rows, n_trials=2, fraction=0.5, ks=range(1, 13), n_init=2, methods=("silhouette",))
+    assert all(1 <= n <= 6 for n in trials["silhouette"]["n_clusters"])
+    with pytest.raises(ValueError, match="every k in ks is larger than a trial's 6 rows"):
+        cluster_trials(rows, n_trials=2, fraction=0.5, ks=[7, 8])
+
+
 # --- cluster routing --------------------------------------------------------------------------------
 
 

@@ -165,3 +165,22 @@ def test_the_real_lane_scores_in_the_precision_it_trains_in_and_synthetic_runs_i
                                mixed_precision="bf16")
     with evaluation_precision(synthetic, model):
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_on_a_cpu_runs_use_eager_attention_which_computes_what_sdpa_computes(tmp_path):
+    from hydralib.bases import load_model
+    from hydralib.data.formatting import collate, encode_row
+    from hydralib.data.synthetic import make_corpus
+    from hydralib.train import token_losses
+
+    assert RunStore(tmp_path).run({**SPEC, "train": {**SPEC["train"], "device": "cpu"}})["attention"] == "eager"
+    options = {k: v for k, v in SPEC["model"].items() if k != "name"}
+    model, tokenizer = load_model("tiny-random", **options)
+    rows = make_corpus(n_components=2, n_train=6, n_test=2, seed=0)["train"]
+    batch = collate([encode_row(r, tokenizer) for r in rows], tokenizer.pad_token_id)  # rows of unequal length
+    assert (batch["attention_mask"] == 0).any()
+    losses = {}
+    for implementation in ("sdpa", "eager"):
+        model.set_attn_implementation(implementation)
+        losses[implementation] = token_losses(model, batch)[0].detach()
+    torch.testing.assert_close(losses["eager"], losses["sdpa"], atol=1e-5, rtol=1e-5)
