@@ -509,9 +509,11 @@ def write_claims(claims_dirs, figures_dir: Path) -> Path | None:
     figures_dir.mkdir(parents=True, exist_ok=True)
     path = figures_dir / "claims.md"
     path.write_text("# Claims of the paper, checked by the notebooks\n\n"
-                    "Written by `make suite` from the verdict cells; each row compares our measured means over\n"
-                    "seeds. *held*: the difference exceeds its spread (sd of the difference); *not held*: it is that\n"
-                    "far the other way; *inconclusive*: in between. The paper's figures are its own, for reference.\n\n"
+                    "Written by `make suite` from the verdict cells. Each row is a paired comparison over seeds (a\n"
+                    "seed fixes data, initialisation and batch order for both sides): the mean difference and its\n"
+                    "95% t interval. *held*: the interval lies on the claimed side of zero; *not held*: on the\n"
+                    "other side; *inconclusive*: it contains zero. Similarities and NMIs are compared with a chance\n"
+                    "baseline. The paper's figures are its own, for reference (hydralib/claims.py says more).\n\n"
                     + claims_table(claims_dirs))
     return path
 

@@ -136,6 +136,7 @@ def test_a_suite_run_gathers_the_notebooks_verdicts_into_claims_md(tmp_path):
     run_suite("p", notebook_dir=notebooks, profile_dir=notebooks / "profiles", build_dir=tmp_path / "build")
     table = (tmp_path / "figs" / "claims.md").read_text()
     assert "| 00_v | a beats b |" in table and "0.650 vs 0.250" in table and "| held |" in table
+    assert "*held*: the interval lies on the claimed side of zero" in table  # the rule claims.compare applies
 
 
 @pytest.mark.parametrize("notebook", list_notebooks(), ids=lambda p: p.stem)
