@@ -13,6 +13,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from .clustering import trial_agreement
 from .runs import RunStore
 
 FIGURE_DPI = 120
@@ -69,3 +70,11 @@ def method_claim(text: str, results: dict[str, list[dict]], better: str, worse: 
     if test_rows is not None:
         options["test_rows"] = test_rows
     return text, better_scores, worse_scores, paper, options
+
+
+def agreement_claim(text: str, trials: dict[str, dict[str, list]], paper: str = "Fig. 7: both near the true N") -> tuple:
+    """A "k-means (elbow) and DBSCAN agree on N" claim for claims.record_verdicts, over clustering.cluster_trials'
+    trials: 1 per trial where the two counts agree, against 0.5, so it is held when they agree in clearly more than
+    half of the trials (its seeds column counts trials)."""
+    agreement = trial_agreement(trials)
+    return text, agreement, [0.5] * len(agreement), paper

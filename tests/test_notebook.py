@@ -2,7 +2,7 @@
 import matplotlib.pyplot as plt
 import pytest
 
-from hydralib.notebook import method_claim, nmis, scores, setup
+from hydralib.notebook import agreement_claim, method_claim, nmis, scores, setup
 from hydralib.runs import RunStore
 
 RESULTS = {"LoRA r8": [{"exact_match": 0.25, "routing": {"nmi": 0.1}}, {"exact_match": 0.5, "routing": {"nmi": 0.3}}],
@@ -41,3 +41,9 @@ def test_method_claim_pairs_the_scores_and_carries_sizes_and_test_rows():
                                                                                   {"decided_by": "gpu"})
     with pytest.raises(KeyError, match="no results for 'c'"):
         method_claim("c beats a", results, "c", "a", "-")
+
+
+def test_agreement_claim_scores_each_trial_against_half():
+    trials = {"elbow": {"n_clusters": [3, 4, 3]}, "dbscan": {"n_clusters": [3, 1, 3]}}
+    text, agree, half, paper = agreement_claim("they agree", trials)
+    assert (text, agree, half, paper) == ("they agree", [1.0, 0.0, 1.0], [0.5] * 3, "Fig. 7: both near the true N")
