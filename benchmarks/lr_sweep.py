@@ -4,7 +4,8 @@
     python benchmarks/lr_sweep.py --grid '[["LoRA r32", 5e-3]]' --store build/lr_sweep
     python benchmarks/lr_sweep.py --grid '[["full", 1e-3]]' --pretrain-steps 3000   # a longer-pretrained base
 
-Each run is the notebooks' own (runs.synthetic_spec): the shipped tiny base, the 8-component shared-cue mixture,
+Each run is the notebooks' own (runs.synthetic_spec): the shipped tiny base, the 8-component shared-cue mixture
+(words of 3-4 letters),
 150 steps of 32 rows over 4800 fresh rows, bf16 autocast, a cosine schedule ending at 10 % of lr, scored on
 500 test rows. One line of JSON per run (exact match, token accuracy, losses, training seconds); the last line
 is the best lr per family. docs/operating_point.md records what it printed for the default profile.
@@ -15,14 +16,19 @@ import argparse
 import json
 import time
 
-from hydralib.methods import full_finetuning, hydra, lora
+from hydralib.methods import full_finetuning, hydra, lora, split
 from hydralib.runs import RunStore, run_many, synthetic_spec
 
-FAMILIES = {"full": full_finetuning(), "LoRA r32": lora(32), "LoRA r8": lora(8), "Hydra token": hydra(8, 8)}
+FAMILIES = {"full": full_finetuning(), "LoRA r32": lora(32), "LoRA r16": lora(16), "LoRA r8": lora(8),
+            "Split 4x8": split(4, 8), "Split 8x4": split(8, 4), "Split 2x16": split(2, 16), "Hydra token": hydra(8, 8)}
 GRID = [["full", 5e-4], ["full", 1e-3], ["full", 2e-3], ["full", 3e-3],
-        ["LoRA r32", 3e-3], ["LoRA r32", 5e-3], ["LoRA r32", 1e-2],
-        ["LoRA r8", 3e-3], ["LoRA r8", 5e-3],
-        ["Hydra token", 3e-3], ["Hydra token", 5e-3], ["Hydra token", 1e-2]]
+        ["LoRA r32", 1e-3], ["LoRA r32", 3e-3], ["LoRA r32", 4e-3], ["LoRA r32", 5e-3],
+        ["LoRA r16", 3e-3], ["LoRA r16", 5e-3],
+        ["LoRA r8", 3e-3], ["LoRA r8", 5e-3], ["LoRA r8", 7e-3], ["LoRA r8", 1e-2],
+        ["Split 4x8", 3e-3], ["Split 4x8", 5e-3], ["Split 8x4", 3e-3], ["Split 8x4", 5e-3], ["Split 8x4", 7e-3],
+        ["Split 2x16", 3e-3], ["Split 2x16", 5e-3],
+        ["Hydra token", 1e-3], ["Hydra token", 3e-3], ["Hydra token", 5e-3], ["Hydra token", 7e-3],
+        ["Hydra token", 1e-2]]
 OPERATING_POINT = dict(n_components=8, steps=150, pretrain_steps=1000, n_train=4800, n_test=500, lr_floor=0.1,
                        mixed_precision="bf16")
 

@@ -69,16 +69,28 @@ def hydra(r: int, n: int, gate: str = "learned", **options) -> dict[str, Adapter
     return {label(config): config}
 
 
-def with_lr(configs: dict[str, AdapterConfig | None], adapter_lr: float, full_lr: float | None = None,
-            **train_options) -> dict[str, dict]:
+def with_lr(configs: dict[str, AdapterConfig | None], adapter_lr: float | dict[int, float],
+            full_lr: float | None = None, **train_options) -> dict[str, dict]:
     """The methods as hydralib.runs.run_methods takes them: {label: {"adapter": config, "lr": ..., ...}},
-    full fine-tuning at full_lr (it moves every weight, so it takes a smaller step)."""
+    full fine-tuning at full_lr (it moves every weight, so it takes a smaller step). adapter_lr is one rate
+    for every adapter or {rank: rate}, e.g. {8: 5e-3, 32: 3e-3}: the sweep (benchmarks/lr_sweep.py) finds
+    rank-8 adapters learning best at a larger step than rank 32."""
     out = {}
     for name, config in configs.items():
         if config is None and full_lr is None:
             raise ValueError(f"{name!r} is full fine-tuning: give full_lr")
-        out[name] = {"adapter": config, "lr": adapter_lr if config is not None else full_lr, **train_options}
+        out[name] = {"adapter": config, "lr": full_lr if config is None else _rate(adapter_lr, config.r, name),
+                     **train_options}
     return out
+
+
+def _rate(adapter_lr: float | dict[int, float], r: int, name: str) -> float:
+    if not isinstance(adapter_lr, dict):
+        return adapter_lr
+    if r not in adapter_lr:
+        raise ValueError(f"{name!r} has rank {r}, for which adapter_lr gives no rate; it has ranks "
+                         f"{sorted(adapter_lr)}")
+    return adapter_lr[r]
 
 
 def figure5_methods(r: int = 8, hydra_heads: int = 3) -> dict[str, AdapterConfig | None]:

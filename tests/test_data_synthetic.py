@@ -91,6 +91,8 @@ def test_conflict_changes_only_instructions():
     ({"conflict": -0.1}, "conflict=-0.1"),
     ({"n_train": 0}, "n_train=0"),
     ({"n_test": 2.5}, "n_test=2.5"),
+    ({"max_word_length": 2}, "max_word_length=2"),
+    ({"max_word_length": 13}, "max_word_length=13"),
 ])
 def test_bad_arguments_are_refused_by_name(kwargs, named):
     with pytest.raises(ValueError, match=named.replace(".", r"\.")):
@@ -109,6 +111,15 @@ def test_rows_stay_short():
         rows = corpus["train"] + corpus["test"]
         assert max(len(r["instruction"] + r["input"] + r["output"]) for r in rows) < 40
         assert all(r["output"] for r in rows)
+
+
+def test_component_words_have_3_to_max_word_length_letters_and_primitives_keep_3_to_6():
+    for longest in (4, 6):
+        rows = small(max_word_length=longest)
+        lengths = {len(r["input"]) for r in rows["train"] + rows["test"]}
+        assert lengths == set(range(3, longest + 1))
+    primitive_words = [r["input"] for r in make_primitive_corpus()["train"] if r["component_name"] == "copy"]
+    assert {len(w) for w in primitive_words} == {3, 4, 5, 6}
 
 
 def test_primitive_corpus():

@@ -36,6 +36,14 @@ def test_with_lr_gives_full_finetuning_its_own_rate():
         with_lr(full_finetuning(), 3e-3)
 
 
+def test_with_lr_takes_a_rate_per_rank_and_names_a_missing_rank():
+    methods = with_lr({**lora(8, 32), **split(4, 8), **hydra(8, 3)}, {8: 5e-3, 32: 3e-3})
+    assert {name: m["lr"] for name, m in methods.items()} == {
+        "LoRA r8": 5e-3, "LoRA r32": 3e-3, "Split 4x8 learned": 5e-3, "Hydra r8 N=3 token router": 5e-3}
+    with pytest.raises(ValueError, match=r"'LoRA r16' has rank 16.*ranks \[8, 32\]"):
+        with_lr(lora(16), {8: 5e-3, 32: 3e-3})
+
+
 def test_named_sets_of_the_notebooks():
     assert list(figure5_methods(8, 3)) == ["frozen", "LoRA r8", "LoRA r16", "LoRA r32", "Split 4x8 learned",
                                            "Hydra r8 N=3 token router"]

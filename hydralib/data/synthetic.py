@@ -1,9 +1,12 @@
 """A synthetic heterogeneous corpus with known intrinsic components, and primitive tasks to pretrain on.
 
-Every component maps the same input domain (random lowercase words of 3-6 letters, at least one
-consonant) through its own deterministic string transform, so a sample's component is known and
-every answer is exact-match scorable. Rows are short (instruction + input + output < 40 characters)
-because the tiny model reads bytes.
+Every component maps the same input domain (random lowercase words of 3-4 letters by default, at least
+one consonant) through its own deterministic string transform, so a sample's component is known and
+every answer is exact-match scorable. Rows are short (instruction + input + output < 30 characters)
+because the tiny model reads bytes. Words of 3-4 letters (answers of at most 8 characters) put the
+default budget's operating point where adapters differ: with 3-6 letters full fine-tuning reached .22
+exact match in 150 steps (answers up to 12 bytes, all right or none), with 3-4 it reaches .5-.6 while
+LoRA r8 stays near .4 (docs/operating_point.md). The primitive tasks keep words of 3-6 letters.
 
 Two heterogeneity knobs:
 - ``n_components``: how many transforms are mixed (the first k of ``SYNTHETIC_COMPONENTS``, so the
@@ -16,6 +19,7 @@ Two heterogeneity knobs:
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 import string
@@ -52,9 +56,9 @@ HARD_COMPONENTS: frozenset[str] = frozenset({"shift"})
 CUES = string.ascii_uppercase[:len(SYNTHETIC_COMPONENTS)]
 
 
-def _random_word(rng: random.Random) -> str:
+def _random_word(rng: random.Random, longest: int = 6) -> str:
     while True:  # at least one consonant, so that drop_vowels never answers with nothing
-        word = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 6)))
+        word = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, longest)))
         if set(word) - VOWELS:
             return word
 
@@ -93,7 +97,7 @@ def apply_component(name: str, text: str) -> str:
 
 
 def make_corpus(n_components: int = 8, conflict: float = 1.0, n_train: int = 2000, n_test: int = 400,
-                seed: int = 0) -> dict:
+                seed: int = 0, max_word_length: int = 4) -> dict:
     """Train and test rows mixing the first ``n_components`` components.
 
     Returns ``{"train": rows, "test": rows, "components": names}``; each row is a dict with
@@ -103,18 +107,21 @@ def make_corpus(n_components: int = 8, conflict: float = 1.0, n_train: int = 200
     shared instruction ``"?" + cue`` with probability ``conflict``, else the component's own
     wording. Test words never occur in train, so no (instruction, input) pair is in
     both. The same seed gives the same rows; for one seed and n_components, changing ``conflict``
-    changes only the instructions. Refuses n_components outside 1..len(SYNTHETIC_COMPONENTS),
-    conflict outside [0, 1] and sizes below 1.
+    changes only the instructions. Input words have 3..max_word_length letters. Refuses n_components
+    outside 1..len(SYNTHETIC_COMPONENTS), conflict outside [0, 1], sizes below 1 and max_word_length outside
+    3..12.
     """
     _check_int("n_components", n_components, 1, len(SYNTHETIC_COMPONENTS))
     if isinstance(conflict, bool) or not isinstance(conflict, (int, float)) or not 0.0 <= conflict <= 1.0:
         raise ValueError(f"conflict must be a number in [0, 1], got conflict={conflict!r}")
     _check_int("n_train", n_train, 1)
     _check_int("n_test", n_test, 1)
+    _check_int("max_word_length", max_word_length, 3, 12)
     names = list(SYNTHETIC_COMPONENTS[:n_components])
     rng = random.Random(seed)
     train_groups = math.ceil(n_train / n_components)
-    words = _unique_inputs(rng, [_random_word] * (train_groups + math.ceil(n_test / n_components)))
+    word = functools.partial(_random_word, longest=max_word_length)
+    words = _unique_inputs(rng, [word] * (train_groups + math.ceil(n_test / n_components)))
     return {"train": _component_rows(rng, names, words[:train_groups], n_train, conflict),
             "test": _component_rows(rng, names, words[train_groups:], n_test, conflict),
             "components": names}
