@@ -192,7 +192,8 @@ def execute_run(spec: RunSpec, run_dir: Path) -> dict:
     model, tokenizer = load_spec_model(spec.model)
     if spec.train.device == "cpu" or not torch.cuda.is_available():
         # On a CPU, SDPA's backward costs about 10x its forward at these lengths: eager attention trains the
-        # tiny model 1.2-1.8x faster and SmolLM2 1.05-1.13x (benchmarks/train_throughput.py). Same maths.
+        # tiny model 1.2-1.8x faster and SmolLM2 1.05-1.13x (benchmarks/train_throughput.py). The same
+        # function (equal to 1e-5 in fp32), but in bf16 the two round differently (docs/operating_point.md).
         model.set_attn_implementation("eager")
     if spec.adapter is not None:
         # the initial adapters must not depend on what ran before in the process (e.g. a pretraining)
