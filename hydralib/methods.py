@@ -87,10 +87,13 @@ def with_lr(configs: dict[str, AdapterConfig | None], adapter_lr: float | dict[i
 def _rate(adapter_lr: float | dict[int, float], r: int, name: str) -> float:
     if not isinstance(adapter_lr, dict):
         return adapter_lr
-    if r not in adapter_lr:
-        raise ValueError(f"{name!r} has rank {r}, for which adapter_lr gives no rate; it has ranks "
-                         f"{sorted(adapter_lr)}")
-    return adapter_lr[r]
+    bad = [rank for rank in adapter_lr if not str(rank).isdigit()]
+    if bad:
+        raise ValueError(f"adapter_lr's keys are ranks (whole numbers), got {bad!r}")
+    rates = {int(rank): rate for rank, rate in adapter_lr.items()}  # papermill passes a dict's keys as text
+    if r not in rates:
+        raise ValueError(f"{name!r} has rank {r}, for which adapter_lr gives no rate; it has ranks {sorted(rates)}")
+    return rates[r]
 
 
 def figure5_methods(r: int = 8, hydra_heads: int = 3) -> dict[str, AdapterConfig | None]:

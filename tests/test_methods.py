@@ -42,6 +42,10 @@ def test_with_lr_takes_a_rate_per_rank_and_names_a_missing_rank():
         "LoRA r8": 5e-3, "LoRA r32": 3e-3, "Split 4x8 learned": 5e-3, "Hydra r8 N=3 token router": 5e-3}
     with pytest.raises(ValueError, match=r"'LoRA r16' has rank 16.*ranks \[8, 32\]"):
         with_lr(lora(16), {8: 5e-3, 32: 3e-3})
+    # papermill injects a dict parameter with its keys as text
+    assert with_lr(lora(8, 32), {"8": 5e-3, "32": 3e-3})["LoRA r8"]["lr"] == 5e-3
+    with pytest.raises(ValueError, match=r"keys are ranks.*\['r8'\]"):
+        with_lr(lora(8), {"r8": 5e-3})
 
 
 def test_named_sets_of_the_notebooks():

@@ -176,7 +176,7 @@ def test_on_a_cpu_runs_use_eager_attention_which_computes_what_sdpa_computes(tmp
     assert RunStore(tmp_path).run({**SPEC, "train": {**SPEC["train"], "device": "cpu"}})["attention"] == "eager"
     options = {k: v for k, v in SPEC["model"].items() if k != "name"}
     model, tokenizer = load_model("tiny-random", **options)
-    rows = make_corpus(n_components=2, n_train=6, n_test=2, seed=0)["train"]
+    rows = make_corpus(n_components=3, n_train=6, n_test=2, seed=0)["train"]  # mirror doubles a word: lengths differ
     batch = collate([encode_row(r, tokenizer) for r in rows], tokenizer.pad_token_id)  # rows of unequal length
     assert (batch["attention_mask"] == 0).any()
     losses = {}
