@@ -48,13 +48,15 @@ ADAPTERS = {"hydra": AdapterConfig(method="hydra", r=8, alpha=16, heads=8, targe
             "lora32": AdapterConfig(method="lora", r=32, alpha=64, targets="all-linear")}
 
 # name: (adapter, threads, TrainConfig options, plus "attention": the model's attention implementation, as
-# runs.execute_run sets it). "default" is the default profile's step before the levers (fp32, SDPA attention).
+# runs.execute_run sets it, and "frozen_bf16": the frozen linear weights stored in bf16, so that autocast need
+# not cast them at every call; not in the library yet). "default" is the default profile's step before the levers (fp32, SDPA attention).
 CONFIGS = {
     "default": ("hydra", 1, {}),
     "bf16": ("hydra", 1, {"mixed_precision": "bf16"}),
     "eager": ("hydra", 1, {"attention": "eager"}),
     "bf16_eager": ("hydra", 1, {"mixed_precision": "bf16", "attention": "eager"}),
     "bf16_eager_pad8": ("hydra", 1, {"mixed_precision": "bf16", "attention": "eager", "pad_to_multiple": 8}),
+    "bf16_eager_frozen_bf16": ("hydra", 1, {"mixed_precision": "bf16", "attention": "eager", "frozen_bf16": True}),
     "pad8": ("hydra", 1, {"pad_to_multiple": 8}),
     "compile_pad8": ("hydra", 1, {"compile": True, "pad_to_multiple": 8}),
     "compile_pad8_bf16": ("hydra", 1, {"compile": True, "pad_to_multiple": 8, "mixed_precision": "bf16"}),
@@ -65,6 +67,8 @@ CONFIGS = {
     "lora32_default": ("lora32", 1, {}),
     "lora32_bf16": ("lora32", 1, {"mixed_precision": "bf16"}),
     "lora32_bf16_eager": ("lora32", 1, {"mixed_precision": "bf16", "attention": "eager"}),
+    "lora32_bf16_eager_frozen_bf16": ("lora32", 1, {"mixed_precision": "bf16", "attention": "eager",
+                                                    "frozen_bf16": True}),
     "lora32_compile_pad8": ("lora32", 1, {"compile": True, "pad_to_multiple": 8}),
 }
 
@@ -117,6 +121,10 @@ def run_block(model, tokenizer, rows, lengths, adapter_threads, options, steps, 
     threads, opts = adapter_threads
     opts = dict(opts)
     model.set_attn_implementation(opts.pop("attention", "sdpa"))
+    if opts.pop("frozen_bf16", False):
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and not module.weight.requires_grad:
+                module.weight.data = module.weight.data.to(torch.bfloat16)
     torch.set_num_threads(threads)
     config = TrainConfig(steps=steps, progress=False, device="cpu", seed=seed, lr=1e-3, **{**options, **opts})
     result = train(model, tokenizer, rows, config)
