@@ -49,7 +49,8 @@ ADAPTERS = {"hydra": AdapterConfig(method="hydra", r=8, alpha=16, heads=8, targe
 
 # name: (adapter, threads, TrainConfig options, plus "attention": the model's attention implementation, as
 # runs.execute_run sets it, and "frozen_bf16": the frozen linear weights stored in bf16, so that autocast need
-# not cast them at every call; not in the library yet). "default" is the default profile's step before the levers (fp32, SDPA attention).
+# not cast them at every call; not in the library yet). "default" is the default profile's step before the
+# levers (fp32, SDPA attention).
 CONFIGS = {
     "default": ("hydra", 1, {}),
     "bf16": ("hydra", 1, {"mixed_precision": "bf16"}),
