@@ -4,7 +4,7 @@
     python benchmarks/lr_sweep.py --grid '[["LoRA r32", 5e-3]]' --store build/lr_sweep
     python benchmarks/lr_sweep.py --grid '[["full", 1e-3]]' --pretrain-steps 3000   # a longer-pretrained base
 
-Each run is the notebooks' own (runs.synthetic_spec): the shipped tiny base, the 8-component shared-cue mixture
+Each run is the notebooks' own (specs.synthetic_spec): the shipped tiny base, the 8-component shared-cue mixture
 (words of 3-4 letters),
 150 steps of 32 rows over 4800 fresh rows, bf16 autocast, a cosine schedule ending at 10 % of lr, scored on
 500 test rows. One line of JSON per run (exact match, token accuracy, losses, training seconds); the last line
@@ -17,7 +17,8 @@ import json
 import time
 
 from hydralib.methods import full_finetuning, hydra, lora, split
-from hydralib.runs import RunStore, run_many, synthetic_spec
+from hydralib.specs import synthetic_spec
+from hydralib.store import RunStore, run_many
 
 FAMILIES = {"full": full_finetuning(), "LoRA r32": lora(32), "LoRA r16": lora(16), "LoRA r8": lora(8),
             "Split 4x8": split(4, 8), "Split 8x4": split(8, 4), "Split 2x16": split(2, 16), "Hydra token": hydra(8, 8)}

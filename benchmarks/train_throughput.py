@@ -48,7 +48,7 @@ ADAPTERS = {"hydra": AdapterConfig(method="hydra", r=8, alpha=16, heads=8, targe
             "lora32": AdapterConfig(method="lora", r=32, alpha=64, targets="all-linear")}
 
 # name: (adapter, threads, TrainConfig options, plus "attention": the model's attention implementation, as
-# runs.execute_run sets it, and "frozen_bf16": the frozen linear weights stored in bf16, so that autocast need
+# pipeline.prepare_model sets it, and "frozen_bf16": the frozen linear weights stored in bf16, so that autocast need
 # not cast them at every call; not in the library yet). "default" is the default profile's step before the
 # levers (fp32, SDPA attention).
 CONFIGS = {

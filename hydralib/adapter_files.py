@@ -44,7 +44,6 @@ CONFIG_NAME = "adapter_config.json"
 PEFT_BIN_NAME = "adapter_model.bin"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: written before the checksum; read without one
-TENSOR_KEYS = ("lora_A", "lora_B", "router")
 
 
 class AdapterFileError(ValueError):
@@ -202,14 +201,14 @@ def _parse_record(record: dict, path: Path) -> dict:
 
 def _expected_shapes(config: AdapterConfig, target_shapes: dict) -> dict[str, tuple]:
     """The shape of every tensor an adapter of this configuration has on targets of these (in, out) shapes."""
-    r, heads, num_a = config.r, config.heads, config.num_a
-    out = {}
-    for name, (k, d) in target_shapes.items():
-        out[f"{name}.lora_A"] = (num_a * r, k)
-        out[f"{name}.lora_B"] = (d, heads * r)
-        if config.gate == "learned" and heads > 1:
-            out[f"{name}.router"] = (heads, k if config.router_input == "x" else num_a * r)
-    return out
+    return {f"{name}.{key}": shape for name, (k, d) in target_shapes.items()
+            for key, shape in AdapterLayer.parameter_shapes(config, k, d).items()}
+
+
+def _adapter_tensors(model: nn.Module) -> dict[str, nn.Parameter]:
+    """{"<module>.<tensor>": parameter} of every adapter layer, router tensors included."""
+    return {f"{name}.{key}": tensor for name, layer in adapter_layers(model).items()
+            for key, tensor in layer.adapter_tensors().items()}
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -227,20 +226,16 @@ def _unwrap(model: nn.Module) -> None:
 
 def _attach(model: nn.Module, config: AdapterConfig, tensors: dict[str, torch.Tensor]) -> nn.Module:
     """Wrap the targets (unless the model has these adapters already) and copy `tensors` in; any failure
-    restores the model exactly (modules, values, requires_grad, hydralib_config)."""
+    restores the model exactly (modules, values, requires_grad)."""
     had_adapters = bool(adapter_layers(model))
-    missing_attr = object()
-    previous_config = model.__dict__.get("hydralib_config", missing_attr)
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     snapshot = {}
     try:
         if had_adapters:
-            snapshot = {f"{n}.{k}": getattr(l, k).detach().clone() for n, l in adapter_layers(model).items()
-                        for k in TENSOR_KEYS if getattr(l, k) is not None}
+            snapshot = {key: tensor.detach().clone() for key, tensor in _adapter_tensors(model).items()}
         else:
             add_adapters(model, config, seed=0)  # values are overwritten; seed leaves the global RNG alone
-        params = {f"{n}.{k}": getattr(l, k) for n, l in adapter_layers(model).items()
-                  for k in TENSOR_KEYS if getattr(l, k) is not None}
+        params = _adapter_tensors(model)
         if set(params) != set(tensors):
             raise ValueError(f"internal: tensors {sorted(set(tensors) ^ set(params))[:3]} do not match the adapters")
         with torch.no_grad():
@@ -255,10 +250,6 @@ def _attach(model: nn.Module, config: AdapterConfig, tensors: dict[str, torch.Te
                     getattr(layers[name], attr).copy_(value)
             else:
                 _unwrap(model)
-                if previous_config is missing_attr:
-                    model.__dict__.pop("hydralib_config", None)
-                else:
-                    model.hydralib_config = previous_config
                 for name, p in model.named_parameters():
                     p.requires_grad_(flags.get(name, p.requires_grad))
         raise
@@ -311,8 +302,7 @@ def save_adapters(model: nn.Module, path, overwrite: bool = False) -> Path:
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it, or choose another folder")
     identity = base_model_identity(model)
-    tensors = {f"{name}.{key}": getattr(layer, key).detach().cpu().contiguous().clone()
-               for name, layer in layers.items() for key in TENSOR_KEYS if getattr(layer, key) is not None}
+    tensors = {key: tensor.detach().cpu().contiguous().clone() for key, tensor in _adapter_tensors(model).items()}
     weights = safetensors_save(tensors, metadata={"format": "pt", "hydralib_format_version": str(FORMAT_VERSION)})
     record = {
         "format_version": FORMAT_VERSION,
@@ -420,7 +410,6 @@ def merge_and_unload(model: nn.Module, gate=None) -> nn.Module:
     else:
         merge_adapters(model, gate=gate)
     _unwrap(model)
-    model.__dict__.pop("hydralib_config", None)
     return model
 
 

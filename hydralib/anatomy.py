@@ -15,7 +15,7 @@ the d_out x d_in weight delta the LoRA adds (up to the scale alpha/r, which a co
 the same for every M: it is the basis-invariant quantity.
 
 Beware of the initialisation: LoRA starts with a random A and B = 0. LoRAs initialised from one
-seed (hydralib.add_adapters(..., seed=s), as hydralib.runs does with the training seed) start from
+seed (hydralib.add_adapters(..., seed=s), as hydralib.pipeline does with the training seed) start from
 the same A, so a high A similarity after training can be the shared start rather than convergence.
 
 Inputs here are `loras`: {LoRA name: {module name: {"A": tensor, "B": tensor}}}, one entry per
@@ -38,7 +38,7 @@ from scipy import special, stats
 from sklearn.manifold import TSNE
 from torch import nn
 
-from .config import _check_choice as check_choice
+from .checks import check_choice
 from .adapter_files import WEIGHTS_NAME
 from .inject import adapter_layers
 
@@ -337,7 +337,7 @@ def check_points(points2d: np.ndarray, meta: list[dict]) -> np.ndarray:
 def lora_families(seed: int, n_tasks: int, spec) -> dict[str, dict[str, dict]]:
     """The run specs of Figure 3 and its two controls, for one replicate `seed`: {family: {LoRA name: spec}}.
 
-    spec(seed, **selection) builds one run spec (selections: see hydralib.runs.build_data).
+    spec(seed, **selection) builds one run spec (selections: see hydralib.data.corpus.build_data).
     - per task, shared seed: one LoRA per component and one on the mixture, all initialised from `seed`
       (the paper's setting);
     - per task, different seeds: the same per-component LoRAs, each from its own seed (a follow-up argues

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import hashlib
 import inspect
 import json
@@ -36,15 +37,19 @@ from filelock import FileLock
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from .code_key import PACKAGE_ROOT, code_fingerprint, normalised_code
+from .config import AdapterConfig
 from .data.synthetic import make_primitive_corpus
 from .evaluate import evaluate_generation, evaluate_loss
-from .models import build_byte_tokenizer, build_tiny, cache_dir, source_fingerprint, tiny_config
+from .inject import add_adapters, count_parameters, routing
+from .models import build_byte_tokenizer, build_tiny, cache_dir, tiny_config
 from .smollm2 import load_smollm2
 from .train import TrainConfig, train
 
-# The code a pretrained tiny base depends on: these files and the source of `pretrain` below (not the rest of
-# this file, so editing a message or the command line here keeps the shipped bases); see code_fingerprint.
-BASE_SOURCES = ("models.py", "train.py", "data/synthetic.py", "data/formatting.py")
+# The code a pretrained tiny base runs: these files and `pretrain` below (not the rest of this file, so editing a
+# message or the command line here keeps the shipped bases), without docstrings or comments; its training rows
+# are keyed by their own fingerprint, not by the code that generates them (see base_settings).
+BASE_SOURCES = ("models.py", "train.py", "data/formatting.py")
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "bases"
 # The profiles' bases (notebooks/profiles/<profile>.yaml, pretrain_steps): these ship in SHIPPED_DIR.
 PROFILES = {"default": {"pretrain_steps": 1000}, "ci": {"pretrain_steps": 300}}
@@ -60,15 +65,31 @@ def base_settings(pretrain_steps: int = 1000, seed: int = 0, batch_size: int = 6
     config = tiny_config(build_byte_tokenizer(), **overrides).to_diff_dict()
     config.pop("transformers_version", None)  # recorded beside the settings: a version bump keeps the base
     return {"config": config, "steps": pretrain_steps, "seed": seed, "batch_size": batch_size, "lr": lr,
-            "warmup_ratio": WARMUP_RATIO, "corpus": {"n_train": PRIMITIVE_TRAIN, "n_test": PRIMITIVE_TEST},
-            "code": code_fingerprint()}
+            "warmup_ratio": WARMUP_RATIO,
+            "corpus": {"n_train": PRIMITIVE_TRAIN, "n_test": PRIMITIVE_TEST,
+                       "train_rows": rows_fingerprint(PRIMITIVE_TRAIN, PRIMITIVE_TEST, seed)},
+            "code": base_code_fingerprint()}
 
 
-def code_fingerprint() -> str:
-    """A hash of the code that builds a pretrained tiny base: BASE_SOURCES and the source of `pretrain`."""
-    digest = hashlib.sha256(source_fingerprint(*BASE_SOURCES).encode())
-    digest.update(PRETRAIN_SOURCE.encode())
-    return digest.hexdigest()[:12]
+@functools.lru_cache(maxsize=4)
+def rows_fingerprint(n_train: int, n_test: int, seed: int) -> str:
+    """A hash of the primitive training rows a pretraining reads (a change to their generator that keeps
+    the rows keeps the base)."""
+    rows = make_primitive_corpus(n_train=n_train, n_test=n_test, seed=seed)["train"]
+    return hashlib.sha256(_canonical(rows).encode()).hexdigest()[:12]
+
+
+def primitive_rows(settings: dict) -> dict:
+    """The primitive corpus a base's settings name (its train and test rows)."""
+    corpus = settings["corpus"]
+    return make_primitive_corpus(n_train=corpus["n_train"], n_test=corpus["n_test"], seed=settings["seed"])
+
+
+@functools.lru_cache(maxsize=1)
+def base_code_fingerprint() -> str:
+    """A hash of the code a pretraining runs: BASE_SOURCES and `pretrain`, without docstrings or comments (read
+    once per process: the code this process runs)."""
+    return code_fingerprint([PACKAGE_ROOT / name for name in BASE_SOURCES], extra=normalised_code(PRETRAIN_SOURCE))
 
 
 def settings_key(settings: dict) -> str:
@@ -120,7 +141,7 @@ def pretrain(model, tokenizer, settings: dict, progress: bool = True, stop_at: i
 
     stop_at: stop after that many steps (the learning-rate schedule stays the full run's), as the
     re-pretraining check does."""
-    corpus = make_primitive_corpus(**settings["corpus"], seed=settings["seed"])
+    corpus = primitive_rows(settings)
     config = TrainConfig(steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
                          warmup_ratio=settings["warmup_ratio"], seed=settings["seed"], progress=progress)
     return train(model, tokenizer, corpus["train"], config, stop_at=stop_at)
@@ -161,6 +182,8 @@ def stale_reasons(name: str, record: dict) -> list[str]:
     if any(r.startswith("code:") for r in reasons):
         reasons.append("the code that builds the base (hydralib/" + ", hydralib/".join(BASE_SOURCES)
                        + ", or bases.pretrain) changed")
+    if any(r.startswith("corpus:") for r in reasons):
+        reasons.append("the primitive training rows changed (hydralib/data/synthetic.py)")
     return reasons
 
 
@@ -203,7 +226,7 @@ def build_shipped(name: str, folder: Path | None = None, progress: bool = True) 
     settings = base_settings(**PROFILES[name])
     model, tokenizer = build_tiny(seed=settings["seed"])
     result = pretrain(model, tokenizer, settings, progress)
-    test = make_primitive_corpus(**settings["corpus"], seed=settings["seed"])["test"]
+    test = primitive_rows(settings)["test"]
     generation = evaluate_generation(model, tokenizer, test)
     held_out = evaluate_loss(model, tokenizer, test)
     losses = [m["loss"] for m in result.metrics]
@@ -260,6 +283,43 @@ def load_model(name: str, seed: int = 0, **options):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return AutoModelForCausalLM.from_pretrained(name, **options), tokenizer
+
+
+def load_spec_model(model: dict):
+    """(model, tokenizer) for a run spec's model entry, {'name': ..., options}; a tiny base shows no progress bar
+    (runs train in worker processes)."""
+    options = dict(model)
+    name = options.pop("name")
+    if name == "tiny":
+        options.setdefault("progress", False)
+    return load_model(name, **options)
+
+
+# LLaMA-2-7B's architecture (the public config of meta-llama/Llama-2-7b-hf), for the shape check.
+LLAMA2_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+             "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096,
+             "rms_norm_eps": 1e-5}
+
+
+def shape_check(adapter: AdapterConfig, architecture: dict = LLAMA2_7B, batch: int = 2, length: int = 16) -> dict:
+    """Build a LLaMA model of the given architecture on the meta device (no memory, no download), add the
+    adapters, run one forward and backward pass; the logits' shape and the parameter counts.
+
+    This is how the paper-scale profile (LLaMA-2-7B) is checked on a machine that cannot hold it."""
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**architecture))
+        add_adapters(model, adapter)
+    ids = torch.zeros(batch, length, dtype=torch.long, device="meta")
+    with routing(model, routes=torch.zeros(batch, dtype=torch.long)):  # head 0, for task and cluster gates
+        out = model(input_ids=ids, labels=ids)
+    out.loss.backward()
+    count = count_parameters(model)
+    grads = [p for p in model.parameters() if p.requires_grad]
+    if any(p.grad is None for p in grads):
+        raise RuntimeError("the backward pass left some trainable parameters without a gradient")
+    return {"logits": tuple(out.logits.shape), "base": count.base, "trainable": count.trainable,
+            "adapter": count.adapter, "router": count.router, "paper": count.paper,
+            "paper_percent": 100 * count.paper / count.base, "trainable_tensors": len(grads)}
 
 
 BUILT_IN = ("tiny", "tiny-random", "smollm2-135m")

@@ -5,8 +5,13 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from .checks import check_choice
+
 METHODS = ("lora", "split", "hydra")
-GATES = ("learned", "uniform", "task", "cluster")
+# Gates without parameters; a learned gate is a router with tensors of its own, and its kinds are the names
+# hydralib.layers registers (register_router): "learned" is the softmax router of the paper and official code.
+FIXED_GATES = ("uniform", "task", "cluster")
+LEARNED_GATES: list[str] = ["learned"]
 ROUTER_INPUTS = ("x", "Ax")
 ROUTER_LEVELS = ("token", "sequence")
 ROUTER_INITS = ("kaiming", "zeros", "clusters")
@@ -23,7 +28,8 @@ class AdapterConfig:
     heads:   number of B heads (hydra) or LoRA pairs (split); 1 for lora. Default: 1 for lora, 4 otherwise.
     targets: module-name suffixes (a list), one full-match regex (a string), or "all-linear"
              (every nn.Linear / Conv1D but the LM head).
-    gate:    "learned" (softmax router, no bias), "uniform" (1/N each, the paper's "w/o gate"),
+    gate:    "learned" (softmax router, no bias; or another router registered with
+             hydralib.layers.register_router), "uniform" (1/N each, the paper's "w/o gate"),
              "task" (one-hot oracle from a per-sample component id given with the batch),
              "cluster" (one-hot from the sample's k-means cluster of its prompt, fitted on the training
              prompts, nearest centroid at inference: no labels needed; see hydralib.clustering).
@@ -34,7 +40,7 @@ class AdapterConfig:
              the mean of the prompt's states at that layer, held for all its tokens and during generation).
     router_init: "kaiming" (the official code), "zeros" (an ablation: heads never separate) or "clusters"
              (kaiming, then pointed at k-means clusters of the prompts by inject.warm_start_routers, which
-             hydralib.runs calls: a learned router warm-started from the intrinsic components).
+             hydralib.pipeline calls: a learned router warm-started from the intrinsic components).
     implementation: "fused" (default, no Python loop over heads) or "loop" (the official
              per-head algorithm, A recomputed and dropout drawn per head; a reference).
     """
@@ -53,12 +59,12 @@ class AdapterConfig:
     implementation: str = "fused"
 
     def __post_init__(self):
-        _check_choice("method", self.method, METHODS)
-        _check_choice("gate", self.gate, GATES)
-        _check_choice("router_input", self.router_input, ROUTER_INPUTS)
-        _check_choice("router_level", self.router_level, ROUTER_LEVELS)
-        _check_choice("router_init", self.router_init, ROUTER_INITS)
-        _check_choice("implementation", self.implementation, IMPLEMENTATIONS)
+        check_choice("method", self.method, METHODS)
+        check_choice("gate", self.gate, (*LEARNED_GATES, *FIXED_GATES))
+        check_choice("router_input", self.router_input, ROUTER_INPUTS)
+        check_choice("router_level", self.router_level, ROUTER_LEVELS)
+        check_choice("router_init", self.router_init, ROUTER_INITS)
+        check_choice("implementation", self.implementation, IMPLEMENTATIONS)
         if self.heads is None:
             self.heads = 1 if self.method == "lora" else 4
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
@@ -70,14 +76,14 @@ class AdapterConfig:
                 f"method='lora' has exactly one head, got heads={self.heads}; "
                 "use method='hydra' (1 A, N B) or method='split' (N A, N B) for several")
         if self.top_k is not None:
-            if self.gate != "learned":
-                raise ValueError(f"top_k applies to gate='learned' only, got gate={self.gate!r}")
+            if not self.learned_gate:
+                raise ValueError(f"top_k applies to a learned gate ({', '.join(LEARNED_GATES)}) only, got gate={self.gate!r}")
             if not isinstance(self.top_k, int) or not 1 <= self.top_k <= self.heads:
                 raise ValueError(f"top_k must be an integer in 1..heads={self.heads}, got top_k={self.top_k!r}")
-        if self.router_init != "kaiming" and self.gate != "learned":
-            raise ValueError(f"router_init={self.router_init!r} applies to gate='learned' only, got gate={self.gate!r}")
-        if self.router_level == "sequence" and self.gate != "learned":
-            raise ValueError(f"router_level='sequence' applies to gate='learned' only, got gate={self.gate!r}")
+        if self.router_init != "kaiming" and not self.learned_gate:
+            raise ValueError(f"router_init={self.router_init!r} applies to a learned gate only, got gate={self.gate!r}")
+        if self.router_level == "sequence" and not self.learned_gate:
+            raise ValueError(f"router_level='sequence' applies to a learned gate only, got gate={self.gate!r}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got dropout={self.dropout!r}")
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) \
@@ -96,6 +102,16 @@ class AdapterConfig:
         return self.alpha / self.r
 
     @property
+    def learned_gate(self) -> bool:
+        """The gate is a router with parameters of its own (a registered router kind)."""
+        return self.gate in LEARNED_GATES
+
+    @property
+    def has_router(self) -> bool:
+        """Each layer carries router tensors: a learned gate over more than one head (the one place that says it)."""
+        return self.learned_gate and self.heads > 1
+
+    @property
     def num_a(self) -> int:
         """How many rank-r A blocks: n for split, 1 for lora and hydra."""
         return self.heads if self.method == "split" else 1
@@ -111,7 +127,3 @@ class AdapterConfig:
             raise ValueError(f"unknown AdapterConfig fields {unknown}; allowed: {sorted(known)}")
         return cls(**values)
 
-
-def _check_choice(name: str, value, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")

@@ -23,15 +23,9 @@ from torch import nn
 from .config import AdapterConfig
 from .inject import adapter_layers, add_adapters, count_parameters, find_targets, mean_gates, merge_adapters, routing
 from .layers import linear_features
+from .train import resolve_device
 
 POWERCAP = Path("/sys/class/powercap")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto': the GPU if there is one, else the CPU; anything else as torch names it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class TrainStep:

@@ -3,9 +3,11 @@ accuracy, multiple-choice log-likelihood (MMLU), and sandboxed HumanEval pass@1 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -16,6 +18,65 @@ from .data.formatting import (IGNORE_INDEX, collate, encode_prompt, encode_row, 
 from .data.lengths import GENERATED_SOURCES
 from .data.sources import extract_gsm8k_answer
 from .inject import adapter_layers, batch_routing, recorded_gates, routing
+
+SCORERS = ("exact",)
+MIXED_PRECISIONS = ("no", "bf16", "fp16", "auto")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a run is scored after training; every setting has its one default here.
+
+    n_test: score the first n test rows (None: all). max_new_tokens: the greedy generation budget, one
+    number or {source: number} (real data). scorer: how a generation is compared with its answer.
+    validation_points: measure the validation loss at k evenly spaced steps (0: never). batch_size,
+    generation_batch_size: rows per scoring and per generation batch. execute_code: run HumanEval's
+    generated programs (sandboxed; opt-in). mmlu_shots: also k-shot MMLU (0: zero-shot only).
+    mixed_precision: autocast while scoring ("no": full precision; "auto" as in TrainConfig)."""
+
+    n_test: int | None = None
+    max_new_tokens: int | dict = 16
+    scorer: str = "exact"
+    validation_points: int = 0
+    batch_size: int = 8
+    generation_batch_size: int = 32
+    execute_code: bool = False
+    mmlu_shots: int = 0
+    mixed_precision: str = "no"
+
+    def __post_init__(self):
+        budgets = self.max_new_tokens.values() if isinstance(self.max_new_tokens, dict) else [self.max_new_tokens]
+        if not budgets or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in budgets):
+            raise ValueError(f"max_new_tokens must be an integer >= 1 or {{source: integer >= 1}}, "
+                             f"got max_new_tokens={self.max_new_tokens!r}")
+        for name, low in (("n_test", 1), ("validation_points", 0), ("batch_size", 1), ("generation_batch_size", 1),
+                          ("mmlu_shots", 0)):
+            value = getattr(self, name)
+            if value is None and name == "n_test":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {name}={value!r}")
+        if self.scorer not in SCORERS:
+            raise ValueError(f"unknown scorer {self.scorer!r}; allowed: {', '.join(map(repr, SCORERS))}")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"unknown mixed_precision {self.mixed_precision!r}; allowed: "
+                             f"{', '.join(map(repr, MIXED_PRECISIONS))}")
+        if not isinstance(self.execute_code, bool):
+            raise ValueError(f"execute_code must be true or false, got execute_code={self.execute_code!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: "EvalConfig | dict") -> "EvalConfig":
+        """An EvalConfig from its dict form; an unknown key is refused with the allowed list."""
+        if isinstance(values, EvalConfig):
+            return values
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown eval settings {unknown}; allowed: {', '.join(known)}")
+        return cls(**values)
 
 MMLU_LETTERS = ("A", "B", "C", "D")
 # Where an answer is complete, per generated source (a regex on the generated text; the answer is the text
@@ -303,22 +364,23 @@ def template_letter_ids(tokenizer) -> list[int] | None:
     return None if prefix else ids
 
 
-def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template: str, max_length: int,
+def evaluate_real(model, tokenizer, rows: list[dict], evaluation: EvalConfig | dict, template: str, max_length: int,
                   shots: dict[str, list[dict]] | None = None, gates: bool = False) -> dict:
     """Scores of a model on real test rows, each with the per-row outcomes that intervals and paired
     comparisons need:
     - test_loss: the response loss overall (per token, so long answers weigh most) and per component, with
       teacher-forced token accuracy, as evaluate_loss gives it;
     - MMLU rows: zero-shot accuracy (the likeliest answer letter after the training template, as the paper
-      scores it; read from the loss pass), and with evaluation["mmlu_shots"] = k > 0 also k-shot accuracy with
+      scores it; read from the loss pass), and with evaluation.mmlu_shots = k > 0 also k-shot accuracy with
       the usual MMLU prompt and `shots` (subject -> solved dev rows);
     - GSM8K rows: exact match of the final number, generated greedily within the source's budget
-      (evaluation["max_new_tokens"]: a number, or {source: number}), the share of generations cut off by that
+      (evaluation.max_new_tokens: a number, or {source: number}), the share of generations cut off by that
       budget and the share stopped in a loop (StopWhenLooping);
-    - HumanEval rows: pass@1 and its shares cut off and looping, only when evaluation["execute_code"] is true (it
+    - HumanEval rows: pass@1 and its shares cut off and looping, only when evaluation.execute_code is true (it
       runs the generated code, sandboxed);
     - gates: also "gates", each row's routing (gate_profile's), from the loss pass."""
-    batch_size = evaluation.get("batch_size", 8)
+    evaluation = EvalConfig.from_dict(evaluation)
+    batch_size = evaluation.batch_size
     mmlu = [r for r in rows if r["source"] == "mmlu"]
     choice_ids = template_letter_ids(tokenizer) if mmlu else None
     loss = evaluate_loss(model, tokenizer, rows, template, max_length, batch_size=batch_size, choice_ids=choice_ids,
@@ -331,12 +393,12 @@ def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template
         else:
             correct = multiple_choice_accuracy(model, tokenizer, mmlu, template=template)["correct"]
         scores.update(mmlu_accuracy=sum(correct) / len(correct), mmlu_correct=correct, mmlu_n=len(mmlu))
-        k = evaluation.get("mmlu_shots", 0)
+        k = evaluation.mmlu_shots
         if k:
             few = multiple_choice_accuracy(model, tokenizer, mmlu, shots=shots, k_shot=k)
             scores.update(mmlu_few_shot_accuracy=few["accuracy"], mmlu_few_shot_correct=few["correct"],
                           mmlu_shots=k)
-    budget = evaluation.get("max_new_tokens", 160)
+    budget = evaluation.max_new_tokens
 
     def generated(source):
         chosen = [r for r in rows if r["source"] == source]
@@ -346,7 +408,7 @@ def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template
         limit = budget[source] if isinstance(budget, dict) else budget
         # one batch of up to 32 prompts: a decoding step costs little more for 32 rows than for 8 on a CPU
         texts, endings = generate(model, tokenizer, chosen, template, limit,
-                                  evaluation.get("generation_batch_size", 32), max_length, with_endings=True,
+                                  evaluation.generation_batch_size, max_length, with_endings=True,
                                   stop=STOPS[source], stop_loops=True)
         return chosen, texts, {f"{source}_cut_off": endings.count("cut off") / len(endings),
                                f"{source}_looping": endings.count("loop") / len(endings)}
@@ -356,7 +418,7 @@ def evaluate_real(model, tokenizer, rows: list[dict], evaluation: dict, template
         correct = [float(is_correct(r, t, "gsm8k")) for r, t in zip(gsm8k, texts)]
         scores.update(gsm8k_exact_match=sum(correct) / len(correct), gsm8k_correct=correct, gsm8k_n=len(gsm8k),
                       gsm8k_generations=texts, **endings)
-    if any(r["source"] == "humaneval" for r in rows) and evaluation.get("execute_code", False):
+    if any(r["source"] == "humaneval" for r in rows) and evaluation.execute_code:
         code, texts, endings = generated("humaneval")
         passed = humaneval_pass_at_1(code, texts, allow_execution=True)["passed"]
         correct = [float(passed[r["task_id"]]) for r in code]

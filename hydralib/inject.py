@@ -11,7 +11,7 @@ from torch import nn
 
 from .config import AdapterConfig
 from .data.formatting import collate, encode_row, prompt_mask
-from .layers import ADAPTABLE_TYPES, RECORD_MODES, AdapterLayer, linear_features
+from .layers import ADAPTABLE_TYPES, ADAPTER_TENSORS, RECORD_MODES, AdapterLayer, linear_features
 
 
 def adapter_layers(model: nn.Module) -> dict[str, AdapterLayer]:
@@ -377,13 +377,14 @@ def count_parameters(model: nn.Module) -> ParameterCount:
     Without adapters (full fine-tuning) every trainable weight counts as adapter, and the
     paper's convention is the same number."""
     layers = adapter_layers(model)
-    adapter_ids = {id(p) for l in layers.values() for p in (l.lora_A, l.lora_B, l.router) if p is not None}
+    adapter_ids = {id(p) for l in layers.values() for p in l.adapter_tensors().values()}
     base = sum(p.numel() for p in model.parameters() if id(p) not in adapter_ids)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if not layers:
         return ParameterCount(base, trainable, trainable, 0, trainable, 1.0)
     adapter = sum(l.lora_A.numel() + l.lora_B.numel() for l in layers.values())
-    router = sum(l.router.numel() for l in layers.values() if l.router is not None)
+    router = sum(p.numel() for l in layers.values() for name, p in l.adapter_tensors().items()
+                 if name not in ADAPTER_TENSORS)
     config = get_adapter_config(model)
     one_lora = sum(config.r * sum(linear_features(l.base)) for l in layers.values())
     return ParameterCount(base, trainable, adapter, router, one_lora, (config.num_a + config.heads) / 2)

@@ -8,7 +8,7 @@ All heads are computed with two matrix products and no Python loop:
     z = gate-weighted copies of h                   (..., N*r)
     y = W0 x + s * z @ [B_1 | ... | B_N].T
 
-`loop_forward` follows the official per-head algorithm (A recomputed and dropout drawn
+`loop_update` follows the official per-head algorithm (A recomputed and dropout drawn
 once per head) and is kept as the reference the fused path must equal.
 """
 from __future__ import annotations
@@ -21,10 +21,55 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from .config import AdapterConfig
+from .config import LEARNED_GATES, AdapterConfig
 
 ADAPTABLE_TYPES = (nn.Linear, Conv1D)
 RECORD_MODES = ("off", "detached", "graph")
+# The tensors every adapter layer has; a router adds its own (Router.shapes).
+ADAPTER_TENSORS = ("lora_A", "lora_B")
+
+
+class Router:
+    """A learned gate: the tensors it adds to a layer (names and shapes, declared once here), their initial
+    values, the logits it computes and an optional loss of its own. Saving, loading, counting, merging and
+    training ask the layer (AdapterLayer.parameter_shapes, router_loss) and never name a router's tensors.
+
+    A new router is a subclass registered under a gate name, register_router("my_gate", MyRouter()); then
+    AdapterConfig(gate="my_gate") builds it (tests/test_layers.py defines one)."""
+
+    def shapes(self, config: AdapterConfig, in_features: int) -> dict[str, tuple[int, ...]]:
+        """The softmax router of the paper and the official code: W_r, (heads, in) on x or (heads, a*r) on Ax."""
+        return {"router": (config.heads, in_features if config.router_input == "x" else config.num_a * config.r)}
+
+    @torch.no_grad()
+    def initialise(self, layer: "AdapterLayer") -> None:
+        """Kaiming-uniform, as the official code (never zeros by default: zero B's and a uniform gate give
+        every head the same gradient); router_init "zeros" is the ablation."""
+        if layer.config.router_init in ("kaiming", "clusters"):
+            nn.init.kaiming_uniform_(layer.router, a=math.sqrt(5))
+        else:
+            nn.init.zeros_(layer.router)
+
+    def logits(self, layer: "AdapterLayer", source: torch.Tensor) -> torch.Tensor:
+        return F.linear(source, layer.router)
+
+    def loss(self, layer: "AdapterLayer", gates: torch.Tensor) -> torch.Tensor | None:
+        """A training loss on this layer's gates (recorded with the graph), or None: the paper's router has none."""
+        return None
+
+
+ROUTERS: dict[str, Router] = {"learned": Router()}
+
+
+def register_router(gate: str, router: Router) -> None:
+    """Make `gate` a learned gate computed by `router` (AdapterConfig accepts it from then on)."""
+    if not isinstance(router, Router):
+        raise TypeError(f"a router must be a hydralib.layers.Router, got {type(router).__name__}")
+    if gate in ROUTERS and type(ROUTERS[gate]) is not type(router):
+        raise ValueError(f"gate {gate!r} is registered already; registered: {', '.join(ROUTERS)}")
+    ROUTERS[gate] = router
+    if gate not in LEARNED_GATES:
+        LEARNED_GATES.append(gate)
 
 
 @dataclass
@@ -66,25 +111,40 @@ class AdapterLayer(nn.Module):
         self.base = base
         self.config = config
         self.in_features, self.out_features = linear_features(base)
-        r, heads, num_a = config.r, config.heads, config.num_a
         # Half-precision bases keep float32 adapters (as PEFT does): AdamW loses small updates in bf16.
         dtype = torch.float32 if base.weight.dtype in (torch.float16, torch.bfloat16) else base.weight.dtype
         factory = {"device": base.weight.device, "dtype": dtype}
-        self.lora_A = nn.Parameter(torch.empty(num_a * r, self.in_features, **factory))
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, heads * r, **factory))
+        self.router_kind = ROUTERS[config.gate] if config.has_router else None
+        self.router = None  # the softmax router's W_r; a router may name other tensors (Router.shapes)
+        for name, shape in self.parameter_shapes(config, self.in_features, self.out_features).items():
+            setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        if config.gate == "learned" and heads > 1:
-            router_in = self.in_features if config.router_input == "x" else num_a * r
-            self.router = nn.Parameter(torch.empty(heads, router_in, **factory))
-            if config.router_init in ("kaiming", "clusters"):
-                nn.init.kaiming_uniform_(self.router, a=math.sqrt(5))
-            else:
-                nn.init.zeros_(self.router)
-        else:
-            self.router = None
+        nn.init.zeros_(self.lora_B)
+        if self.router_kind is not None:
+            self.router_kind.initialise(self)
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.routing = RoutingState()
         self.merged_delta: torch.Tensor | None = None
+
+    @staticmethod
+    def parameter_shapes(config: AdapterConfig, in_features: int, out_features: int) -> dict[str, tuple[int, ...]]:
+        """{tensor name: shape} of one adapted layer: A (a*r, in), B (out, heads*r) and its router's tensors.
+        The one declaration that creating, saving, loading and counting adapters read."""
+        shapes = {"lora_A": (config.num_a * config.r, in_features), "lora_B": (out_features, config.heads * config.r)}
+        if config.has_router:
+            shapes.update(ROUTERS[config.gate].shapes(config, in_features))
+        return shapes
+
+    def adapter_tensors(self) -> dict[str, nn.Parameter]:
+        """{tensor name: parameter} of this layer's adapter, router included, as parameter_shapes names them."""
+        return {name: getattr(self, name) for name in self.parameter_shapes(self.config, self.in_features,
+                                                                           self.out_features)}
+
+    def router_loss(self) -> torch.Tensor | None:
+        """The router's own training loss on the gates recorded by the last forward (with the graph), or None."""
+        if self.router_kind is None or self.routing.recorded is None:
+            return None
+        return self.router_kind.loss(self, self.routing.recorded)
 
     @property
     def heads(self) -> int:
@@ -118,9 +178,9 @@ class AdapterLayer(nn.Module):
         else:
             source = x if self.config.router_input == "x" else h
             if self.config.router_level == "sequence":
-                logits = F.linear(self.pool_prompt(source), self.router).unsqueeze(1)
+                logits = self.router_kind.logits(self, self.pool_prompt(source)).unsqueeze(1)
             elif logits is None:
-                logits = F.linear(source, self.router)
+                logits = self.router_kind.logits(self, source)
             if self.config.top_k is not None and self.config.top_k < heads:
                 keep = torch.zeros_like(logits, dtype=torch.bool)
                 keep.scatter_(-1, logits.topk(self.config.top_k, dim=-1).indices, True)  # exactly k, ties too
@@ -172,7 +232,8 @@ class AdapterLayer(nn.Module):
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A drop(x), and the router logits when the router reads x: without dropout both come from
         one matrix product, so backward adds one gradient into x instead of two."""
-        if self.router is None or self.config.router_input != "x" or self.config.router_level != "token":
+        if type(self.router_kind) is not Router or self.config.router_input != "x" or \
+                self.config.router_level != "token":  # only the softmax router's logits fuse with A
             return F.linear(self.dropout(x), self.lora_A), None
         if isinstance(self.dropout, nn.Identity):
             both = F.linear(x, torch.cat([self.lora_A, self.router]))

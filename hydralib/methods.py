@@ -25,8 +25,9 @@ def adapter_config(method: str = "lora", r: int = 8, heads: int | None = None, a
 def gate_label(config: AdapterConfig) -> str:
     """How a multi-head method routes, in the words of the tables: token router, sequence router,
     cluster gate, oracle, uniform gate (w/o gate), with top-k and warm starts said."""
-    if config.gate == "learned":
-        label = f"{config.router_level} router" if config.method == "hydra" else "learned"
+    if config.learned_gate:
+        kind = "" if config.gate == "learned" else f"{config.gate} "  # a registered router says its name
+        label = f"{kind}{config.router_level} router" if config.method == "hydra" else kind + "learned"
         if config.top_k is not None:
             label += f" top-{config.top_k}"
         if config.router_init != "kaiming":
@@ -71,7 +72,7 @@ def hydra(r: int, n: int, gate: str = "learned", **options) -> dict[str, Adapter
 
 def with_lr(configs: dict[str, AdapterConfig | None], adapter_lr: float | dict[int, float],
             full_lr: float | None = None, **train_options) -> dict[str, dict]:
-    """The methods as hydralib.runs.run_methods takes them: {label: {"adapter": config, "lr": ..., ...}},
+    """The methods as hydralib.specs.run_methods takes them: {label: {"adapter": config, "lr": ..., ...}},
     full fine-tuning at full_lr (it moves every weight, so it takes a smaller step). adapter_lr is one rate
     for every adapter or {rank: rate}, e.g. {8: 5e-3, 32: 3e-3}: the sweep (benchmarks/lr_sweep.py) finds
     rank-8 adapters learning best at a larger step than rank 32."""

@@ -6,7 +6,6 @@ in hydralib.bases (data -> models -> layers/inject -> train -> evaluate -> bases
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -47,15 +46,6 @@ def build_tiny(seed: int = 0, **overrides) -> tuple[LlamaForCausalLM, PreTrained
     model = LlamaForCausalLM(tiny_config(tokenizer, **overrides))
     model.config.name_or_path = "hydralib/tiny"
     return model, tokenizer
-
-
-def source_fingerprint(*modules: str) -> str:
-    """A hash of hydralib source files, so cached artefacts are rebuilt when the code that made them changes."""
-    root = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for name in modules:
-        digest.update((root / name).read_bytes())
-    return digest.hexdigest()[:12]
 
 
 def cache_dir() -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from .clustering import trial_agreement
-from .runs import RunStore
+from .store import RunStore
 
 FIGURE_DPI = 120
 

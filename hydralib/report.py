@@ -2,7 +2,7 @@
 real-data lane's tables (lane_summary; lane_table of its loss or accuracy columns), loss bars, validation
 curves per source and the training-curve trend.
 
-Results are the dicts `hydralib.runs.execute_run` returns (exact_match, exact_match_per_component,
+Results are the dicts `hydralib.pipeline.execute_run` returns (exact_match, exact_match_per_component,
 test_loss, parameters, train_seconds)."""
 from __future__ import annotations
 

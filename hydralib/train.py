@@ -34,6 +34,7 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 from .data.formatting import IGNORE_INDEX, collate, encode_row, prompt_mask
 from .adapter_files import save_adapters
 from .inject import adapter_config_of, adapter_layers, batch_routing, router_statistics, routing
+from .layers import Router
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -133,6 +134,13 @@ def batch_indices(n_rows: int, start: int, count: int, seed: int) -> list[int]:
     return out
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto': the GPU if there is one, else the CPU; anything else as torch names it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def resolve_mixed_precision(setting: str, device: str = "auto") -> str:
     """'auto': bf16 where a GPU supports it, else full precision."""
     if setting != "auto":
@@ -198,11 +206,14 @@ def _train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir, res
     if not has_adapters:
         model.requires_grad_(True)
     adapter_config = adapter_config_of(model)
-    routed = has_adapters and adapter_config.gate == "learned" and adapter_config.heads > 1
+    routed = has_adapters and adapter_config.has_router
     if config.balance_weight and not routed:
         raise ValueError(f"balance_weight={config.balance_weight} needs a learned router with heads > 1; "
                          f"this model has {adapter_config.to_dict() if has_adapters else 'no adapters'}")
-    record_gates = "graph" if config.balance_weight else "detached"
+    layers = list(adapter_layers(model).values()) if routed else []
+    # a router with a loss of its own, or a balance loss, needs the gates with their graph
+    router_losses = routed and any(type(l.router_kind).loss is not Router.loss for l in layers)
+    record_gates = "graph" if config.balance_weight or router_losses else "detached"
     names = _component_names(rows)
 
     encoded = [encode_row(r, tokenizer, config.template, config.max_length) for r in rows]
@@ -254,6 +265,9 @@ def _train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir, res
                 if routed:
                     stats = router_statistics(inner, batch["attention_mask"])
                     loss = loss + config.balance_weight * stats["balance_loss"] / config.grad_accum
+                    if router_losses:
+                        own = [l.router_loss() for l in layers]
+                        loss = loss + sum(x for x in own if x is not None) / config.grad_accum
                     gate_stats.append(stats)
                 sync = m == config.grad_accum - 1
                 with contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(model):
@@ -359,6 +373,15 @@ def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, step: int, conf
     tmp = run_dir / f"{CHECKPOINT_NAME}.tmp{os.getpid()}"  # a name of this process's own
     torch.save(state, tmp)
     os.replace(tmp, run_dir / CHECKPOINT_NAME)
+
+
+def checkpoint_loads(path: Path) -> bool:
+    """Whether a resume checkpoint loads whole (a partial run that can continue)."""
+    try:
+        torch.load(path, weights_only=False)
+        return True
+    except Exception:
+        return False
 
 
 def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, config: TrainConfig, fingerprint: dict | None,

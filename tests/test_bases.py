@@ -151,6 +151,25 @@ def test_a_damaged_shipped_file_is_not_used(tmp_path, monkeypatch):
     assert bases.find_shipped(bases.base_settings(pretrain_steps=6)) is None
 
 
+def test_a_base_is_keyed_by_its_training_rows_not_by_the_code_that_generates_them(monkeypatch):
+    assert "data/synthetic.py" not in bases.BASE_SOURCES  # a docstring edit there re-pretrains nothing
+    settings = bases.base_settings(**bases.PROFILES["ci"])
+    real = bases.make_primitive_corpus
+
+    def one_row_changed(**options):
+        corpus = real(**options)
+        return {**corpus, "train": [{**corpus["train"][0], "output": "changed"}] + corpus["train"][1:]}
+    bases.rows_fingerprint.cache_clear()
+    monkeypatch.setattr(bases, "make_primitive_corpus", one_row_changed)
+    try:
+        changed = bases.base_settings(**bases.PROFILES["ci"])
+        reasons = bases.stale_reasons("ci", {"settings": settings})  # recorded before, wanted now
+    finally:
+        bases.rows_fingerprint.cache_clear()
+    assert changed["corpus"]["train_rows"] != settings["corpus"]["train_rows"]
+    assert reasons[-1].startswith("the primitive training rows changed")
+
+
 def test_stale_record_names_the_rebuild_command(monkeypatch):
     record = {"settings": {**bases.base_settings(**bases.PROFILES["ci"]), "code": "0123456789ab"}}
     reasons = bases.stale_reasons("ci", record)

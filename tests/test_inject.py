@@ -206,5 +206,5 @@ def test_warm_started_routers_send_each_route_to_its_head():
     assert agreement["clusters"] > 0.9 > agreement["kaiming"]
     with pytest.raises(ValueError, match="every row needs a 'route' in 0..2"):
         warm_start_routers(model, tokenizer, [{**rows[0], "route": 5}])
-    with pytest.raises(ValueError, match="router_init='clusters' applies to gate='learned' only"):
+    with pytest.raises(ValueError, match="router_init='clusters' applies to a learned gate only"):
         AdapterConfig(method="hydra", gate="uniform", router_init="clusters")

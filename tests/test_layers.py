@@ -7,6 +7,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from hydralib import AdapterConfig, AdapterLayer, add_adapters, adapter_layers, routing
+from hydralib.layers import Router, register_router
 from conftest import randomize_b, small_llama
 
 GATE_SETTINGS = [
@@ -163,14 +164,14 @@ def test_hydra_heads_separate_with_kaiming_router_and_not_with_a_zero_one():
 @pytest.mark.parametrize("bad, message", [
     (dict(r=0), "r must be"),
     (dict(heads=0), "heads must be"),
-    (dict(method="moe"), "unknown method 'moe'"),
-    (dict(gate="softmax"), "unknown gate 'softmax'"),
+    (dict(method="moe"), "method must be one of lora, split, hydra, got method='moe'"),
+    (dict(gate="softmax"), "gate must be one of .*got gate='softmax'"),
     (dict(heads=4, top_k=5), "top_k must be"),
     (dict(method="lora", heads=3), "exactly one head"),
-    (dict(router_input="h"), "unknown router_input"),
+    (dict(router_input="h"), "router_input must be one of x, Ax"),
     (dict(dropout=1.5), "dropout must be"),
-    (dict(router_level="sample"), "unknown router_level"),
-    (dict(gate="uniform", router_level="sequence"), "applies to gate='learned' only"),
+    (dict(router_level="sample"), "router_level must be one of token, sequence"),
+    (dict(gate="uniform", router_level="sequence"), "applies to a learned gate only"),
 ])
 def test_bad_config_is_refused_with_a_clear_message(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -236,3 +237,70 @@ def test_without_a_gate_every_head_gets_the_same_gradient_and_trains_one_lora():
                 assert all(torch.equal(blocks[0], b) for b in blocks[1:])  # the same gradient for every head
             optimizer.step()
     torch.testing.assert_close(heads(x), single(x), atol=1e-5, rtol=1e-5)
+
+
+class TemperatureRouter(Router):
+    """A router defined here, outside the library: a softmax router with a learned temperature (a tensor of
+    its own) and a loss of its own (a z-loss on the gates), to show that a new router is a change to the
+    layer's declaration alone: training, saving, loading, counting and merging need nothing more."""
+
+    def shapes(self, config, in_features):
+        return {**super().shapes(config, in_features), "router_temperature": (1,)}
+
+    @torch.no_grad()
+    def initialise(self, layer):
+        super().initialise(layer)
+        layer.router_temperature.fill_(1.0)
+
+    def logits(self, layer, source):
+        return super().logits(layer, source) / layer.router_temperature.abs().clamp_min(0.05)
+
+    def loss(self, layer, gates):
+        return 0.1 * (gates ** 2).sum(-1).mean()
+
+
+def test_a_router_defined_outside_the_library_trains_saves_loads_and_merges(tmp_path):
+    from hydralib import TrainConfig, count_parameters, load_adapters, merge_adapters, save_adapters, train
+    from hydralib.bases import load_model
+    from hydralib.data.synthetic import make_corpus
+
+    register_router("temperature", TemperatureRouter())
+    config = AdapterConfig(method="hydra", r=4, heads=2, gate="temperature", targets=["q_proj", "v_proj"])
+    options = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, max_position_embeddings=64)
+    model, tokenizer = load_model("tiny-random", **options)
+    add_adapters(model, config, seed=0)
+    layer = next(iter(adapter_layers(model).values()))
+    assert set(layer.adapter_tensors()) == {"lora_A", "lora_B", "router", "router_temperature"}
+    assert count_parameters(model).router == sum(l.router.numel() + 1 for l in adapter_layers(model).values())
+
+    rows = make_corpus(n_components=2, n_train=32, n_test=4, seed=0)["train"]
+    result = train(model, tokenizer, rows, TrainConfig(steps=3, batch_size=8, lr=5e-2, progress=False))
+    temperatures = [l.router_temperature.item() for l in adapter_layers(model).values()]
+    assert all(t != 1.0 for t in temperatures)  # its own tensor trained
+    assert result.metrics[-1]["loss"] > 0
+
+    save_adapters(model, tmp_path / "adapter")
+    fresh, _ = load_model("tiny-random", **options)
+    load_adapters(fresh, tmp_path / "adapter")
+    ids = torch.randint(3, 200, (2, 10), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(input_ids=ids).logits, model(input_ids=ids).logits)
+        with routing(model, gate=torch.tensor([0.25, 0.75])):
+            gated = model(input_ids=ids).logits
+        merge_adapters(model, gate=[0.25, 0.75])
+        torch.testing.assert_close(model(input_ids=ids).logits, gated, atol=1e-5, rtol=1e-5)
+
+
+def test_the_router_loss_is_trained_on_and_a_router_without_one_records_no_graph():
+    register_router("temperature", TemperatureRouter())
+    layer = AdapterLayer(nn.Linear(8, 8), AdapterConfig(method="hydra", r=2, heads=2, gate="temperature"))
+    x = torch.randn(3, 5, 8)
+    layer.routing.record = "graph"
+    layer(x)
+    loss = layer.router_loss()
+    loss.backward()
+    assert layer.router.grad is not None and layer.router.grad.abs().sum() > 0
+    plain = AdapterLayer(nn.Linear(8, 8), AdapterConfig(method="hydra", r=2, heads=2))
+    plain.routing.record = "graph"
+    plain(x)
+    assert plain.router_loss() is None

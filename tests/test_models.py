@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from hydralib import models
-from hydralib.models import TINY_DEFAULTS, build_byte_tokenizer, build_tiny, cache_dir, source_fingerprint, tiny_config
+from hydralib.models import TINY_DEFAULTS, build_byte_tokenizer, build_tiny, cache_dir, tiny_config
 
 
 def test_tokenizer_round_trips_any_bytes_one_token_per_byte():
@@ -48,11 +48,6 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path
     monkeypatch.delenv("HYDRALIB_CACHE")
     assert cache_dir() == Path.home() / ".cache" / "hydralib"
-
-
-def test_source_fingerprint_changes_with_the_files_it_reads():
-    one, both = source_fingerprint("models.py"), source_fingerprint("models.py", "train.py")
-    assert len(one) == 12 and one != both and one == source_fingerprint("models.py")
 
 
 def test_models_imports_nothing_above_it():

@@ -3,7 +3,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from hydralib.notebook import agreement_claim, method_claim, nmis, scores, setup
-from hydralib.runs import RunStore
+from hydralib.store import RunStore
 
 RESULTS = {"LoRA r8": [{"exact_match": 0.25, "routing": {"nmi": 0.1}}, {"exact_match": 0.5, "routing": {"nmi": 0.3}}],
            "full fine-tuning": [{"exact_match": 0.75}, {"exact_match": 1.0}]}

@@ -4,8 +4,10 @@ import pytest
 
 from hydralib import RunStore
 from hydralib.methods import adapter_config, lane_methods, with_lr
-from hydralib.real import LLAMA2_7B, evaluate_base, real_spec, shape_check
-from hydralib.runs import RunSpec, execute_run, run_many
+from hydralib.bases import LLAMA2_7B, shape_check
+from hydralib.pipeline import evaluate_base, execute_run
+from hydralib.specs import real_spec
+from hydralib.store import RunSpec, run_many
 from hydralib.train import METRICS_NAME
 
 from real_fixtures import spec
@@ -90,5 +92,5 @@ def test_a_real_run_leaves_out_rows_too_long_and_records_validation_loss_per_sou
 
 
 def test_validation_steps_are_evenly_spaced_and_end_at_the_last():
-    from hydralib.runs import validation_steps
+    from hydralib.pipeline import validation_steps
     assert validation_steps(16, 4) == [4, 8, 12, 16] and validation_steps(3, 5) == [1, 2, 3]

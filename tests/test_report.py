@@ -1,7 +1,7 @@
 """Method tables and the paper's numbers: what the notebooks print beside each other."""
 import pytest
 
-import hydralib.runs as runs
+import hydralib.specs as specs
 from hydralib import paper
 from hydralib.methods import adapter_config, with_lr
 from hydralib.report import (lane_columns, lane_summary, lane_table, loss_trend, plot_component_losses,
@@ -44,7 +44,7 @@ def test_run_methods_builds_one_spec_per_method_and_seed(monkeypatch):
     seen = []
     monkeypatch.setattr(runs, "run_many", lambda specs, store, processes: seen.extend(specs) or
                         [{"seed": s.train.seed, "lr": s.train.lr} for s in specs])
-    out = runs.run_methods(with_lr({"lora": adapter_config("lora", 8), "full": None}, 1e-3, 3e-4), [0, 1],
+    out = specs.run_methods(with_lr({"lora": adapter_config("lora", 8), "full": None}, 1e-3, 3e-4), [0, 1],
                            store=None, n_components=2, steps=5, pretrain_steps=0, n_train=16, n_test=4)
     assert [r["seed"] for r in out["lora"]] == [0, 1] and {r["lr"] for r in out["full"]} == {3e-4}
     assert seen[0].adapter.alpha == 16 and seen[2].adapter is None  # alpha = 2r at equal scale

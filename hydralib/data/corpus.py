@@ -1,15 +1,36 @@
 """build_data(spec): a run's rows from its data spec, whatever their kind (synthetic, primitives, real)."""
 from __future__ import annotations
 
+import inspect
+
 import torch
 
-from .real import build_real_data
+from .real import DATA_KEYS as REAL_DATA_KEYS, build_real_data
 from .synthetic import make_corpus, make_primitive_corpus
 
 DATA_SELECTIONS = ("only_component", "part", "parts")
 # Keys that say how a run uses its rows, not which rows there are.
 USE_KEYS = ("kind", "cluster_features")
 BUILDERS = {"synthetic": make_corpus, "primitives": make_primitive_corpus, "real": lambda **spec: build_real_data(spec)}
+
+
+def data_keys(kind: str) -> list[str]:
+    """The keys a data spec of this kind may hold: its builder's settings, the selections and the use keys."""
+    if kind not in BUILDERS:
+        raise ValueError(f"unknown data kind {kind!r}; allowed: {', '.join(BUILDERS)}")
+    settings = REAL_DATA_KEYS if kind == "real" else inspect.signature(BUILDERS[kind]).parameters
+    return list(dict.fromkeys([*USE_KEYS, *settings, *DATA_SELECTIONS]))
+
+
+def check_data_spec(data) -> None:
+    """Refuse a data spec that is not a dict with a known kind, or that holds a key its kind does not read
+    (naming the allowed keys): a misspelt setting must not be keyed and silently ignored."""
+    if not isinstance(data, dict) or "kind" not in data:
+        raise ValueError(f"a run's data must be a dict with a 'kind', got data={data!r}")
+    allowed = data_keys(data["kind"])
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown keys {unknown} in a {data['kind']!r} data spec; allowed: {', '.join(allowed)}")
 
 
 def build_data(data: dict) -> dict:

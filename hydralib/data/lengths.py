@@ -105,3 +105,17 @@ def fitting_rows(rows: list[dict], tokenizer, template: str, max_length: int) ->
         else:
             dropped[length["source"]] += 1
     return kept, dict(dropped)
+
+
+def lane_lengths(data: dict, tokenizer, template: str = "alpaca", quantile: float = 0.98,
+                 max_length: int | None = None, max_new_tokens: int | None = None) -> tuple[dict, dict]:
+    """(budget, {"train": table, "test": table}): the training length and the generation budget per source
+    chosen from the training rows' lengths (their `quantile`; a number given overrides it), and what that
+    budget cuts in the training rows and in the test rows (truncation_table)."""
+    train, test = measure(data["train"], tokenizer, template), measure(data["test"], tokenizer, template)
+    budget = length_budget(train, quantile)
+    if max_length is not None:
+        budget["max_length"] = max_length
+    if max_new_tokens is not None:
+        budget["max_new_tokens"] = {source: max_new_tokens for source in budget["max_new_tokens"]}
+    return budget, {"train": truncation_table(train, budget), "test": truncation_table(test, budget)}

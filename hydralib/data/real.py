@@ -1,6 +1,6 @@
 """Real sets as run data: a mixture of GSM8K, MMLU, HumanEval and Dolly rows, one component per source.
 
-A real-data run's data spec (see hydralib.runs.build_data):
+A real-data run's data spec (see hydralib.data.corpus.build_data):
 
     {"kind": "real", "sources": ["gsm8k", "mmlu", "humaneval"], "eval_sources": [],
      "n_train": 64, "n_test": 16, "n_val": 0, "seed": 0, "download": False}

@@ -6,11 +6,13 @@ import shutil
 from pathlib import Path
 
 import hydralib
-import hydralib.runs as runs
+import hydralib.pipeline as pipeline
 from hydralib.config import AdapterConfig
 from hydralib.data.corpus import build_data
 from hydralib.methods import adapter_config
-from hydralib.runs import RunSpec, RunStore, code_fingerprint, dependency_files, run_key, run_many
+from hydralib.code_key import code_fingerprint, dependency_files
+from hydralib.evaluate import EvalConfig
+from hydralib.store import RunSpec, RunStore, run_key, run_many
 from hydralib.train import TrainConfig
 
 SPEC = {
@@ -30,13 +32,13 @@ def with_seed(seed):
 @pytest.fixture
 def counted(monkeypatch):
     calls = []
-    real = runs.execute_run
+    real = pipeline.execute_run
 
     def counting(spec, run_dir):
         calls.append(run_dir.name)
         return real(spec, run_dir)
 
-    monkeypatch.setattr(runs, "execute_run", counting)
+    monkeypatch.setattr(pipeline, "execute_run", counting)
     return calls
 
 
@@ -98,7 +100,7 @@ def test_bad_spec_is_refused_before_anything_runs(tmp_path):
 def test_task_routes_fold_components_onto_fewer_heads():
     data = build_data({"kind": "synthetic", "n_components": 4, "n_train": 40, "n_test": 8, "seed": 0})
     adapter = adapter_config("split", 4, heads=2, gate="task")
-    routed, info = runs.route_rows(data, adapter, "tfidf", 0, "compact")
+    routed, info = pipeline.route_rows(data, adapter, "tfidf", 0, "compact")
     assert info == {} and all(r["route"] == r["component"] % 2 for r in routed["train"] + routed["test"])
     assert "route" not in data["train"][0]  # the input rows are not changed
 
@@ -129,19 +131,61 @@ def test_a_spec_is_normalised_once_and_equal_specs_share_a_key():
         RunSpec({"pretrain_steps": 3}, SPEC["data"], None, spec.train)
 
 
-def test_the_key_follows_the_code_a_result_depends_on_not_reports(tmp_path):
+def copied_package(tmp_path) -> Path:
     package = tmp_path / "hydralib"
     shutil.copytree(Path(hydralib.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
-    names = {str(p.relative_to(package)) for p in dependency_files(package / "runs.py")}
-    assert {"runs.py", "layers.py", "inject.py", "train.py", "evaluate.py", "data/synthetic.py"} <= names
-    assert not names & {"report.py", "claims.py", "suite.py", "anatomy.py", "methods.py", "real.py"}
-    before = code_fingerprint(package / "runs.py")
+    return package
+
+
+def fingerprint(package: Path) -> str:
+    return code_fingerprint(dependency_files(package / "pipeline.py", package), package)
+
+
+def test_the_key_follows_the_code_a_result_depends_on_not_reports(tmp_path):
+    package = copied_package(tmp_path)
+    names = {str(p.relative_to(package)) for p in dependency_files(package / "pipeline.py", package)}
+    assert {"pipeline.py", "layers.py", "inject.py", "train.py", "evaluate.py", "data/synthetic.py"} <= names
+    assert not names & {"report.py", "claims.py", "suite.py", "anatomy.py", "methods.py", "store.py", "specs.py"}
+    before = fingerprint(package)
     with open(package / "report.py", "a") as f:
-        f.write("\n# a new plot title\n")
-    assert code_fingerprint(package / "runs.py") == before  # editing a table or plot retrains nothing
+        f.write("\nTITLE = 'a new plot title'\n")
+    assert fingerprint(package) == before  # editing a table or plot retrains nothing
     with open(package / "layers.py", "a") as f:
-        f.write("\n# a change to the adapter layer\n")
-    assert code_fingerprint(package / "runs.py") != before
+        f.write("\nSCALE = 2\n")
+    assert fingerprint(package) != before  # a code edit in a module a result depends on re-keys
+
+
+def test_a_docstring_or_comment_edit_keeps_every_key(tmp_path):
+    package = copied_package(tmp_path)
+    before = fingerprint(package)
+    layers = package / "layers.py"
+    text = layers.read_text()
+    assert '"""The one adapter layer' in text
+    edited = text.replace('"""The one adapter layer', '"""A reworded docstring. The one adapter layer', 1)
+    edited = edited.replace("\nclass AdapterLayer", "\n# a new comment\nclass AdapterLayer", 1)
+    layers.write_text(edited)
+    assert fingerprint(package) == before
+    synthetic = package / "data" / "synthetic.py"
+    synthetic.write_text(synthetic.read_text().replace('"""', '"""Reworded. ', 1))
+    assert fingerprint(package) == before
+
+
+def test_an_absolute_import_is_followed_like_a_relative_one(tmp_path):
+    package = copied_package(tmp_path)
+    with open(package / "layers.py", "a") as f:
+        f.write("\nfrom hydralib.report import plot_methods\n")
+    names = {str(p.relative_to(package)) for p in dependency_files(package / "pipeline.py", package)}
+    assert "report.py" in names  # and so an edit there now re-keys
+
+
+def test_an_unknown_data_or_eval_setting_is_refused_with_the_allowed_list():
+    with pytest.raises(ValueError, match=r"unknown keys \['n_compnents'\].*allowed: .*n_components"):
+        RunSpec.from_dict({**SPEC, "data": {**SPEC["data"], "n_compnents": 3}})
+    with pytest.raises(ValueError, match=r"unknown eval settings \['n_tset'\].*allowed: .*n_test"):
+        RunSpec.from_dict({**SPEC, "eval": {"n_tset": 4}})
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 1"):
+        EvalConfig(max_new_tokens=0)
+    assert RunSpec.from_dict(SPEC).eval == EvalConfig(max_new_tokens=8)  # one default for every other setting
 
 
 def test_run_many_says_how_many_runs_came_from_the_store(tmp_path, capsys):
@@ -154,8 +198,8 @@ def test_run_many_says_how_many_runs_came_from_the_store(tmp_path, capsys):
 
 
 def test_the_real_lane_scores_in_the_precision_it_trains_in_and_synthetic_runs_in_full_precision():
-    from hydralib.real import real_spec
-    from hydralib.runs import evaluation_precision, synthetic_spec
+    from hydralib.pipeline import evaluation_precision
+    from hydralib.specs import real_spec, synthetic_spec
     model = torch.nn.Linear(2, 2)
     lane = real_spec(None, 0, model="tiny-random", sources=["gsm8k"], n_train=2, n_test=1, steps=1, lr=1e-3,
                      mixed_precision="bf16")

@@ -1,0 +1,190 @@
+"""The pipeline: a run spec in, its result out (build the model and the data, train, evaluate, score).
+
+This module and what it imports are the only code a run's result depends on, so they are the only
+code the run store's key hashes (hydralib.store): editing a plot, a table, a claim, the store or the
+spec builders retrains nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from .bases import load_spec_model
+from .clustering import assign_routes, routing_mutual_information
+from .config import AdapterConfig
+from .data.corpus import build_data
+from .data.lengths import fitting_rows
+from .data.real import mmlu_shots
+from .evaluate import evaluate_generation, evaluate_loss, evaluate_real
+from .inject import add_adapters, count_parameters, warm_start_routers
+from .train import CHECKPOINT_NAME, METRICS_NAME, resolve_device, resolve_mixed_precision, train
+
+
+def execute_run(spec, run_dir: Path) -> dict:
+    """Build model and data from the spec (a store.RunSpec), train (resuming a checkpoint in run_dir),
+    evaluate; the results."""
+    model, tokenizer = prepare_model(spec)
+    config = spec.train
+    data, routes = route_rows(build_data(spec.data), spec.adapter, spec.data.get("cluster_features", "tfidf"),
+                              config.seed, config.template)
+    dropped = {}
+    if spec.data["kind"] == "real":  # a row longer than max_length is left out, not cut into another task
+        data["train"], dropped = fitting_rows(data["train"], tokenizer, config.template, config.max_length)
+    if spec.adapter is not None and spec.adapter.router_init == "clusters":
+        warm_start_routers(model, tokenizer, data["train"], config.template, config.max_length)
+    result, validation = train_with_validation(model, tokenizer, data, spec, run_dir)
+    test = eval_rows(data, spec)
+    routed = spec.adapter is not None and spec.adapter.heads > 1
+    with evaluation_precision(spec, result.model):
+        scores = score_rows(result.model, tokenizer, test, spec, gates=routed)
+    if routed:
+        routes = {**routes, "routing": routing_summary(scores.pop("gates"), test, data["components"])}
+    count = count_parameters(result.model)
+    return {
+        "key": run_dir.name,
+        "components": data["components"],
+        "train_seconds": result.seconds,
+        "final_train_loss": result.metrics[-1]["loss"] if result.metrics else None,
+        "tokens_per_s": sum(m["tokens_per_s"] for m in result.metrics) / max(1, len(result.metrics)),
+        "attention": result.model.config._attn_implementation,
+        "parameters": {"trainable": count.trainable, "adapter": count.adapter, "router": count.router,
+                       "paper": count.paper, "base": count.base},
+        **({"dropped_train_rows": dropped, "train_rows": len(data["train"])} if spec.data["kind"] == "real" else {}),
+        **({"validation": validation} if validation else {}),
+        **scores,
+        **routes,
+    }
+
+
+def prepare_model(spec):
+    """(model, tokenizer): the spec's base, with eager attention on a CPU and the spec's adapters added."""
+    model, tokenizer = load_spec_model(spec.model)
+    if spec.train.device == "cpu" or not torch.cuda.is_available():
+        # On a CPU, SDPA's backward costs about 10x its forward at these lengths: eager attention trains the
+        # tiny model 1.2-1.8x faster and SmolLM2 1.05-1.13x (benchmarks/train_throughput.py). The same
+        # function (equal to 1e-5 in fp32), but in bf16 the two round differently (docs/operating_point.md).
+        model.set_attn_implementation("eager")
+    if spec.adapter is not None:
+        # the initial adapters must not depend on what ran before in the process (e.g. a pretraining)
+        add_adapters(model, spec.adapter, seed=spec.train.seed)
+    return model, tokenizer
+
+
+def route_rows(data: dict, adapter: AdapterConfig | None, features: str, seed: int, template: str) -> tuple[dict, dict]:
+    """The data with each row's head ("route") for a task or cluster gate, and what the routing found.
+
+    task: the true component; with fewer heads than components, component c shares head c mod heads
+    (an oracle that still mixes components: which ones share a head is fixed, not chosen).
+    cluster (and a learned router with router_init "clusters"): the k-means cluster (k = heads) of the row's
+    prompt, fitted on the training prompts; test rows go to the nearest centroid, so no labels are used."""
+    if adapter is None or (adapter.gate not in ("task", "cluster") and adapter.router_init != "clusters"):
+        return data, {}
+    held_out = data["test"] + data.get("validation", [])  # validation rows are routed as test rows are
+    if adapter.gate == "task":
+        def with_route(rows):
+            return [{**r, "route": int(r.get("component", 0)) % adapter.heads} for r in rows]
+        train_rows, routed = with_route(data["train"]), with_route(held_out)
+        info = {}
+    else:
+        train_rows, routed, clusters = assign_routes(data["train"], held_out, k=adapter.heads, features=features,
+                                                     seed=seed, template=template)
+        info = {"clusters": clusters}
+    n_test = len(data["test"])
+    return {**data, "train": train_rows, "test": routed[:n_test], "validation": routed[n_test:]}, info
+
+
+def evaluation_precision(spec, model):
+    """Autocast for scoring where spec.eval.mixed_precision asks for it ("bf16", "fp16", or "auto" as in
+    TrainConfig): the real-data lane scores in the precision it trains in, which halves a forward pass on a CPU
+    with bf16 units. Otherwise (the synthetic runs) a no-op: full precision."""
+    setting = resolve_mixed_precision(spec.eval.mixed_precision, spec.train.device)
+    if setting == "no":
+        return contextlib.nullcontext()
+    device = next(model.parameters()).device
+    return torch.autocast(device.type, dtype=torch.bfloat16 if setting == "bf16" else torch.float16)
+
+
+def validation_steps(steps: int, points: int) -> list[int]:
+    """The steps after which validation loss is measured: `points` evenly spaced, the last step included."""
+    return sorted({max(1, round(steps * i / points)) for i in range(1, points + 1)})
+
+
+def train_with_validation(model, tokenizer, data: dict, spec, run_dir: Path):
+    """Train as the spec says; with spec.eval.validation_points = k > 0 and validation rows, stop at k evenly
+    spaced steps (a checkpoint, then resuming, as an interruption would) and measure the loss on the validation
+    rows per component, before training too. Returns (TrainResult, [{"step", "loss", "per_component"}])."""
+    config, points = spec.train, spec.eval.validation_points
+    rows = data.get("validation", [])
+    if not points or not rows:
+        return train(model, tokenizer, data["train"], config, run_dir, run_record={"spec": spec.to_dict()}), []
+
+    def measure(step: int, model) -> dict:
+        with evaluation_precision(spec, model):
+            loss = evaluate_loss(model, tokenizer, rows, config.template, config.max_length,
+                                 batch_size=spec.eval.batch_size)
+        return {"step": step, "loss": loss["loss"],
+                "per_component": {name: v["loss"] for name, v in loss["per_component"].items()}}
+
+    # the points an interrupted attempt passed cannot be measured again: such a run starts over
+    for name in (CHECKPOINT_NAME, METRICS_NAME):
+        (run_dir / name).unlink(missing_ok=True)
+    # a resume checks that it starts from the same weights as the run did, so each segment starts from them
+    # (the checkpoint then restores the trained state)
+    initial = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    curve, seconds = [measure(0, model)], 0.0
+    for stop in validation_steps(config.steps, points):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in initial:
+                    p.copy_(initial[name])
+        result = train(model, tokenizer, data["train"], config, run_dir, run_record={"spec": spec.to_dict()},
+                       stop_at=stop)
+        seconds += result.seconds
+        curve.append(measure(stop, result.model))
+        model = result.model
+    return dataclasses.replace(result, seconds=seconds), curve
+
+
+def eval_rows(data: dict, spec) -> list[dict]:
+    """The test rows a run is scored on: the first spec.eval.n_test (all when None)."""
+    return data["test"][:spec.eval.n_test]
+
+
+def score_rows(model, tokenizer, rows: list[dict], spec, gates: bool = False) -> dict:
+    """A model's scores on test rows, as the spec's data kind asks: for real data evaluate.evaluate_real;
+    otherwise the loss per component, teacher-forced token accuracy and greedy exact match (with the generations).
+    gates: also "gates", each row's routing (evaluate.gate_profile's), recorded in the loss pass."""
+    evaluation, template, max_length = spec.eval, spec.train.template, spec.train.max_length
+    if spec.data["kind"] == "real":
+        shots = mmlu_shots(spec.data.get("download", False)) if evaluation.mmlu_shots else None
+        return evaluate_real(model, tokenizer, rows, evaluation, template, max_length, shots, gates=gates)
+    loss = evaluate_loss(model, tokenizer, rows, template, max_length, gates=gates)
+    profile = loss.pop("gates", None)
+    generation = evaluate_generation(model, tokenizer, rows, template, evaluation.max_new_tokens,
+                                     scorer=evaluation.scorer)
+    return {"test_loss": loss, "exact_match": generation["exact_match"], "token_accuracy": loss["token_accuracy"],
+            "exact_match_per_component": generation["per_component"], "generations": generation["generations"],
+            **({"gates": profile} if gates else {})}
+
+
+def routing_summary(profile: dict, rows: list[dict], components: list[str]) -> dict:
+    """What routing did on the test rows, from their gate profile (evaluate.gate_profile's {"layers", "gates"}):
+    the mean gate per component and layer, and how much the head a row leans on most (its gate averaged over
+    layers) tells about its true component (mutual information)."""
+    gates = profile["gates"]  # (rows, layers, heads)
+    component = torch.tensor([int(r.get("component", 0)) for r in rows])
+    usage = {components[c]: gates[component == c].mean(0).tolist() for c in component.unique().tolist()}
+    chosen = gates.mean(1).argmax(-1)
+    return {"layers": profile["layers"], "usage_by_component": usage,
+            **routing_mutual_information(component.tolist(), chosen.tolist())}
+
+
+def evaluate_base(spec) -> dict:
+    """The scores of a spec's model as it is, before any adaptation, on the test rows its runs are scored on."""
+    model, tokenizer = load_spec_model(spec.model)
+    model.to(resolve_device(spec.train.device))  # where training would put it: a GPU for "auto" if there is one
+    with evaluation_precision(spec, model):  # in the precision the runs are scored in
+        return score_rows(model, tokenizer, eval_rows(build_data(spec.data), spec), spec)

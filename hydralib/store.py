@@ -1,0 +1,243 @@
+"""Runs remembered and run in parallel: the run spec, its key, the run store, and running many specs.
+
+A run is a RunSpec: everything that determines its result, validated and normalised once where it is made.
+
+    RunSpec(model={"name": "tiny", "pretrain_steps": 1000},
+            data={"kind": "synthetic", "n_components": 8, "conflict": 1.0, "n_train": 2000, "n_test": 400,
+                  "seed": 0, "cluster_features": "tfidf"},     # checked: an unknown key is refused
+            adapter=AdapterConfig(...) or None (full fine-tuning),
+            train=TrainConfig(steps=300, batch_size=32, lr=1e-3, seed=0, ...),
+            eval=EvalConfig(max_new_tokens=16, n_test=400))
+
+The store keys a run by a hash of its spec and of the code its result depends on: hydralib.pipeline and
+the modules it imports, followed through their imports, without docstrings or comments (hydralib.code_key).
+A run two notebooks need is trained once, re-executing a notebook reuses finished runs, and editing a
+figure, a claim, this module or a docstring retrains nothing. An entry is used only if its completion
+record exists and every file it lists still has the recorded checksum; anything else is removed and run
+again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from . import pipeline
+from .bases import load_spec_model
+from .code_key import code_fingerprint, dependency_files
+from .config import AdapterConfig
+from .data.corpus import check_data_spec
+from .evaluate import EvalConfig
+from .train import CHECKPOINT_NAME, TrainConfig, checkpoint_loads
+
+DONE_NAME = "done.json"
+RESULTS_NAME = "results.json"
+SPEC_KEYS = ("model", "data", "adapter", "train", "eval")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a run's result. Made once (directly, or from a dict with from_dict),
+    checked and normalised there, then carried unchanged to the store, the pipeline and train."""
+
+    model: dict
+    data: dict
+    adapter: AdapterConfig | None
+    train: TrainConfig
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        if not isinstance(self.model, dict) or not isinstance(self.model.get("name"), str):
+            raise ValueError(f"a run's model must be a dict with a 'name' (str), got model={self.model!r}")
+        check_data_spec(self.data)
+        if self.adapter is not None and not isinstance(self.adapter, AdapterConfig):
+            raise TypeError(f"adapter must be an AdapterConfig or None (full fine-tuning), got {type(self.adapter).__name__}")
+        if not isinstance(self.train, TrainConfig):
+            raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
+        if isinstance(self.eval, dict):
+            object.__setattr__(self, "eval", EvalConfig.from_dict(self.eval))
+        if not isinstance(self.eval, EvalConfig):
+            raise TypeError(f"eval must be an EvalConfig (or its dict form), got {type(self.eval).__name__}")
+        # Runs show no progress bars (they run in worker processes); a display setting is not part of a run.
+        object.__setattr__(self, "train", dataclasses.replace(self.train, progress=False))
+        for name in ("model", "data"):
+            object.__setattr__(self, name, json.loads(json.dumps(getattr(self, name))))  # a private copy
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> RunSpec:
+        """A RunSpec from {"model", "data", "adapter" (dict or None), "train" (dict), "eval" (dict)}; refuses
+        unknown keys."""
+        if isinstance(spec, RunSpec):
+            return spec
+        unknown = sorted(set(spec) - set(SPEC_KEYS))
+        if unknown:
+            raise ValueError(f"unknown run spec keys {unknown}; allowed: {', '.join(SPEC_KEYS)}")
+        for key in ("model", "data", "train"):
+            if key not in spec:
+                raise ValueError(f"run spec needs {key!r}; it has {sorted(spec)}")
+        adapter = spec.get("adapter")
+        if isinstance(adapter, dict):
+            adapter = AdapterConfig.from_dict(adapter)
+        train_config = spec["train"] if isinstance(spec["train"], TrainConfig) else TrainConfig(**spec["train"])
+        return cls(spec["model"], spec["data"], adapter, train_config, EvalConfig.from_dict(spec.get("eval") or {}))
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "data": self.data, "adapter": None if self.adapter is None else self.adapter.to_dict(),
+                "train": self.train.to_dict(), "eval": self.eval.to_dict()}
+
+    @functools.cached_property
+    def key(self) -> str:
+        """The store's key: a hash of the spec and of the code its result depends on (computed once: the store
+        asks for it on every lookup)."""
+        text = json.dumps({"spec": self.to_dict(), "code": code_version()}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def as_spec(spec) -> RunSpec:
+    return spec if isinstance(spec, RunSpec) else RunSpec.from_dict(spec)
+
+
+def run_key(spec) -> str:
+    return as_spec(spec).key
+
+
+def result_code_files() -> list[Path]:
+    """The source files a run's result depends on: the pipeline and what it imports, followed through."""
+    return dependency_files(Path(pipeline.__file__))
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The fingerprint of the code a run's result depends on (read once per process)."""
+    return code_fingerprint(result_code_files())
+
+
+class RunStore:
+    """Finished runs on disk, keyed by RunSpec.key; every method takes a RunSpec (or its dict form)."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, spec: RunSpec | dict) -> Path:
+        return self.root / as_spec(spec).key
+
+    def get(self, spec: RunSpec | dict) -> dict | None:
+        """The results of a finished, intact run, or None."""
+        folder = self.path(spec)
+        done = folder / DONE_NAME
+        if not done.exists():
+            return None
+        try:
+            record = json.loads(done.read_text())
+            if any(_sha256(folder / name) != digest for name, digest in record["files"].items()):
+                return None
+            return json.loads((folder / RESULTS_NAME).read_text())
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def metrics(self, spec: RunSpec | dict) -> list[dict]:
+        """The training log of a finished run: one dict per logged step (loss, lr, router statistics...)."""
+        path = self.path(spec) / "metrics.jsonl"
+        if self.get(spec) is None or not path.exists():
+            raise FileNotFoundError(f"no finished run with a training log at {self.path(spec)} (run key "
+                                    f"{as_spec(spec).key}); train it first, e.g. with run_many([spec], store)")
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def run(self, spec: RunSpec | dict) -> dict:
+        """Results for spec: from the store if finished and intact, else trained now (once, under a lock)."""
+        folder = self.path(spec)
+        with FileLock(str(folder) + ".lock"):
+            cached = self.get(spec)
+            if cached is not None:
+                return cached
+            if folder.exists() and not _resumable(folder):  # damaged, or finished once and damaged since
+                shutil.rmtree(folder)
+            results = pipeline.execute_run(as_spec(spec), folder)
+            self._finish(folder, results)
+            return results
+
+    def _finish(self, folder: Path, results: dict) -> None:
+        (folder / RESULTS_NAME).write_text(json.dumps(results, indent=2))
+        (folder / CHECKPOINT_NAME).unlink(missing_ok=True)  # finished runs keep weights, not optimizer state
+        files = [p for p in folder.rglob("*") if p.is_file() and p.name != DONE_NAME]
+        record = {"files": {str(p.relative_to(folder)): _sha256(p) for p in files}}
+        tmp = folder / (DONE_NAME + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, folder / DONE_NAME)
+
+
+def _resumable(folder: Path) -> bool:
+    """A partial run whose checkpoint loads whole can continue; anything else starts over."""
+    if (folder / DONE_NAME).exists() or not (folder / CHECKPOINT_NAME).exists():
+        return False
+    return checkpoint_loads(folder / CHECKPOINT_NAME)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _worker(args) -> dict:
+    root, spec, threads = args
+    torch.set_num_threads(threads)
+    return RunStore(root).run(spec)
+
+
+def _prepare_models(specs: list[RunSpec]) -> None:
+    """Build each distinct base once here, with all threads, before one-thread workers would each wait for it
+    (a tiny base is pretrained and cached on first use)."""
+    seen = []
+    for spec in specs:
+        if spec.model not in seen and spec.model["name"] == "tiny":
+            seen.append(spec.model)
+            load_spec_model(spec.model)
+
+
+def run_named(specs: dict[str, list[RunSpec]], store: RunStore, processes: int = 2) -> dict[str, list[dict]]:
+    """{name: [results]} for {name: [specs]}, all trained together (in parallel) through the store."""
+    results = iter(run_many([s for per_name in specs.values() for s in per_name], store, processes=processes))
+    return {name: [next(results) for _ in per_name] for name, per_name in specs.items()}
+
+
+def run_many(specs: list, store: RunStore, processes: int = 2, threads_per_process: int = 1) -> list[dict]:
+    """Results of every spec, in order; unfinished ones trained in `processes` parallel processes. Prints
+    one progress line per finished run ("[runs] run 14/40, 9 from the store"), which the suite shows."""
+    specs = [as_spec(s) for s in specs]  # refuse a bad spec before starting anything
+    unique = list({s.key: s for s in specs}.values())
+    pending = [s for s in unique if store.get(s) is None]
+    cached = len(unique) - len(pending)
+    if pending:
+        print(f"[runs] {len(unique)} runs: {cached} from the store, {len(pending)} to train", flush=True)
+    started = time.perf_counter()
+
+    def report(done: int) -> None:
+        print(f"[runs] run {cached + done}/{len(unique)}, {cached} from the store "
+              f"({time.perf_counter() - started:.0f} s)", flush=True)
+    if processes > 1 and len(pending) > 1:
+        _prepare_models(pending)
+        with ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_worker, (str(store.root), s, threads_per_process)) for s in pending]
+            for done, future in enumerate(as_completed(futures), 1):
+                future.result()
+                report(done)
+    else:
+        for done, spec in enumerate(pending, 1):
+            store.run(spec)
+            report(done)
+    return [store.run(s) for s in specs]
