@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -139,3 +140,65 @@ def test_runs_on_a_local_ray_cluster_equal_the_process_pools_bit_for_bit(tmp_pat
                 for store, r in ((pool_store, a), (ray_store, b))]
         assert logs[0] == logs[1] and len(logs[0]) == 4
     assert len({r["key"] for _, r in on_ray}) == 3
+
+
+# --- suite --dry-run: how many runs a profile trains, and what they cost ---------------------------------------
+
+def _counted(plan) -> dict:
+    from hydralib.suite import planned_runs
+    return {nb.stem: [(g.runs, g.steps) for g in planned_runs(nb, params)] for nb, params in plan}
+
+
+def test_the_dry_run_counts_each_notebooks_distinct_runs():
+    from hydralib.suite import plan_suite
+    counted = _counted(plan_suite("default"))
+    # derived by hand from the notebooks' run cells, 5 seeds each:
+    assert counted["01_heterogeneity_and_split"] == [(35, 150)]  # levels 1, 8 x (full, LoRA r8) = 20; Table 1 at
+    #   8: LoRA r8, r32, Split 4x8 learned and oracle = 20, less LoRA r8 at 8 components, already in Figure 2
+    assert counted["02_anatomy_of_lora"] == [(50, 100)]  # (3 per task + mixture + 3 other seeds + 3 IID parts) x 5
+    assert counted["03_hydralora_vs_baselines"] == [(45, 150)]  # full, LoRA r8, r32, Split 4x8 x 2 gates, Hydra
+    #   N=8 per token, per sequence, cluster gate, Hydra N=3: 9 x 5
+    assert counted["04_intrinsic_components"] == [(54, 150)]  # LoRA r8 + N=2, 8 x 2 gates = 25; at conflict 1.0
+    #   LoRA r32 is new (Hydra N=8's two gates are Figure 8's) = 5; 0.9 on 3 seeds = 9; 0.75 on 5 = 15
+    assert counted["05_ablations"] == [(45, 150)]  # 4 paper + 1 code choice + 5 routings, less the token router
+    #   twice (paper row and routing row): 9 x 5
+    assert counted["07_routing"] == [(15, 150)]
+    assert counted["08_real_data"] == [(4, 16), (1, 0)]  # LoRA, Split, Hydra x 2 gates on 1 seed; the base scored
+    assert counted["06_efficiency"] == [] and counted["00_quickstart"] == [(1, 60)]
+    gpu = _counted(plan_suite("gpu"))
+    assert gpu["05_ablations"] == [(75, 600)]  # + router on Ax, top-1, top-2, balance loss, 2 dropout rows: 15 x 5
+    fewer = _counted(plan_suite("gpu", ["05_ablations"], ["05_ablations.code_choices_run=false", "seeds=[0, 1]"]))
+    assert fewer["05_ablations"] == [(22, 600)]  # 11 x 2 seeds: the overrides are what is counted
+
+
+def test_device_hours_and_wall_time_on_k_devices(monkeypatch):
+    import io
+    from hydralib import suite
+    from hydralib.suite import RunGroup
+    monkeypatch.setattr(suite, "notebook_parameters", lambda nb: {})
+    monkeypatch.setattr(suite, "RUN_COUNTERS", {
+        "01_x": lambda p: [RunGroup(3, 10, "tiny"), RunGroup(2, 0, "tiny", parallel=False)],
+        "02_y": lambda p: [RunGroup(4, 10, "a-model-without-a-cost")]})
+    monkeypatch.setattr(suite, "STEP_COSTS", {("tiny", "gpu"): (1.0, 5.0)})
+    monkeypatch.setattr(suite, "COST_BASIS", {("tiny", "gpu"): "a test's"})
+    out = io.StringIO()
+    estimate = suite.write_run_estimate([(Path("01_x.ipynb"), {"device": "auto"}),
+                                         (Path("02_y.ipynb"), {"device": "auto"})], out)
+    # a run 10 x 1 s + 5 s = 15 s; a scoring 5 s, in the kernel one after the other
+    assert estimate["device_seconds"] == 3 * 15 + 2 * 5 and (estimate["runs"], estimate["scorings"]) == (7, 2)
+    assert estimate["wall_seconds"] == {1: 55, 2: 2 * 15 + 10, 4: 15 + 10, 8: 15 + 10}
+    text = out.getvalue()
+    assert "no cost known for 02_y's 4 of a-model-without-a-cost on a gpu: left out of the hours" in text
+    assert "cost of tiny on a gpu: 1.0 s a step + 5 s a run (a test's)" in text
+
+
+def test_the_gpu_profiles_dry_run_prints_runs_device_hours_and_wall_times(capsys):
+    from hydralib import suite
+    assert suite.main(["--profile", "gpu", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "08_real_data: 15 run(s) of 600 steps (smollm2-135m)" in out and "(estimate, not measured" in out
+    total = out.strip().splitlines()[-1]
+    hours = re.search(r"(\d+) run\(s\) and 3 scoring\(s\) of a base model, about ([\d.]+) device-hours", total)
+    assert hours and int(hours.group(1)) > 300 and float(hours.group(2)) > 1, total
+    walls = dict(re.findall(r"(\d): ([\d.]+ (?:h|min))", total))
+    assert set(walls) == {"1", "2", "4", "8"}, total
