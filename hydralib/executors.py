@@ -124,7 +124,7 @@ def _call_with_threads(function: Callable, item, threads: int):
 
 def _ray():
     try:
-        import ray
+        import ray  # the optional extra 'cluster', heavy: imported only when executor='ray'
     except ImportError as err:
         raise ImportError("executor 'ray' needs Ray, the optional extra 'cluster': pip install '.[cluster]' "
                           "(from the repository root), or pip install -r requirements-cluster.txt") from err

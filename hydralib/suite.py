@@ -36,7 +36,9 @@ from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 from traitlets import CaselessStrEnum
 
+from .anatomy import lora_families
 from .claims import VERDICT_NAME, claims_table
+from .methods import adapter_config, full_finetuning, hydra, lane_methods, lora, split, with_lr
 from .report_page import report_records, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -570,7 +572,6 @@ def _runs_00(p):
 
 
 def _runs_01(p):
-    from .methods import full_finetuning, lora, split, with_lr
     figure2 = with_lr({**full_finetuning(), **lora(p["r"])}, p["lora_lr"], p["full_lr"])
     ids = [i for k in p["levels"] for i in _identities(figure2, p["seeds"], n_components=k)]
     table1 = lora(*p["ranks"])
@@ -584,8 +585,6 @@ def _runs_01(p):
 
 
 def _runs_02(p):
-    from .anatomy import lora_families
-
     def spec(seed, **selection):
         return json.dumps({"seed": seed, **selection}, sort_keys=True)
     ids = {x for s in p["seeds"] for family in lora_families(s, p["n_tasks"], spec).values() for x in family.values()}
@@ -593,15 +592,14 @@ def _runs_02(p):
 
 
 def _runs_03(p):
-    from .methods import full_finetuning, hydra, lora, split, with_lr
     r, n = p["r"], p["heads"] or p["n_components"]
     configs = {**full_finetuning(), **lora(*p["ranks"]), **split(4, 8), **split(4, 8, gate="task"), **hydra(r, n),
                **hydra(r, n, router_level="sequence"), **hydra(r, n, gate="cluster"), **hydra(r, p["paper_heads"])}
-    return [RunGroup(len(set(_identities(with_lr(configs, p["lora_lr"], p["full_lr"]), p["seeds"]))), p["steps"], "tiny")]
+    ids = _identities(with_lr(configs, p["lora_lr"], p["full_lr"]), p["seeds"])
+    return [RunGroup(len(set(ids)), p["steps"], "tiny")]
 
 
 def _runs_04(p):
-    from .methods import hydra, lora, with_lr
     r, seeds = p["r"], p["seeds"]
     configs = lora(r)
     for n in p["head_counts"]:
@@ -617,21 +615,19 @@ def _runs_04(p):
 
 
 def _runs_05(p):
-    from .methods import adapter_config
-
-    def hydra(train=None, **setting):
+    def ablation(train=None, **setting):  # the notebook's hydra(): one setting of HydraLoRA changed
         return {"adapter": adapter_config("hydra", p["r"], heads=p["n_components"], **setting), "lr": p["lr"],
                 **(train or {})}
-    methods = {"lora": {"adapter": adapter_config("lora", p["r"]), "lr": p["lr"]}, "token": hydra(),
-               "uniform": hydra(gate="uniform"), "zeros": hydra(router_init="zeros"),
+    methods = {"lora": {"adapter": adapter_config("lora", p["r"]), "lr": p["lr"]}, "token": ablation(),
+               "uniform": ablation(gate="uniform"), "zeros": ablation(router_init="zeros"),
                "split": {"adapter": adapter_config("split", p["r"], heads=p["n_components"]), "lr": p["lr"]},
-               "sequence": hydra(router_level="sequence"), "cluster": hydra(gate="cluster"),
-               "warm": hydra(router_init="clusters"), "task": hydra(gate="task")}
+               "sequence": ablation(router_level="sequence"), "cluster": ablation(gate="cluster"),
+               "warm": ablation(router_init="clusters"), "task": ablation(gate="task")}
     if p["code_choices_run"]:
-        methods.update({"Ax": hydra(router_input="Ax"), "top1": hydra(top_k=1), "top2": hydra(top_k=2),
-                        "balance": hydra(train={"balance_weight": p["balance_weight"]})})
+        methods.update({"Ax": ablation(router_input="Ax"), "top1": ablation(top_k=1), "top2": ablation(top_k=2),
+                        "balance": ablation(train={"balance_weight": p["balance_weight"]})})
     if p["dropout_variants"]:
-        methods.update({"dropout": hydra(dropout=0.05), "loop": hydra(dropout=0.05, implementation="loop")})
+        methods.update({"dropout": ablation(dropout=0.05), "loop": ablation(dropout=0.05, implementation="loop")})
     return [RunGroup(len(set(_identities(methods, p["seeds"]))), p["steps"], "tiny")]
 
 
@@ -640,7 +636,6 @@ def _runs_07(p):
 
 
 def _runs_08(p):
-    from .methods import lane_methods
     methods = lane_methods(p["r"], p["heads"] or 2, p["targets"], p["wide_rank"])  # N does not change the count
     seeds = len(p["seeds"])
     return [RunGroup(len(methods) * seeds, p["steps"], p["model"]),
