@@ -165,10 +165,11 @@ def test_the_dry_run_counts_each_notebooks_distinct_runs():
     assert counted["07_routing"] == [(15, 150)]
     assert counted["08_real_data"] == [(4, 16), (1, 0)]  # LoRA, Split, Hydra x 2 gates on 1 seed; the base scored
     assert counted["06_efficiency"] == [] and counted["00_quickstart"] == [(1, 60)]
-    gpu = _counted(plan_suite("gpu"))
-    assert gpu["05_ablations"] == [(75, 600)]  # + router on Ax, top-1, top-2, balance loss, 2 dropout rows: 15 x 5
-    fewer = _counted(plan_suite("gpu", ["05_ablations"], ["05_ablations.code_choices_run=false", "seeds=[0, 1]"]))
-    assert fewer["05_ablations"] == [(22, 600)]  # 11 x 2 seeds: the overrides are what is counted
+    more = _counted(plan_suite("default", ["05_ablations"], ["05_ablations.code_choices_run=true",
+                                                             "05_ablations.dropout_variants=true"]))
+    assert more["05_ablations"] == [(75, 150)]  # + router on Ax, top-1, top-2, balance loss, 2 dropout rows: 15 x 5
+    fewer = _counted(plan_suite("default", ["05_ablations"], ["05_ablations.dropout_variants=true", "seeds=[0, 1]"]))
+    assert fewer["05_ablations"] == [(22, 150)]  # 11 x 2 seeds: the overrides are what is counted
 
 
 def test_device_hours_and_wall_time_on_k_devices(monkeypatch):
@@ -192,13 +193,14 @@ def test_device_hours_and_wall_time_on_k_devices(monkeypatch):
     assert "cost of tiny on a gpu: 1.0 s a step + 5 s a run (a test's)" in text
 
 
-def test_the_gpu_profiles_dry_run_prints_runs_device_hours_and_wall_times(capsys):
+def test_a_dry_run_on_gpus_prints_runs_device_hours_and_wall_times(capsys):
     from hydralib import suite
-    assert suite.main(["--profile", "gpu", "--dry-run"]) == 0
+    assert suite.main(["--profile", "default", "--dry-run", "-p", "device=auto", "-p", "08_real_data.seeds=[0, 1]"]) == 0
     out = capsys.readouterr().out
-    assert "08_real_data: 15 run(s) of 600 steps (smollm2-135m)" in out and "(estimate, not measured" in out
+    assert "08_real_data: 8 run(s) of 16 steps (smollm2-135m), 2 scoring(s) of the base model" in out
+    assert "cost of smollm2-135m on a gpu: " in out and "(estimate, not measured" in out
     total = out.strip().splitlines()[-1]
-    hours = re.search(r"(\d+) run\(s\) and 3 scoring\(s\) of a base model, about ([\d.]+) device-hours", total)
-    assert hours and int(hours.group(1)) > 300 and float(hours.group(2)) > 1, total
+    hours = re.search(r"(\d+) run\(s\) and 2 scoring\(s\) of a base model, about ([\d.]+) device-hours", total)
+    assert hours and int(hours.group(1)) == 1 + 35 + 50 + 45 + 54 + 45 + 15 + 8 and float(hours.group(2)) > 0, total
     walls = dict(re.findall(r"(\d): ([\d.]+ (?:h|min))", total))
     assert set(walls) == {"1", "2", "4", "8"}, total
