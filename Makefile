@@ -2,6 +2,7 @@
 #   make lab       JupyterLab on notebooks/, with the project's kernel ("HydraLoRA Lab")
 #   make suite     every notebook, in order, under papermill, on the `default` profile
 #   make test      pytest (a real browser test included), then every notebook on the `ci` profile
+#   make cluster   the optional extra 'cluster' (Ray) for executor: ray
 #   make student   student copies of the notebooks (solutions replaced by stubs) in build/student/
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +14,7 @@ LAB_PORT ?= 8888
 export HYDRALIB_DATA ?= $(abspath data)
 export HYDRALIB_CACHE ?= $(HOME)/.cache/hydralib
 
-.PHONY: lab kernel suite test pytest notebooks-ci student benchmark base clean-build
+.PHONY: lab kernel suite test pytest notebooks-ci student benchmark base clean-build cluster
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,13 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+# The optional extra 'cluster' (Ray, for executor: ray): `make cluster`; .ci/run installs it, so make test runs
+# tests/test_executors.py's local Ray cluster.
+cluster: $(VENV)/.cluster
+$(VENV)/.cluster: requirements-cluster.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-cluster.txt
 	touch $@
 
 # The kernel "HydraLoRA Lab" (name hydralib) runs this venv's Python, inside the venv (--sys-prefix).

@@ -24,6 +24,7 @@ import sys
 import time
 import types
 from pathlib import Path
+from typing import NamedTuple
 
 import nbformat
 import papermill
@@ -35,7 +36,9 @@ from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 from traitlets import CaselessStrEnum
 
+from .anatomy import lora_families
 from .claims import VERDICT_NAME, claims_table
+from .methods import adapter_config, full_finetuning, hydra, lane_methods, lora, split, with_lr
 from .report_page import report_records, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -518,6 +521,202 @@ def write_claims(claims_dirs, figures_dir: Path) -> Path | None:
     return path
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Runs and device-hours, for --dry-run: an estimate made without running anything
+#
+# How many runs a notebook trains is decided by its code cells, not by one parameter. RUN_COUNTERS rebuilds
+# each notebook's methods from its parameters with the builders the notebook itself calls (hydralib.methods,
+# anatomy.lora_families), and counts distinct runs (two labels with the same spec train once). Limits: a counter
+# must follow its notebook when the notebook's run cells change (tests/test_executors.py checks some counts
+# derived by hand); notebook 03's two extra methods when the k-means elbow differs from N are not counted (they
+# depend on the data); notebook 06 times steps rather than training runs; time outside runs (kernels, clustering,
+# t-SNE, figures) is in the notebooks' expected times above, not in the device-hours.
+
+# (model, "cpu" or "gpu") -> (seconds per training step, seconds per run besides its steps: loading, scoring)
+STEP_COSTS = {
+    ("tiny", "cpu"): (0.15, 5.0),
+    ("tiny", "gpu"): (0.03, 15.0),
+    ("smollm2-135m", "gpu"): (0.15, 1200.0),
+    ("meta-llama/Llama-2-7b-hf", "gpu"): (0.6, 180.0),
+}
+COST_BASIS = {
+    ("tiny", "cpu"): "measured 2026-12-03 on one thread of a loaded 2-core CPU, the default profile's runs (batch "
+                     "32, bf16): HydraLoRA r8 N=8 0.16 s a step, LoRA r32 0.14 s; 3-5 s a run besides",
+    ("tiny", "gpu"): "estimate, not measured: a 4-layer model at batch 32 is bound by kernel launches, not FLOPs",
+    ("smollm2-135m", "gpu"): "estimate, not measured: 30 layers at batch 16, launch-bound; per run, scoring every "
+                             "test split, MMLU's 14,042 rows one at a time, zero- and few-shot, dominates",
+    ("meta-llama/Llama-2-7b-hf", "gpu"): "estimate, not measured: 4 x 6.7e9 parameters x 16 x 512 tokens per "
+                                         "step at 40% of an H100's bf16 peak; per run, loading 13 GB and scoring",
+}
+DEVICE_COUNTS = (1, 2, 4, 8)
+
+
+class RunGroup(NamedTuple):
+    """Runs of one notebook that cost alike: `steps` training steps each (0: scoring only) of `model`; parallel:
+    through the run store's workers (else one after another in the notebook's kernel)."""
+    runs: int
+    steps: int
+    model: str
+    parallel: bool = True
+
+
+def _identities(methods: dict, seeds, **setting) -> list[str]:
+    """One text per run of run_methods(methods, seeds, **setting): equal texts are the same spec."""
+    return [json.dumps({"adapter": None if m["adapter"] is None else m["adapter"].to_dict(), "seed": seed,
+                        **{k: v for k, v in m.items() if k != "adapter"}, **setting}, sort_keys=True, default=str)
+            for m in methods.values() for seed in seeds]
+
+
+def _runs_00(p):
+    return [RunGroup(1, p["steps"], p["model_name"], parallel=False)]  # trained in the kernel, not the store
+
+
+def _runs_01(p):
+    figure2 = with_lr({**full_finetuning(), **lora(p["r"])}, p["lora_lr"], p["full_lr"])
+    ids = [i for k in p["levels"] for i in _identities(figure2, p["seeds"], n_components=k)]
+    table1 = lora(*p["ranks"])
+    for shape in p["splits"]:
+        n, q = map(int, shape.split("x"))
+        table1.update(split(n, q))
+        if shape in p["oracle_splits"]:
+            table1.update(split(n, q, gate="task"))
+    ids += _identities(with_lr(table1, p["lora_lr"]), p["seeds"], n_components=max(p["levels"]))
+    return [RunGroup(len(set(ids)), p["steps"], "tiny")]
+
+
+def _runs_02(p):
+    def spec(seed, **selection):
+        return json.dumps({"seed": seed, **selection}, sort_keys=True)
+    ids = {x for s in p["seeds"] for family in lora_families(s, p["n_tasks"], spec).values() for x in family.values()}
+    return [RunGroup(len(ids), p["steps"], "tiny")]
+
+
+def _runs_03(p):
+    r, n = p["r"], p["heads"] or p["n_components"]
+    configs = {**full_finetuning(), **lora(*p["ranks"]), **split(4, 8), **split(4, 8, gate="task"), **hydra(r, n),
+               **hydra(r, n, router_level="sequence"), **hydra(r, n, gate="cluster"), **hydra(r, p["paper_heads"])}
+    ids = _identities(with_lr(configs, p["lora_lr"], p["full_lr"]), p["seeds"])
+    return [RunGroup(len(set(ids)), p["steps"], "tiny")]
+
+
+def _runs_04(p):
+    r, seeds = p["r"], p["seeds"]
+    configs = lora(r)
+    for n in p["head_counts"]:
+        if n > 1:
+            configs.update({**hydra(r, n), **hydra(r, n, gate="cluster")})
+    hardness = with_lr({**lora(32), **hydra(r, p["n_components"]), **hydra(r, p["n_components"], gate="cluster")},
+                       p["lr"])
+    ids = _identities(with_lr(configs, p["lr"]), seeds, conflict=1.0) + _identities(hardness, seeds, conflict=1.0)
+    hardest = min(p["harder"]) if p["harder"] else 1.0
+    for conflict in p["harder"]:
+        ids += _identities(hardness, seeds if conflict == hardest else seeds[:p["between_seeds"]], conflict=conflict)
+    return [RunGroup(len(set(ids)), p["steps"], "tiny")]
+
+
+def _runs_05(p):
+    def ablation(train=None, **setting):  # the notebook's hydra(): one setting of HydraLoRA changed
+        return {"adapter": adapter_config("hydra", p["r"], heads=p["n_components"], **setting), "lr": p["lr"],
+                **(train or {})}
+    methods = {"lora": {"adapter": adapter_config("lora", p["r"]), "lr": p["lr"]}, "token": ablation(),
+               "uniform": ablation(gate="uniform"), "zeros": ablation(router_init="zeros"),
+               "split": {"adapter": adapter_config("split", p["r"], heads=p["n_components"]), "lr": p["lr"]},
+               "sequence": ablation(router_level="sequence"), "cluster": ablation(gate="cluster"),
+               "warm": ablation(router_init="clusters"), "task": ablation(gate="task")}
+    if p["code_choices_run"]:
+        methods.update({"Ax": ablation(router_input="Ax"), "top1": ablation(top_k=1), "top2": ablation(top_k=2),
+                        "balance": ablation(train={"balance_weight": p["balance_weight"]})})
+    if p["dropout_variants"]:
+        methods.update({"dropout": ablation(dropout=0.05), "loop": ablation(dropout=0.05, implementation="loop")})
+    return [RunGroup(len(set(_identities(methods, p["seeds"]))), p["steps"], "tiny")]
+
+
+def _runs_07(p):
+    return [RunGroup(3 * len(p["seeds"]), p["steps"], "tiny")]  # three routers of HydraLoRA per seed
+
+
+def _runs_08(p):
+    methods = lane_methods(p["r"], p["heads"] or 2, p["targets"], p["wide_rank"])  # N does not change the count
+    seeds = len(p["seeds"])
+    return [RunGroup(len(methods) * seeds, p["steps"], p["model"]),
+            RunGroup(seeds, 0, p["model"], parallel=False)]  # the base model scored in the kernel, once a seed
+
+
+RUN_COUNTERS = {"00_quickstart": _runs_00, "01_heterogeneity_and_split": _runs_01, "02_anatomy_of_lora": _runs_02,
+                "03_hydralora_vs_baselines": _runs_03, "04_intrinsic_components": _runs_04, "05_ablations": _runs_05,
+                "06_efficiency": lambda p: [], "07_routing": _runs_07, "08_real_data": _runs_08}
+
+
+def planned_runs(nb: Path, params: dict) -> list[RunGroup] | None:
+    """The runs that a notebook trains with these parameters (its defaults filled in);
+    None for a notebook no counter knows."""
+    counter = RUN_COUNTERS.get(nb.stem)
+    if counter is None:
+        return None
+    values = {k: v["default"] for k, v in notebook_parameters(nb).items()}
+    return counter({**values, **params})
+
+
+def device_kind(device) -> str:
+    return "cpu" if str(device) == "cpu" else "gpu"
+
+
+def run_estimate(plan) -> dict:
+    """What a plan's runs cost: {"notebooks": [{"stem", "groups": [RunGroup], "seconds": per group or None}],
+    "runs", "scorings" (of a base model only), "device_seconds", "wall_seconds": {k devices: seconds}, "unknown":
+    [groups without a cost], "costs": [(model, device kind) used]}. Wall time: notebooks in turn; a notebook's
+    parallel runs spread over k devices, ceil(runs / k) rounds (its runs cost alike), the others one by one."""
+    estimate = {"notebooks": [], "runs": 0, "scorings": 0, "device_seconds": 0.0,
+                "wall_seconds": {k: 0.0 for k in DEVICE_COUNTS}, "unknown": [], "costs": []}
+    for nb, params in plan:
+        groups = planned_runs(nb, params)
+        if groups is None:
+            estimate["unknown"].append(f"{nb.stem} (no run counter)")
+            continue
+        kind = device_kind(params.get("device", "cpu"))
+        entry = {"stem": nb.stem, "groups": groups, "seconds": []}
+        for group in groups:
+            estimate["scorings" if group.steps == 0 else "runs"] += group.runs
+            model = "tiny" if group.model == "tiny-random" else group.model
+            cost = STEP_COSTS.get((model, kind))
+            entry["seconds"].append(None if cost is None else group.steps * cost[0] + cost[1])
+            if cost is None:
+                estimate["unknown"].append(f"{nb.stem}'s {group.runs} of {group.model} on a {kind}")
+                continue
+            if (model, kind) not in estimate["costs"]:
+                estimate["costs"].append((model, kind))
+            estimate["device_seconds"] += group.runs * entry["seconds"][-1]
+            for k in DEVICE_COUNTS:
+                rounds = -(-group.runs // k) if group.parallel else group.runs
+                estimate["wall_seconds"][k] += rounds * entry["seconds"][-1]
+        estimate["notebooks"].append(entry)
+    return estimate
+
+
+def write_run_estimate(plan, out) -> dict:
+    """The dry run's account of runs: per notebook, the cost per model and its basis, then the total in
+    device-hours and in wall time on k devices."""
+    estimate = run_estimate(plan)
+    out.write("runs, counted from each notebook's parameters (time outside runs is in the expected times above):\n")
+    for entry in estimate["notebooks"]:
+        parts = [(f"{g.runs} run(s) of {g.steps} steps" if g.steps else f"{g.runs} scoring(s) of the base model")
+                 + f" ({g.model}{'' if g.parallel else ', one by one'})" for g in entry["groups"]]
+        hours = sum(g.runs * s for g, s in zip(entry["groups"], entry["seconds"]) if s is not None) / 3600
+        out.write(f"    {entry['stem']}: " + (f"{', '.join(parts)}; about {hours:.2f} device-h\n" if parts
+                                              else "no runs\n"))
+    for model, kind in estimate["costs"]:
+        step, per_run = STEP_COSTS[(model, kind)]
+        out.write(f"    cost of {model} on a {kind}: {step} s a step + {format_duration(per_run)} a run "
+                  f"({COST_BASIS[(model, kind)]})\n")
+    for what in estimate["unknown"]:
+        out.write(f"    no cost known for {what}: left out of the hours\n")
+    walls = ", ".join(f"{k}: {format_duration(s)}" for k, s in estimate["wall_seconds"].items())
+    out.write(f"{estimate['runs']} run(s) and {estimate['scorings']} scoring(s) of a base model, about "
+              f"{estimate['device_seconds'] / 3600:.1f} device-hours; wall time of the runs on k devices, one run "
+              f"each at a time: k {walls}\n")
+    return estimate
+
+
 def dry_run(profile_name: str, only=None, overrides=(), build_dir: Path = BUILD_DIR,
             notebook_dir: Path = NOTEBOOK_DIR, profile_dir: Path = PROFILE_DIR, out=None) -> list[tuple[Path, dict]]:
     """Print what a run would execute: each notebook, its parameters and expected time. Runs nothing."""
@@ -536,6 +735,7 @@ def dry_run(profile_name: str, only=None, overrides=(), build_dir: Path = BUILD_
                 + (f" plus {unknown} never timed" if unknown else ""))
     out.write(f"{len(plan)} notebook(s) on profile {profile_name!r}, {estimate}"
               + f"; executed copies would go to {_display_path(Path(build_dir) / profile_name)}\n")
+    write_run_estimate(plan, out)
     return plan
 
 
