@@ -61,8 +61,9 @@ def method_specs(methods: dict[str, dict], seeds: list[int], spec_builder=None, 
     return specs
 
 
-def run_methods(methods: dict[str, dict], seeds: list[int], store: RunStore, processes: int = 2,
-                spec_builder=None, **spec_options) -> dict[str, list[dict]]:
+def run_methods(methods: dict[str, dict], seeds: list[int], store: RunStore, processes: int | str = 2,
+                spec_builder=None, executor: str = "process", address: str | None = None,
+                **spec_options) -> dict[str, list[dict]]:
     """{name: [results per seed]} for the runs of method_specs(methods, seeds, spec_builder, **spec_options),
-    trained through the store."""
-    return run_named(method_specs(methods, seeds, spec_builder, **spec_options), store, processes)
+    trained through the store (executor, address: see store.run_many)."""
+    return run_named(method_specs(methods, seeds, spec_builder, **spec_options), store, processes, executor, address)

@@ -25,12 +25,9 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
-import torch
 from filelock import FileLock
 
 from . import pipeline
@@ -39,6 +36,7 @@ from .code_key import code_fingerprint, dependency_files
 from .config import AdapterConfig
 from .data.corpus import check_data_spec
 from .evaluate import EvalConfig
+from .executors import run_parallel, visible_devices, worker_count
 from .train import CHECKPOINT_NAME, TrainConfig, checkpoint_loads
 
 DONE_NAME = "done.json"
@@ -193,9 +191,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _worker(args) -> dict:
-    root, spec, threads = args
-    torch.set_num_threads(threads)
+def _train_one(job) -> dict:
+    """What a worker does with one job (root, spec): the run, through the store at root."""
+    root, spec = job
     return RunStore(root).run(spec)
 
 
@@ -209,35 +207,38 @@ def _prepare_models(specs: list[RunSpec]) -> None:
             load_spec_model(spec.model)
 
 
-def run_named(specs: dict[str, list[RunSpec]], store: RunStore, processes: int = 2) -> dict[str, list[dict]]:
+def run_named(specs: dict[str, list[RunSpec]], store: RunStore, processes: int | str = 2, executor: str = "process",
+              address: str | None = None) -> dict[str, list[dict]]:
     """{name: [results]} for {name: [specs]}, all trained together (in parallel) through the store."""
-    results = iter(run_many([s for per_name in specs.values() for s in per_name], store, processes=processes))
+    results = iter(run_many([s for per_name in specs.values() for s in per_name], store, processes=processes,
+                            executor=executor, address=address))
     return {name: [next(results) for _ in per_name] for name, per_name in specs.items()}
 
 
-def run_many(specs: list, store: RunStore, processes: int = 2, threads_per_process: int = 1) -> list[dict]:
-    """Results of every spec, in order; unfinished ones trained in `processes` parallel processes. Prints
-    one progress line per finished run ("[runs] run 14/40, 9 from the store"), which the suite shows."""
+def run_many(specs: list, store: RunStore, processes: int | str = 2, threads_per_process: int | None = None,
+             executor: str = "process", address: str | None = None) -> list[dict]:
+    """Results of every spec, in order; unfinished ones trained by hydralib.executors.run_parallel: `processes`
+    workers here ("auto": one per visible GPU, 2 one-thread workers on a CPU) or tasks on a Ray cluster
+    (executor "ray", the store on a folder every node mounts). Prints one progress line per finished run
+    ("[runs] run 14/40, 9 from the store"), which the suite shows."""
     specs = [as_spec(s) for s in specs]  # refuse a bad spec before starting anything
     unique = list({s.key: s for s in specs}.values())
     pending = [s for s in unique if store.get(s) is None]
     cached = len(unique) - len(pending)
-    if pending:
-        print(f"[runs] {len(unique)} runs: {cached} from the store, {len(pending)} to train", flush=True)
     started = time.perf_counter()
 
     def report(done: int) -> None:
         print(f"[runs] run {cached + done}/{len(unique)}, {cached} from the store "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
-    if processes > 1 and len(pending) > 1:
-        _prepare_models(pending)
-        with ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_worker, (str(store.root), s, threads_per_process)) for s in pending]
-            for done, future in enumerate(as_completed(futures), 1):
-                future.result()
-                report(done)
-    else:
-        for done, spec in enumerate(pending, 1):
-            store.run(spec)
-            report(done)
+    if pending:
+        print(f"[runs] {len(unique)} runs: {cached} from the store, {len(pending)} to train", flush=True)
+        if executor == "ray" or len(pending) > 1 and worker_count(processes, visible_devices()) > 1:
+            _prepare_models(pending)
+        run_parallel(_train_one, [(str(store.root.resolve()), s) for s in pending], processes=processes,
+                     executor=executor, address=address, threads_per_process=threads_per_process, on_done=report)
+        missing = [s.key for s in pending if store.get(s) is None]
+        if missing:
+            raise RuntimeError(f"{len(missing)} runs trained in workers are missing from {store.root} (e.g. "
+                               f"{missing[0]}): with executor ray the store must be on a folder every node mounts "
+                               "at the same path")
     return [store.run(s) for s in specs]

