@@ -23,27 +23,29 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-# The kernel "HydraLoRA Lab" (name hydralib) runs this venv's Python, inside the venv (--sys-prefix).
-$(VENV)/share/jupyter/kernels/hydralib/kernel.json: $(VENV)/.installed
+# The kernel "HydraLoRA Lab" (name hydralib) runs this venv's Python, inside the venv (--sys-prefix). Every
+# notebook names it, so the lab, the suite and the tests install it first.
+KERNEL := $(VENV)/share/jupyter/kernels/hydralib/kernel.json
+$(KERNEL): $(VENV)/.installed
 	$(PY) -m ipykernel install --sys-prefix --name hydralib --display-name "HydraLoRA Lab"
 
 # Also register the kernel for your user, so that a JupyterLab installed elsewhere can run the notebooks.
 kernel: $(VENV)/.installed
 	$(PY) -m ipykernel install --user --name hydralib --display-name "HydraLoRA Lab"
 
-lab: $(VENV)/share/jupyter/kernels/hydralib/kernel.json
+lab: $(KERNEL)
 	@echo "HYDRALIB_DATA=$(HYDRALIB_DATA) HYDRALIB_CACHE=$(HYDRALIB_CACHE)"
 	$(PY) -m jupyterlab --notebook-dir=notebooks --port=$(LAB_PORT) $(LAB_ARGS)
 
-suite: $(VENV)/.installed
+suite: $(KERNEL)
 	$(PY) -m hydralib suite --profile $(PROFILE)
 
 test: pytest notebooks-ci
 
-pytest: $(VENV)/.installed
+pytest: $(KERNEL)
 	$(PY) -m pytest -q
 
-notebooks-ci: $(VENV)/.installed
+notebooks-ci: $(KERNEL)
 	$(PY) -m hydralib suite --profile ci
 
 student: $(VENV)/.installed
