@@ -199,8 +199,9 @@ def store_main(argv: list[str] | None = None) -> int:
                   f"{manifest['profile']}, code key {manifest['code_key']}")
         else:
             manifest = import_pack(args.pack, args.build_dir)
+            folders = sorted({f for found in manifest["folders"].values() for f in found})
             print(f"imported {len(manifest['files'])} files of profile {manifest['profile']} (code key "
-                  f"{manifest['code_key']}) into {', '.join(sorted(f for fs in manifest['folders'].values() for f in fs))}")
+                  f"{manifest['code_key']}) into {', '.join(folders)}")
     except ValueError as err:  # PackRefused included
         print(f"error: {err}", file=sys.stderr)
         return 2

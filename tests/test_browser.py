@@ -320,8 +320,8 @@ def test_first_inline_figure_of_the_quickstart_on_its_defaults(tmp_path):
         assert [k["name"] for k in kernels] == ["hydralib"], kernels
         driver.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell .jp-InputPrompt").click()
         click_menu(driver, "Run", "Run All Cells")
-        state = wait_for(driver, CELLS_STATE.replace("return {", "const s = {") + "return s.images || s.errors ? s : null;",
-                         RUN_ALL_TIMEOUT, "the first inline figure")
+        first_figure = CELLS_STATE.replace("return {", "const s = {") + "return s.images || s.errors ? s : null;"
+        state = wait_for(driver, first_figure, RUN_ALL_TIMEOUT, "the first inline figure")
         seconds = time.perf_counter() - start
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SCREENSHOTS / "first-figure.png"))
