@@ -4,6 +4,8 @@
 #   make test      pytest (a real browser test included), then every notebook on the `ci` profile
 #   make cluster   the optional extra 'cluster' (Ray) for executor: ray
 #   make student   student copies of the notebooks (solutions replaced by stubs) in build/student/
+#   make book      a static site of the last suite run (executed notebooks and report), readable offline,
+#                  in build/<profile>/book/html/ (PROFILE=ci for make test's run)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,7 +16,7 @@ LAB_PORT ?= 8888
 export HYDRALIB_DATA ?= $(abspath data)
 export HYDRALIB_CACHE ?= $(HOME)/.cache/hydralib
 
-.PHONY: lab kernel suite test pytest notebooks-ci student benchmark base clean-build cluster
+.PHONY: lab kernel suite test pytest notebooks-ci student book benchmark base clean-build cluster
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,31 +33,36 @@ $(VENV)/.cluster: requirements-cluster.txt $(VENV)/.installed
 	$(PY) -m pip install --quiet -r requirements-cluster.txt
 	touch $@
 
-# The kernel "HydraLoRA Lab" (name hydralib) runs this venv's Python, inside the venv (--sys-prefix).
-$(VENV)/share/jupyter/kernels/hydralib/kernel.json: $(VENV)/.installed
+# The kernel "HydraLoRA Lab" (name hydralib) runs this venv's Python, inside the venv (--sys-prefix). Every
+# notebook names it, so the lab, the suite and the tests install it first.
+KERNEL := $(VENV)/share/jupyter/kernels/hydralib/kernel.json
+$(KERNEL): $(VENV)/.installed
 	$(PY) -m ipykernel install --sys-prefix --name hydralib --display-name "HydraLoRA Lab"
 
 # Also register the kernel for your user, so that a JupyterLab installed elsewhere can run the notebooks.
 kernel: $(VENV)/.installed
 	$(PY) -m ipykernel install --user --name hydralib --display-name "HydraLoRA Lab"
 
-lab: $(VENV)/share/jupyter/kernels/hydralib/kernel.json
+lab: $(KERNEL)
 	@echo "HYDRALIB_DATA=$(HYDRALIB_DATA) HYDRALIB_CACHE=$(HYDRALIB_CACHE)"
 	$(PY) -m jupyterlab --notebook-dir=notebooks --port=$(LAB_PORT) $(LAB_ARGS)
 
-suite: $(VENV)/.installed
+suite: $(KERNEL)
 	$(PY) -m hydralib suite --profile $(PROFILE)
 
 test: pytest notebooks-ci
 
-pytest: $(VENV)/.installed
+pytest: $(KERNEL)
 	$(PY) -m pytest -q
 
-notebooks-ci: $(VENV)/.installed
+notebooks-ci: $(KERNEL)
 	$(PY) -m hydralib suite --profile ci
 
 student: $(VENV)/.installed
 	$(PY) -m hydralib.student
+
+book: $(VENV)/.installed
+	$(PY) -m hydralib.book --profile $(PROFILE)
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/adapter_speed.py

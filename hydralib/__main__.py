@@ -1,12 +1,14 @@
 """`python -m hydralib <command> ...`: the project's command line (see `python -m hydralib --help`)."""
 import sys
 
+from .results_pack import store_main
 from .suite import main as suite_main
 from .suite import report_main
 
 COMMANDS = {
     "suite": "run the notebooks on a profile with papermill (make suite, make test); --dry-run lists them",
     "report": "write build/<profile>/report.html again from what a suite run left there",
+    "store": "export a profile's results (runs, claims, figures) as one archive, or import one: store export|import",
 }
 
 USAGE = "usage: python -m hydralib {" + ",".join(COMMANDS) + "} [options]   (python -m hydralib COMMAND --help)"
@@ -23,6 +25,10 @@ def main(argv=None) -> int:
         return suite_main(rest)
     if command == "report":
         return report_main(rest)
+    # --- store: results packs (hydralib/results_pack.py) ---
+    if command == "store":
+        return store_main(rest)
+    # --- end store ---
     sys.stderr.write(f"unknown command {command!r}\n{USAGE}\n")
     return 2
 

@@ -1,6 +1,6 @@
 """What every notebook does before its story starts, in one call, and small helpers the notebooks share.
 
-    figures_dir, store = setup(figures_dir, store_dir)
+    figures_dir, store = setup(figures_dir, store_dir)          # threads=1: torch trains on one thread
 
 A notebook opened in JupyterLab and the same notebook run by `make suite` differ only in their
 parameters: the lab's defaults read and write the `default` profile's run store (so the lab reuses the
@@ -12,15 +12,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import torch
 
 from .clustering import trial_agreement
 from .store import RunStore
 
 FIGURE_DPI = 120
+# One torch thread per kernel: on a busy 2-core machine 60 training steps took 10.8 s on 1 thread and 53.5 s on
+# 2 (issue 26), as a second thread mostly waits for a core another process holds. Runs in worker processes set
+# their own threads (runs.run_many); notebook 06 times its own thread count.
+DEFAULT_THREADS = 1
 
 
-def setup(figures_dir, store_dir=None) -> tuple[Path, RunStore | None]:
-    """Create the figures folder and open the run store; say where this run reads and writes."""
+def setup(figures_dir, store_dir=None, threads: int = DEFAULT_THREADS) -> tuple[Path, RunStore | None]:
+    """Create the figures folder, open the run store and set torch's threads (`threads`; 0 leaves them as
+    they are); say where this run reads and writes and on how many threads it computes."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"threads must be a whole number >= 0 (0 leaves torch's threads as they are), "
+                         f"got {threads!r}")
+    if threads:
+        torch.set_num_threads(threads)
     figures = Path(figures_dir)
     figures.mkdir(parents=True, exist_ok=True)
     store = RunStore(store_dir) if store_dir is not None else None
@@ -29,6 +40,7 @@ def setup(figures_dir, store_dir=None) -> tuple[Path, RunStore | None]:
     where = f"figures -> {figures.resolve()}"
     if store is not None:
         where += f"; runs <- {store.root.resolve()}"
+    where += f"; torch threads: {torch.get_num_threads()}" + (" (left as they were)" if not threads else "")
     print(where)
     return figures, store
 

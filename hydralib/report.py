@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullLocator
 
 from .claims import mean_and_spread, proportion_interval
 
@@ -67,7 +68,7 @@ def plot_methods(summaries: dict[str, dict], title: str, path=None):
     ax.bar(range(len(names)), [summaries[n]["exact_match"][0] for n in names],
            yerr=[summaries[n]["exact_match"][1] for n in names], capsize=3, color=colors)
     ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
-    ax.set(ylabel="exact match", title=title)
+    ax.set(xlabel="method", ylabel="exact match", title=title)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
@@ -101,6 +102,115 @@ def plot_dbscan_eps(sweeps: dict[str, dict], true_count: int, title_points: str 
         fig.savefig(path)
     return marked
 
+
+
+def plot_heterogeneity_gap(levels: list[int], gaps: dict[int, list[float]], rank: int, path=None):
+    """The paper's Figure 2 as measured: full fine-tuning's exact match minus LoRA's, per number of conflicting
+    components mixed (mean ± sd over seeds, gaps {level: [one per seed]}), on a log axis labelled at the levels
+    only (no minor tick labels to crowd them). Saved to path if given; returns the figure."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    means, spreads = zip(*(mean_and_spread(gaps[k]) for k in levels))
+    ax.errorbar(levels, means, yerr=spreads, marker="o", capsize=3)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xscale("log")  # before the ticks: setting a scale resets its locators and formatters
+    ax.xaxis.set_major_locator(FixedLocator(levels))
+    ax.xaxis.set_major_formatter(FixedFormatter([str(k) for k in levels]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    seeds = len(next(iter(gaps.values())))
+    ax.set(xlabel="conflicting components mixed", ylabel=f"exact match: full FT - LoRA r{rank}",
+           title=f"Measured Figure 2 ({seeds} seed{'s' if seeds != 1 else ''}, mean ± sd)")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return fig
+
+
+def plot_choosing_n(sweep, elbow: int, best_silhouette: int, dbscan, true_count: int, features: str = "TF-IDF",
+                    path=None):
+    """Three ways to choose N (clustering.kmeans_sweep's sweep, its elbow and best silhouette, and
+    clustering.dbscan_clusters' result), the true count marked as a wide grey band under each choice's red line,
+    so that it shows where they coincide; k on integer ticks. Saved to path if given; returns the figure."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), layout="constrained")
+    ks = list(sweep.ks)
+    defined = [(k, v) for k, v in zip(ks, sweep.silhouette) if v is not None]
+    axes[0].plot(ks, sweep.sse, marker="o")
+    axes[0].axvline(elbow, color="tab:red", ls="--", label=f"elbow {elbow}")
+    axes[0].set(xlabel="k (clusters)", ylabel="SSE", title=f"k-means SSE ({features})")
+    axes[1].plot(*zip(*defined), marker="o")
+    axes[1].axvline(best_silhouette, color="tab:red", ls="--", label=f"best {best_silhouette}")
+    axes[1].set(xlabel="k (clusters)", ylabel="silhouette", title=f"silhouette ({features})")
+    for ax in axes[:2]:
+        ax.axvline(true_count, color="grey", lw=7, alpha=0.35, zorder=0, label=f"true count {true_count}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[2].plot(dbscan.k_distances)
+    axes[2].axhline(dbscan.eps, color="tab:red", ls="--", label=f"eps {dbscan.eps:.3f}")
+    axes[2].set(xlabel="points, sorted", ylabel="distance to k-th neighbour",
+                title=f"DBSCAN: {dbscan.n_clusters} clusters (true {true_count})")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Choosing N on {true_count} conflicting components (grey band: the true count)")
+    if path is not None:
+        fig.savefig(path)
+    return fig
+
+
+def plot_cluster_trials(trials: dict[str, dict[str, list]], true_count: int, path=None):
+    """The paper's Figure 7 as measured (clustering.cluster_trials' trials): the clusters each method found and
+    their agreement with the true components (ARI), one dot per trial, spread sideways where trials tie so that a
+    method that finds the same count every time shows as a column of dots, not a box collapsed to a line; the
+    mean as a black bar. Saved to path if given; returns the figure."""
+    names = list(trials)
+    n_trials = len(trials[names[0]]["n_clusters"])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, key in zip(axes, ("n_clusters", "ari")):
+        for i, name in enumerate(names):
+            values = np.asarray(trials[name][key], dtype=float)
+            # each value's repeats side by side, centred on the method's position
+            offsets = np.zeros(len(values))
+            for value in np.unique(values):
+                same = np.flatnonzero(values == value)
+                offsets[same] = (np.arange(len(same)) - (len(same) - 1) / 2) * min(0.05, 0.7 / len(values))
+            ax.scatter(i + offsets, values, s=14, alpha=0.7)
+            ax.hlines(values.mean(), i - 0.3, i + 0.3, color="black", lw=1.5)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.margins(y=0.15)  # dots on the extremes stay clear of the frame
+    axes[0].axhline(true_count, color="grey", ls=":", label="true count")
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].legend(fontsize=8)
+    axes[0].set(xlabel="method", ylabel="clusters found", title=f"Figure 7: clusters found, {n_trials} trials")
+    axes[1].set(xlabel="method", ylabel="adjusted Rand index", title="agreement with the true components")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+NEAR_UNIFORM = 0.05  # a panel whose every mean gate lies within this of 1/N routes every component alike
+
+
+def plot_usage_by_component(usages: dict[str, np.ndarray], components: list[str], title: str, path=None):
+    """Mean gate weight per component and head, one panel per router ({name: array (components, heads)}, e.g. a
+    run's routing["usage_by_component"] averaged over layers). A panel within NEAR_UNIFORM of 1/N everywhere says
+    so under it: that router sends every component to every head alike (no specialisation), which the shared
+    colour scale alone shows as one flat colour. Saved to path if given; returns the figure."""
+    names = list(usages)
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.9), squeeze=False, sharey=True,
+                             layout="constrained")
+    for ax, name in zip(axes[0], names):
+        usage = np.asarray(usages[name])
+        heads = usage.shape[1]
+        image = ax.imshow(usage, vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(heads))
+        ax.set_yticks(range(len(components)), components, fontsize=7)
+        uniform = np.abs(usage - 1 / heads).max() < NEAR_UNIFORM
+        ax.set(title=name, xlabel="head" + (f"\nnear uniform (all ≈ 1/{heads}): no specialisation" if uniform
+                                            else ""), ylabel="true component")
+    fig.colorbar(image, ax=axes[0].tolist(), label="mean gate weight")
+    fig.suptitle(title)
+    if path is not None:
+        fig.savefig(path)
+    return fig
 
 # --- the real-data lane --------------------------------------------------------------------------
 # (per-row outcomes in a run's result, the column they fill): 0/1 per test row, pooled over seeds for an interval
@@ -225,7 +335,7 @@ def plot_validation_curves(results: dict[str, list[dict]], components: list[str]
             losses = np.mean([[point["per_component"].get(component, np.nan) for point in curve] for curve in curves],
                              axis=0)  # nan: no validation row of this component in a run
             ax.plot(steps, losses, marker="o", markersize=3, label=name)
-        ax.set(title=component, xlabel="step")
+        ax.set(title=component, xlabel="step", ylabel="validation loss")
     axes[0][0].set_ylabel("validation loss (response tokens)")
     axes[0][-1].legend(fontsize=7)
     fig.suptitle(title)
@@ -237,14 +347,19 @@ def plot_validation_curves(results: dict[str, list[dict]], components: list[str]
 
 def plot_component_losses(summary: dict[str, dict], components: list[str], title: str, path=None):
     """Grouped bars: each model's test loss (a lane_summary row) on each component, with its spread over
-    seeds; saved to path if given. Returns the figure."""
+    seeds as error bars (none at one seed, where there is no spread, and the axis says so); saved to path if
+    given. Returns the figure."""
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     width = 0.8 / len(summary)
-    for i, (name, row) in enumerate(summary.items()):
-        means, spreads = zip(*(row.get(f"loss {c}", (np.nan, 0.0)) for c in components))  # nan: no test rows
-        ax.bar(np.arange(len(components)) + i * width, means, width, yerr=spreads, capsize=2, label=name)
+    cells = {name: [row.get(f"loss {c}", (np.nan, 0.0)) for c in components] for name, row in summary.items()}
+    spread = any(sd > 0 for row in cells.values() for _, sd in row)  # one seed: every sd is 0, no bar to draw
+    for i, (name, row) in enumerate(cells.items()):
+        means, spreads = zip(*row)  # nan: no test rows of that component
+        ax.bar(np.arange(len(components)) + i * width, means, width, yerr=spreads if spread else None, capsize=2,
+               label=name)
     ax.set_xticks(np.arange(len(components)) + width * (len(summary) - 1) / 2, components)
-    ax.set(ylabel="test loss (response tokens)", title=title)
+    ax.set(xlabel="source (component)", title=title,
+           ylabel="test loss (response tokens)\n" + ("bars: ± sd over seeds" if spread else "one seed: no spread"))
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     if path is not None:

@@ -1,6 +1,7 @@
 """A real browser drives JupyterLab: open 00_quickstart with the `ci` parameters, Run > Run All Cells, and
 check that a figure shows inline and that no cell errored; then open the suite's report page for that run
-(file://, offline) and check that every figure on it shows.
+(file://, offline) and check that every figure on it shows and that the notebook page it links typesets its
+equations; and time the first inline figure of 00 on its own defaults.
 
 Needs Debian's Chromium and ChromeDriver (`apt-get install chromium chromium-driver`; `.ci/run` installs
 them) and the pinned jupyterlab and selenium; skips without them. JupyterLab runs from this venv on a free
@@ -68,8 +69,18 @@ def parameterized_copy(notebook: Path, parameters: dict, folder: Path) -> Path:
     return target
 
 
+def install_project_kernel(data_dir: Path) -> None:
+    """The "HydraLoRA Lab" kernel (name hydralib, which every notebook names) in a Jupyter data folder, running
+    this interpreter: what `make lab` installs into the venv."""
+    spec = data_dir / "kernels" / "hydralib" / "kernel.json"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    spec.write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                "display_name": "HydraLoRA Lab", "language": "python"}))
+
+
 class Lab:
-    """JupyterLab from this venv on a free port, token off, rooted at `root`, isolated from ~/.jupyter."""
+    """JupyterLab from this venv on a free port, token off, rooted at `root`, isolated from ~/.jupyter, with
+    the project's kernel."""
 
     def __init__(self, root: Path, scratch: Path):
         self.root, self.port = root, free_port()
@@ -79,8 +90,11 @@ class Lab:
         # no "receive Jupyter news?" toast, no update check: the machine may be offline
         (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        install_project_kernel(scratch / "jupyter-data")
         env = dict(os.environ, JUPYTER_CONFIG_DIR=str(scratch / "jupyter-config"),
-                   JUPYTER_RUNTIME_DIR=str(scratch / "jupyter-runtime"), JUPYTER_PLATFORM_DIRS="1")
+                   JUPYTER_RUNTIME_DIR=str(scratch / "jupyter-runtime"), JUPYTER_PLATFORM_DIRS="1",
+                   JUPYTER_PATH=os.pathsep.join(filter(None, [str(scratch / "jupyter-data"),
+                                                              os.environ.get("JUPYTER_PATH")])))
         self.log = (scratch / "lab.log").open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
@@ -271,7 +285,58 @@ def test_the_report_page_shows_its_figures_in_chromium(quickstart_in_lab, tmp_pa
             "return [...document.images].map(i => ({src: i.src.slice(0, 60), ok: i.complete && i.naturalWidth > 0}))")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SCREENSHOTS / "report.png"))
+        # the linked notebook page typesets 00's equations with the MathJax copied beside it: no network
+        driver.get((out / "html" / f"{notebook.stem}.html").resolve().as_uri())
+        typeset = wait_for(driver, "return document.querySelectorAll('.MathJax_Display, .MathJax').length", 60,
+                           "MathJax to typeset the rendered notebook's equations")
     finally:
         driver.quit()
+    assert typeset > 0
     assert images and all(i["ok"] for i in images), f"figures that did not show in {page}: {images}"
     assert (out / "html" / f"{notebook.stem}.html").is_file(), "the report links no rendered notebook"
+
+
+def test_first_inline_figure_of_the_quickstart_on_its_defaults(tmp_path):
+    """The time a student waits: from starting JupyterLab to notebook 00's first inline figure, on the notebook's
+    own (`default`) parameters, on the "HydraLoRA Lab" kernel its metadata names. Printed; the promise is within
+    2 minutes on an idle 2-core machine (a busy one takes longer, so the bound here is the Run All timeout)."""
+    require_browser()
+    import nbformat
+    from selenium.webdriver.common.by import By
+
+    from hydralib.suite import NOTEBOOK_DIR
+    nb = nbformat.read(NOTEBOOK_DIR / "00_quickstart.ipynb", as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "hydralib"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    notebook = tmp_path / "lab" / "notebooks" / "00_quickstart.ipynb"  # its ../build paths land in tmp_path/lab
+    notebook.parent.mkdir(parents=True)
+    nbformat.write(nb, notebook)
+    start = time.perf_counter()
+    lab = Lab(notebook.parents[1], tmp_path)
+    driver = None
+    try:
+        driver = chromium(tmp_path)
+        driver.get(f"{lab.url}/lab/tree/notebooks/{notebook.name}")
+        wait_for(driver, "return document.querySelectorAll('.jp-Notebook .jp-CodeCell').length", 90,
+                 "the notebook to open in JupyterLab")
+        lab.wait_for_kernel(120)
+        kernels = json.load(urllib.request.urlopen(f"{lab.url}/api/kernels", timeout=5))
+        assert [k["name"] for k in kernels] == ["hydralib"], kernels
+        driver.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell .jp-InputPrompt").click()
+        click_menu(driver, "Run", "Run All Cells")
+        first_figure = CELLS_STATE.replace("return {", "const s = {") + "return s.images || s.errors ? s : null;"
+        state = wait_for(driver, first_figure, RUN_ALL_TIMEOUT, "the first inline figure")
+        seconds = time.perf_counter() - start
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(SCREENSHOTS / "first-figure.png"))
+    except Exception as error:
+        raise AssertionError(f"{error}\nJupyterLab's log (end):\n{lab.logs()}") from error
+    finally:
+        if driver is not None:
+            driver.quit()
+        lab.close()
+    print(f"\nfirst inline figure of 00_quickstart (default parameters) {seconds:.0f} s after starting JupyterLab "
+          f"({os.cpu_count()} CPUs)")
+    assert state["errors"] == 0 and state["images"] >= 1, state

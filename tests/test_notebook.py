@@ -47,3 +47,29 @@ def test_agreement_claim_scores_each_trial_against_half():
     trials = {"elbow": {"n_clusters": [3, 4, 3]}, "dbscan": {"n_clusters": [3, 1, 3]}}
     text, agree, half, paper = agreement_claim("they agree", trials)
     assert (text, agree, half, paper) == ("they agree", [1.0, 0.0, 1.0], [0.5] * 3, "Fig. 7: both near the true N")
+
+
+def test_setup_sets_torchs_threads_and_says_so(tmp_path, capsys):
+    import torch
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        setup(tmp_path / "f")  # the default: one thread (the best measured on a busy 2-core machine)
+        assert torch.get_num_threads() == 1 and "torch threads: 1" in capsys.readouterr().out
+        torch.set_num_threads(2)
+        setup(tmp_path / "f", threads=0)
+        assert torch.get_num_threads() == 2 and "torch threads: 2 (left as they were)" in capsys.readouterr().out
+        for bad in (-1, 1.5, "2", True):
+            with pytest.raises(ValueError, match=f"threads must be a whole number >= 0.*got {bad!r}"):
+                setup(tmp_path / "f", threads=bad)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_every_notebook_names_the_projects_kernel():
+    import json
+
+    from hydralib.suite import list_notebooks
+    kernels = {nb.name: json.loads(nb.read_text())["metadata"]["kernelspec"] for nb in list_notebooks()}
+    assert kernels and all(k["name"] == "hydralib" and k["display_name"] == "HydraLoRA Lab"
+                           for k in kernels.values()), kernels
