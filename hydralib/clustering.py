@@ -29,6 +29,7 @@ from sklearn.neighbors import NearestNeighbors
 from transformers import AutoModel, AutoTokenizer
 
 from .checks import check_choice, check_int
+from .data.corpus import CLUSTER_TEXTS
 from .data.formatting import format_prompt
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ WORD_TOKENS = r"(?u)\b\w+\b|[^\w\s]+"
 # --- features ---------------------------------------------------------------------------------------
 
 
-PROMPT_PARTS = ("prompt", "instruction")
+PROMPT_PARTS = CLUSTER_TEXTS  # a data spec's "cluster_text" names one
 
 
 def prompt_texts(rows: Sequence[dict], template: str = "compact", part: str = "prompt") -> list[str]:
@@ -369,17 +370,19 @@ class Clusterer:
 
 def assign_routes(train_rows: Sequence[dict], test_rows: Sequence[dict], k: int,
                   features: str | Featurizer = "tfidf", seed: int = 0, template: str = "compact",
-                  n_init: int = 10) -> tuple[list[dict], list[dict], dict]:
+                  n_init: int = 10, part: str = "prompt") -> tuple[list[dict], list[dict], dict]:
     """Copies of the rows with "route" = their k-means cluster (0..k-1), for a cluster gate.
 
-    Clusters are fitted on the training prompts only; test rows go to the nearest centroid. info
+    What is clustered: part="prompt" (default) the whole prompt as the model reads it (instruction and
+    input), part="instruction" the instruction alone (prompt_texts). Clusters are fitted on the training
+    rows only; test rows go to the nearest centroid. info
     (JSON-ready): train_ari and test_ari (adjusted Rand index vs the true component) and the cluster
     sizes train_sizes and test_sizes. The input rows are left unchanged."""
     _check_not_empty("train_rows", train_rows)
     _check_not_empty("test_rows", test_rows)
-    clusterer = Clusterer(k, features, seed, n_init).fit(prompt_texts(train_rows, template))
+    clusterer = Clusterer(k, features, seed, n_init).fit(prompt_texts(train_rows, template, part))
     train_routes = clusterer.labels_
-    test_routes = clusterer.predict(prompt_texts(test_rows, template))
+    test_routes = clusterer.predict(prompt_texts(test_rows, template, part))
     info = {"train_ari": _ari(train_rows, train_routes), "test_ari": _ari(test_rows, test_routes),
             "train_sizes": np.bincount(train_routes, minlength=k).tolist(),
             "test_sizes": np.bincount(test_routes, minlength=k).tolist()}
@@ -411,10 +414,12 @@ def routing_mutual_information(true_components: Sequence[int], chosen_heads: Seq
 
 
 def cluster_agreement(corpus: dict, k: int, features: str | Featurizer = "tfidf", seed: int = 0,
-                      template: str = "compact") -> tuple[float, float]:
+                      template: str = "compact", part: str = "prompt") -> tuple[float, float]:
     """(train ARI, test ARI) of k-means routes against the true components of a corpus {'train', 'test'}:
-    how far a cluster gate is from the oracle (1.0: the clusters are the components)."""
-    _, _, info = assign_routes(corpus["train"], corpus["test"], k=k, features=features, seed=seed, template=template)
+    how far a cluster gate is from the oracle (1.0: the clusters are the components). part: what is
+    clustered, as in assign_routes."""
+    _, _, info = assign_routes(corpus["train"], corpus["test"], k=k, features=features, seed=seed, template=template,
+                               part=part)
     return info["train_ari"], info["test_ari"]
 
 
