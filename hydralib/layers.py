@@ -73,6 +73,9 @@ class AdapterLayer(nn.Module):
         self.lora_A = nn.Parameter(torch.empty(num_a * r, self.in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, heads * r, **factory))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        if config.b_init_std > 0:  # R-LoRA: every head its own random start
+            nn.init.normal_(self.lora_B, std=config.b_init_std)
+        self.lora_A.requires_grad_(not config.freeze_a)
         if config.gate == "learned" and heads > 1:
             router_in = self.in_features if config.router_input == "x" else num_a * r
             self.router = nn.Parameter(torch.empty(heads, router_in, **factory))
@@ -157,7 +160,8 @@ class AdapterLayer(nn.Module):
         h, logits = self.project(x.to(self.lora_A.dtype))
         if self.heads > 1:
             g = self.gate(x, h, logits)
-            if self.config.method == "split":
+            per_head = self.config.method == "split" or (self.config.head_dropout and self.training)
+            if per_head:  # h holds a block of r per head
                 z = h * g.repeat_interleave(self.config.r, dim=-1)
             else:
                 z = (g.unsqueeze(-1) * h.unsqueeze(-2)).flatten(-2)
@@ -172,12 +176,24 @@ class AdapterLayer(nn.Module):
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A drop(x), and the router logits when the router reads x: without dropout both come from
         one matrix product, so backward adds one gradient into x instead of two."""
+        if self.config.head_dropout and self.training:
+            return self.project_per_head(x), None
         if self.router is None or self.config.router_input != "x" or self.config.router_level != "token":
             return F.linear(self.dropout(x), self.lora_A), None
         if isinstance(self.dropout, nn.Identity):
             both = F.linear(x, torch.cat([self.lora_A, self.router]))
             return both.split([self.lora_A.shape[0], self.heads], dim=-1)
         return F.linear(self.dropout(x), self.lora_A), F.linear(x, self.router)
+
+    def project_per_head(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., heads*r): head i's block is A_(i) drop_i(x), a dropout mask drawn for each head (head_dropout)."""
+        r, heads = self.config.r, self.heads
+        dropped = self.dropout(x.unsqueeze(-2).expand(*x.shape[:-1], heads, x.shape[-1]))  # (..., heads, in)
+        if self.config.method == "split":
+            blocks = torch.einsum("...hi,hri->...hr", dropped, self.lora_A.view(heads, r, -1))
+        else:
+            blocks = F.linear(dropped, self.lora_A)
+        return blocks.flatten(-2)
 
     def loop_update(self, x: torch.Tensor) -> torch.Tensor:
         """The official algorithm: one pass per head, A drop(x) recomputed (fresh dropout) each time,
