@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from hydralib.routing_stats import gate_strength, layer_nmi, match_heads, routing_summary
+from hydralib.clustering import gate_strength, layer_nmi, match_heads, routing_summary
 
 N_COMPONENTS = 4
 
