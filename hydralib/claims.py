@@ -20,6 +20,21 @@ over seeds and rows (seeds resampled, then rows within each seed) is available b
 Similarities and NMIs are compared with a chance baseline (compare_to_baseline), never with another
 near-zero number. A claim between methods of different size carries both parameter counts (sizes_text).
 The paper's own figure is recorded beside ours, never instead of it.
+
+Every decided row also carries a two-sided p-value (the paired t test over seeds, scipy's ttest_rel;
+Welch's t unpaired; the bootstrap's own where it decides). The interval and verdict a notebook prints
+are that row's alone. The table (claims_table) treats its rows as one family: it adjusts their
+p-values by Benjamini-Hochberg (scipy's false_discovery_control), so that on average at most 5 % of
+the rows it calls held or not held are false discoveries, and decides each verdict on the adjusted
+value q: held / not held where q < 0.05 on the claimed / other side, inconclusive otherwise.
+tests/test_claims.py runs the table's machinery on simulated tables of equal methods and of true
+effects. A comparison recorded by several notebooks (the same runs: equal values per seed, or the
+same `comparison` option) is one row of the family, shown once with the other notebooks named.
+
+A 0/1 outcome over trials (two methods' cluster counts agree or not: agreement_claim) gets an exact
+binomial (Clopper-Pearson) interval of its share and the exact binomial test against 1/2, a trials
+count instead of seeds, and each method's counts beside the true N. Rows in other units (a speed-up,
+joules) say their unit (option `unit`) and what their replicates are (option `replicates`).
 """
 from __future__ import annotations
 
@@ -34,11 +49,15 @@ from scipy import stats
 
 VERDICT_NAME = "verdicts.json"
 CONFIDENCE = 0.95
+ALPHA = 1 - CONFIDENCE  # the false discovery rate the table's Benjamini-Hochberg adjustment controls
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 ONE_SEED = "inconclusive (1 seed)"
 NOT_RUN = "not decided here"
-CLAIM_OPTIONS = ("better_rows", "worse_rows", "test_rows", "method", "sizes", "decided_by", "baseline")
+CLAIM_OPTIONS = ("better_rows", "worse_rows", "test_rows", "method", "sizes", "decided_by", "baseline", "agreement",
+                 "unit", "replicates", "comparison")
+# Options kept in the record (and shown in the table) as they are given.
+RECORDED_OPTIONS = ("unit", "replicates", "comparison")
 
 
 def mean_and_spread(values: list[float]) -> tuple[float, float]:
@@ -60,12 +79,35 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple
     return mean, mean - half, mean + half
 
 
-def proportion_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """(share, lo, hi): the Wilson score interval of a share of n 0/1 outcomes (scipy's binomtest)."""
+def proportion_interval(successes: int, n: int, confidence: float = CONFIDENCE,
+                        method: str = "wilson") -> tuple[float, float, float]:
+    """(share, lo, hi): an interval of a share of n 0/1 outcomes (scipy's binomtest): method "wilson" (the
+    score interval) or "exact" (Clopper-Pearson, at least the stated coverage)."""
     if n < 1 or not 0 <= successes <= n:
         raise ValueError(f"a proportion needs 0 <= successes <= n and n >= 1, got {successes} of {n}")
-    interval = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    if method not in ("wilson", "exact"):
+        raise ValueError(f"method must be 'wilson' or 'exact', got {method!r}")
+    interval = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method=method)
     return successes / n, float(interval.low), float(interval.high)
+
+
+def paired_p_value(better: Sequence[float], worse: Sequence[float]) -> float:
+    """Two-sided p-value of the paired t test of better[i] - worse[i] against 0 (scipy's ttest_rel); nan for one
+    pair. Differences without spread: 0 when they are all equal and non-zero, 1 when all zero (the limits)."""
+    d = np.asarray(better, dtype=float) - np.asarray(worse, dtype=float)
+    if d.size < 2:
+        return math.nan
+    if np.ptp(d) == 0:
+        return 1.0 if d[0] == 0 else 0.0
+    return float(stats.ttest_rel(better, worse).pvalue)
+
+
+def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t test (scipy's ttest_ind, unequal variances), with welch_interval's limits."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.var(ddof=1) + b.var(ddof=1) == 0:
+        return 1.0 if a.mean() == b.mean() else 0.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def welch_interval(a: Sequence[float], b: Sequence[float],
@@ -92,6 +134,24 @@ def bootstrap_interval(better_rows: Sequence[Sequence[float]], worse_rows: Seque
     rows for both methods. Each resample draws n seeds with replacement and, within each drawn seed, its
     rows with replacement (the same rows for both methods: the pairing is kept at both levels)."""
     diffs = _row_differences(better_rows, worse_rows)
+    means = _bootstrap_means(diffs, n_resamples, seed)
+    tail = (1 - confidence) / 2
+    lo, hi = np.quantile(means, [tail, 1 - tail])
+    return float(np.mean([d.mean() for d in diffs])), float(lo), float(hi)
+
+
+def bootstrap_p_value(better_rows, worse_rows, n_resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = BOOTSTRAP_SEED) -> float:
+    """Two-sided bootstrap p-value of the mean paired difference (the resamples of bootstrap_interval): twice
+    the share of resampled means on the far side of zero, at least 1 / n_resamples."""
+    means = _bootstrap_means(_row_differences(better_rows, worse_rows), n_resamples, seed)
+    if not means.any():
+        return 1.0
+    far = min(np.mean(means <= 0), np.mean(means >= 0))
+    return float(min(1.0, max(2 * far, 1 / n_resamples)))
+
+
+def _bootstrap_means(diffs: list[np.ndarray], n_resamples: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     n = len(diffs)
     picks = rng.integers(n, size=(n_resamples, n))
@@ -101,10 +161,7 @@ def bootstrap_interval(better_rows: Sequence[Sequence[float]], worse_rows: Seque
             chosen = np.flatnonzero(picks[:, slot] == s)
             if chosen.size:
                 slot_means[chosen, slot] = d[rng.integers(d.size, size=(chosen.size, d.size))].mean(1)
-    means = slot_means.mean(1)
-    tail = (1 - confidence) / 2
-    lo, hi = np.quantile(means, [tail, 1 - tail])
-    return float(np.mean([d.mean() for d in diffs])), float(lo), float(hi)
+    return slot_means.mean(1)
 
 
 def verdict_of(lo: float, hi: float, seeds: int) -> str:
@@ -136,14 +193,16 @@ def compare(better: list[float], worse: list[float], better_rows=None, worse_row
     if len(better) == len(worse):
         d = [a - b for a, b in zip(better, worse)]
         difference, lo, hi = t_interval(d, confidence)
-        spread, how = (statistics.stdev(d) if len(d) > 1 else 0.0), "paired t"
+        spread, how, p = (statistics.stdev(d) if len(d) > 1 else 0.0), "paired t", paired_p_value(better, worse)
     elif seeds < 2:
-        difference, lo, hi, spread, how = mean_a - mean_b, math.nan, math.nan, 0.0, "paired t"
+        difference, lo, hi, spread, how, p = mean_a - mean_b, math.nan, math.nan, 0.0, "paired t", math.nan
     else:
         difference, lo, hi = welch_interval(better, worse, confidence)
         spread, how = math.hypot(statistics.stdev(better), statistics.stdev(worse)), "Welch t, unpaired"
-    result = {"ours": difference, "spread": spread, "lo": lo, "hi": hi, "confidence": confidence,
-              "better_mean": mean_a, "worse_mean": mean_b, "seeds": seeds, "method": how}
+        p = welch_p_value(better, worse)
+    result = {"ours": difference, "spread": spread, "lo": lo, "hi": hi, "p": p, "confidence": confidence,
+              "better_mean": mean_a, "worse_mean": mean_b, "seeds": seeds, "method": how,
+              "better_values": [float(v) for v in better], "worse_values": [float(v) for v in worse]}
     if (better_rows is None) != (worse_rows is None):
         raise ValueError("give per-row scores for both sides (better_rows and worse_rows) or for neither")
     if better_rows is not None:
@@ -154,7 +213,8 @@ def compare(better: list[float], worse: list[float], better_rows=None, worse_row
         result.update(bootstrap_lo=b_lo, bootstrap_hi=b_hi)
         test_rows = test_rows if test_rows is not None else len(better_rows[0])
         if method == "bootstrap":
-            result.update(lo=b_lo, hi=b_hi, method=f"paired bootstrap over seeds and rows ({BOOTSTRAP_RESAMPLES})")
+            result.update(lo=b_lo, hi=b_hi, p=bootstrap_p_value(better_rows, worse_rows),
+                          method=f"paired bootstrap over seeds and rows ({BOOTSTRAP_RESAMPLES})")
     elif method == "bootstrap":
         raise ValueError("method='bootstrap' needs per-row scores (better_rows and worse_rows)")
     if test_rows is not None:
@@ -181,6 +241,44 @@ def compare_to_baseline(values_per_seed: list[float], baseline_per_seed, confide
     if all(q is not None for q in q95s):
         result["chance_q95"] = statistics.fmean(q95s)
     return result
+
+
+def agreement_result(outcomes: Sequence[float], counts: dict[str, list[int]] | None = None, true_n: int | None = None,
+                     null: float = 0.5, confidence: float = CONFIDENCE) -> dict:
+    """Do two methods agree in more than a share `null` of trials? outcomes: 1 per trial where they agree, else 0.
+
+    The share of agreements with its exact (Clopper-Pearson) interval and the exact two-sided binomial test
+    against `null`: held when the interval lies above null, not held below, inconclusive around it (a t
+    interval of 0/1 outcomes has no width when they are all equal). counts: {method: its count per trial}, and
+    true_n the true number, shown beside them."""
+    values = np.asarray(outcomes, dtype=float)
+    if values.size == 0 or not np.isin(values, (0.0, 1.0)).all():
+        raise ValueError(f"agreement outcomes are a non-empty list of 0/1 per trial, got {list(outcomes)!r}")
+    k, n = int(values.sum()), int(values.size)
+    share, lo, hi = proportion_interval(k, n, confidence, method="exact")
+    result = {"kind": "agreement", "ours": share, "lo": lo, "hi": hi, "confidence": confidence,
+              "p": float(stats.binomtest(k, n, null).pvalue), "better_mean": share, "worse_mean": null,
+              "agreements": k, "trials": n, "seeds": None, "method": "exact binomial (Clopper-Pearson)",
+              "better_values": values.tolist(), "worse_values": []}
+    if counts is not None:
+        result["counts"] = {name: [int(c) for c in found] for name, found in counts.items()}
+    if true_n is not None:
+        result["true_n"] = int(true_n)
+    result["verdict"] = verdict_of(lo - null, hi - null, n)
+    return result
+
+
+def agreement_claim(text: str, trials: dict[str, dict[str, list]], paper: str = "Fig. 7: both near the true N",
+                    true_n: int | None = None, first: str = "elbow", second: str = "dbscan") -> tuple:
+    """A "`first` and `second` agree on N" claim for record_verdicts, from clustering.cluster_trials' trials: 1 per
+    trial where the two counts are equal; decided by agreement_result (exact binomial against 1/2), with both
+    methods' counts and true_n (the true number of components) in its row."""
+    for method in (first, second):
+        if method not in trials:
+            raise ValueError(f"method {method!r} is not in these trials; they ran: {', '.join(trials)}")
+    counts = {method: list(trials[method]["n_clusters"]) for method in (first, second)}
+    outcomes = [float(a == b) for a, b in zip(counts[first], counts[second])]
+    return text, outcomes, [], paper, {"agreement": {"counts": counts, "true_n": true_n}}
 
 
 def not_decided(decided_by: str, better=None, worse=None) -> dict:
@@ -238,12 +336,16 @@ def sizes_text(better_name: str, better_count, worse_name: str, worse_count) -> 
 
 
 def record_verdict(folder, notebook: str, claim: str, result: dict, paper: str = "", decided_by: str | None = None,
-                   sizes=None) -> dict:
-    """Add one verdict (from compare, compare_to_baseline or not_decided) to folder/verdicts.json,
-    replacing an earlier one for the same claim (which keeps its place).
+                   sizes=None, unit: str | None = None, replicates: str | None = None,
+                   comparison: str | None = None) -> dict:
+    """Add one verdict (from compare, compare_to_baseline, agreement_result or not_decided) to
+    folder/verdicts.json, replacing an earlier one for the same claim (which keeps its place).
 
     decided_by: the profile that decides a claim this one cannot (e.g. "gpu"), shown in the table.
-    sizes: (better's count, worse's count) as ParameterCount, run "parameters" dicts or ints."""
+    sizes: (better's count, worse's count) as ParameterCount, run "parameters" dicts or ints.
+    unit: what the compared values are, where not a score (e.g. "speed-up over LoRA r8's step time, x").
+    replicates: what the values are replicates of, where not seeds (e.g. "timing repeats").
+    comparison: a name shared by rows that make one comparison in several notebooks (the table keeps one)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / VERDICT_NAME
@@ -253,6 +355,9 @@ def record_verdict(folder, notebook: str, claim: str, result: dict, paper: str =
         entry["decided_by"] = decided_by
     if sizes is not None:
         entry["better_size"], entry["worse_size"] = (parameter_size(s) for s in sizes)
+    for name, value in (("unit", unit), ("replicates", replicates), ("comparison", comparison)):
+        if value is not None:
+            entry[name] = str(value)
     same = [i for i, r in enumerate(records) if r["notebook"] == notebook and r["claim"] == claim]
     if same:  # a re-run keeps the claim's place in the table
         records[same[0]] = entry
@@ -262,20 +367,62 @@ def record_verdict(folder, notebook: str, claim: str, result: dict, paper: str =
     return entry
 
 
-def claims_table(folders) -> str:
-    """A markdown table of every verdict found in the given folders (one row per claim): the two means,
-    the paired difference with its 95 % interval, seeds, test rows, sizes and the verdict."""
-    rows = []
+def adjust_verdicts(records: list[dict], alpha: float = ALPHA) -> list[dict]:
+    """The table's rows from recorded verdicts: one row per comparison, its Benjamini-Hochberg adjusted p-value q
+    over the family, and the verdict decided on q.
+
+    A record that repeats an earlier one's comparison (the same values on both sides, or the same `comparison`
+    name) is dropped, its notebook listed in the first's "also_in". The family: every remaining row with a
+    p-value. Each such row gets "q" and a "verdict" on it (held / not held where q < alpha on the claimed /
+    other side, else inconclusive; its own unadjusted verdict stays as "unadjusted_verdict"). Rows without a
+    p-value (not run here, one seed, records from before p-values) keep their verdict. Returns copies."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got alpha={alpha!r}")
+    rows, seen = [], {}
+    for record in records:
+        key = _comparison_key(record)
+        if key is not None and key in seen:
+            first = seen[key]
+            if record["notebook"] != first["notebook"] and record["notebook"] not in first["also_in"]:
+                first["also_in"].append(record["notebook"])
+            continue
+        row = {**record, "also_in": []}
+        if key is not None:
+            seen[key] = row
+        rows.append(row)
+    family = [row for row in rows if _p_of(row) is not None]
+    if family:
+        adjusted = stats.false_discovery_control([row["p"] for row in family], method="bh")
+        for row, q in zip(family, adjusted):
+            row["q"], row["unadjusted_verdict"] = float(q), row["verdict"]
+            side = row["ours"] - (row["worse_mean"] if row.get("kind") == "agreement" else 0.0)
+            row["verdict"] = ("inconclusive" if q >= alpha or side == 0 else "held" if side > 0 else "not held")
+    return rows
+
+
+def claims_table(folders, alpha: float = ALPHA) -> str:
+    """A markdown table of every verdict found in the given folders (one row per comparison): the two means, the
+    difference with its 95 % interval, its p-value and Benjamini-Hochberg q over the table (adjust_verdicts), the
+    seeds or trials, test rows, sizes and the verdict decided on q. A first line states the family."""
+    records = []
     for folder in folders:
         path = Path(folder) / VERDICT_NAME
         if path.exists():
-            rows += json.loads(path.read_text())
-    rows.sort(key=lambda r: r["notebook"])  # notebook order, whichever notebook ran last; claims keep theirs
-    lines = ["| notebook | claim | the paper | ours: means compared | difference [95% interval] | seeds | test rows "
-             "| sizes: exact; paper | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['notebook']} | {r['claim']} | {r['paper']} | {_means_cell(r)} | {_difference_cell(r)} | "
-              f"{r.get('seeds', '')} | {r.get('test_rows') or ''} | {_sizes_cell(r)} | {_verdict_cell(r)} |"
+            records += json.loads(path.read_text())
+    records.sort(key=lambda r: r["notebook"])  # notebook order, whichever notebook ran last; claims keep theirs
+    rows = adjust_verdicts(records, alpha)
+    family = [r for r in rows if r.get("q") is not None]
+    notebooks = sorted({r["notebook"] for r in family} | {n for r in family for n in r["also_in"]})
+    header = (f"Benjamini-Hochberg family: the {len(family)} rows with a p-value below "
+              f"(notebooks {', '.join(notebooks) or 'none'}); a verdict is held or not held where the adjusted "
+              f"q < {alpha:g}, on the claimed or the other side; the intervals and p are each row's own.")
+    lines = [header, "",
+             "| notebook | claim | the paper | ours: means compared | difference [95% interval] | p | q (BH) "
+             "| seeds / trials | test rows | sizes: exact; paper | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {_notebook_cell(r)} | {r['claim']} | {r['paper']} | {_means_cell(r)} | {_difference_cell(r)} | "
+              f"{_p_cell(r.get('p'))} | {_p_cell(r.get('q'))} | {_replicates_cell(r)} | {r.get('test_rows') or ''} | "
+              f"{_sizes_cell(r)} | {_verdict_cell(r)} |"
               for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -288,8 +435,9 @@ def record_verdicts(folder, notebook: str, claims: list[tuple], decided_by: str 
     options (a dict, all optional): better_rows / worse_rows (per-row scores per seed, for the bootstrap),
     method ("t" or "bootstrap"), test_rows, sizes ((better's count, worse's count)), decided_by (a profile
     that decides this claim; with empty values the row says so and has no numbers), baseline (True: `worse`
-    is a chance baseline per seed, see compare_to_baseline). decided_by and test_rows given here apply to
-    every claim without its own."""
+    is a chance baseline per seed, see compare_to_baseline), agreement ({"counts", "true_n"}: `better` is 0/1
+    per trial and `worse` empty, see agreement_claim), and unit, replicates, comparison (see record_verdict).
+    decided_by and test_rows given here apply to every claim without its own."""
     entries = []
     for item in claims:
         if len(item) not in (4, 5):
@@ -301,10 +449,13 @@ def record_verdicts(folder, notebook: str, claims: list[tuple], decided_by: str 
             raise ValueError(f"unknown claim options {unknown}; allowed: {list(CLAIM_OPTIONS)}")
         profile = options.get("decided_by", decided_by)
         rows = options.get("test_rows", test_rows)
-        if len(better) == 0 or (len(worse) == 0 and not options.get("baseline")):
+        one_sided = options.get("baseline") or "agreement" in options  # no values on the worse side
+        if len(better) == 0 or (len(worse) == 0 and not one_sided):
             if not profile:
                 raise ValueError(f"claim {claim!r} has no values; say which profile decides it (decided_by)")
             result = not_decided(profile, better, worse)
+        elif "agreement" in options:
+            result = agreement_result(better, **options["agreement"])
         elif options.get("baseline"):
             result = compare_to_baseline(better, worse)
         else:
@@ -313,9 +464,10 @@ def record_verdicts(folder, notebook: str, claims: list[tuple], decided_by: str 
         if rows is not None and "test_rows" not in result and result["verdict"] != NOT_RUN:
             result["test_rows"] = int(rows)
         entry = record_verdict(folder, notebook, claim, result, paper=paper, decided_by=profile,
-                               sizes=options.get("sizes"))
+                               sizes=options.get("sizes"), **{k: options.get(k) for k in RECORDED_OPTIONS})
+        p = "" if entry.get("p") is None else f", p = {_p_cell(entry['p'])} before the table's adjustment"
         print(f"{claim}: {_verdict_cell(entry)} ({_means_cell(entry)}, difference {_difference_cell(entry)}, "
-              f"{entry['seeds']} seeds{_rows_note(entry)}){_sizes_note(entry)}")
+              f"{_replicates_cell(entry)}{_rows_note(entry)}{p}){_sizes_note(entry)}")
         entries.append(entry)
     return entries
 
@@ -362,7 +514,47 @@ def _number(v, fmt: str) -> str:
     return "—" if v is None else format(v, fmt)
 
 
+def _comparison_key(r: dict):
+    """What makes two records one comparison: a shared `comparison` name, else equal values on both sides."""
+    if r.get("comparison"):
+        return "name", r["comparison"]
+    better, worse = r.get("better_values"), r.get("worse_values")
+    if not better:
+        return None
+    return "values", r.get("kind", "paired"), tuple(round(v, 12) for v in better), tuple(round(v, 12) for v in worse)
+
+
+def _p_of(r: dict) -> float | None:
+    p = r.get("p")
+    return None if p is None or (isinstance(p, float) and math.isnan(p)) else p
+
+
+def _p_cell(p) -> str:
+    if p is None:
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _notebook_cell(r: dict) -> str:
+    also = r.get("also_in") or []
+    return r["notebook"] + (f" (also in {', '.join(also)})" if also else "")
+
+
+def _replicates_cell(r: dict) -> str:
+    if r.get("kind") == "agreement":
+        return f"{r['trials']} trials"
+    seeds = r.get("seeds")
+    return "" if seeds is None else f"{seeds} {r.get('replicates', 'seeds')}"
+
+
 def _means_cell(r: dict) -> str:
+    if r.get("kind") == "agreement":
+        counts = "; ".join(f"{name} N {_count_range(found)}" for name, found in r.get("counts", {}).items())
+        truth = f"; true N {r['true_n']}" if r.get("true_n") is not None else ""
+        return f"agree in {r['agreements']} of {r['trials']} vs {r['worse_mean']:g}" + (f" ({counts}{truth})"
+                                                                                        if counts or truth else "")
+    if r.get("unit"):
+        return f"{_number(r.get('better_mean'), '.3f')} vs {_number(r.get('worse_mean'), '.3f')} ({r['unit']})"
     worse = _number(r.get("worse_mean"), ".3f")
     if r.get("baseline"):
         worse = f"chance {worse}" + (f" (95% of chance below {r['chance_q95']:.3f})" if r.get("chance_q95") is not None
@@ -370,7 +562,15 @@ def _means_cell(r: dict) -> str:
     return f"{_number(r.get('better_mean'), '.3f')} vs {worse}"
 
 
+def _count_range(found: list[int]) -> str:
+    """The median count over trials, and its range: '8 (7-9)'."""
+    low, high, middle = min(found), max(found), statistics.median(found)
+    return f"{middle:g}" + (f" ({low}-{high})" if low != high else "")
+
+
 def _difference_cell(r: dict) -> str:
+    if r.get("kind") == "agreement":
+        return f"share {r['ours']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] exact"
     text = _number(r.get("ours"), "+.3f")
     if r.get("lo") is not None and r.get("hi") is not None:
         text += f" [{r['lo']:+.3f}, {r['hi']:+.3f}]"

@@ -11,6 +11,9 @@ cluster, and a new sample to the head of its nearest centroid, so inference need
 Features are L2-normalised rows: TF-IDF (character 1-3-grams within word boundaries by default,
 which see the one-character cues of the synthetic corpus) or mean-pooled all-MiniLM-L6-v2 sentence
 embeddings. Every clustering is deterministic for a seed.
+
+The last sections measure routing against the true components: chance baselines of a routing NMI, and
+routing_summary (per-layer and head-matched NMI, and how strongly the gates route).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 from kneed import KneeLocator
+from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import DBSCAN, KMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import adjusted_rand_score, mutual_info_score, normalized_mutual_info_score, silhouette_score
@@ -29,6 +33,7 @@ from sklearn.neighbors import NearestNeighbors
 from transformers import AutoModel, AutoTokenizer
 
 from .checks import check_choice, check_int
+from .data.corpus import CLUSTER_TEXTS
 from .data.formatting import format_prompt
 
 if TYPE_CHECKING:
@@ -51,7 +56,7 @@ WORD_TOKENS = r"(?u)\b\w+\b|[^\w\s]+"
 # --- features ---------------------------------------------------------------------------------------
 
 
-PROMPT_PARTS = ("prompt", "instruction")
+PROMPT_PARTS = CLUSTER_TEXTS  # a data spec's "cluster_text" names one
 
 
 def prompt_texts(rows: Sequence[dict], template: str = "compact", part: str = "prompt") -> list[str]:
@@ -369,17 +374,19 @@ class Clusterer:
 
 def assign_routes(train_rows: Sequence[dict], test_rows: Sequence[dict], k: int,
                   features: str | Featurizer = "tfidf", seed: int = 0, template: str = "compact",
-                  n_init: int = 10) -> tuple[list[dict], list[dict], dict]:
+                  n_init: int = 10, part: str = "prompt") -> tuple[list[dict], list[dict], dict]:
     """Copies of the rows with "route" = their k-means cluster (0..k-1), for a cluster gate.
 
-    Clusters are fitted on the training prompts only; test rows go to the nearest centroid. info
+    What is clustered: part="prompt" (default) the whole prompt as the model reads it (instruction and
+    input), part="instruction" the instruction alone (prompt_texts). Clusters are fitted on the training
+    rows only; test rows go to the nearest centroid. info
     (JSON-ready): train_ari and test_ari (adjusted Rand index vs the true component) and the cluster
     sizes train_sizes and test_sizes. The input rows are left unchanged."""
     _check_not_empty("train_rows", train_rows)
     _check_not_empty("test_rows", test_rows)
-    clusterer = Clusterer(k, features, seed, n_init).fit(prompt_texts(train_rows, template))
+    clusterer = Clusterer(k, features, seed, n_init).fit(prompt_texts(train_rows, template, part))
     train_routes = clusterer.labels_
-    test_routes = clusterer.predict(prompt_texts(test_rows, template))
+    test_routes = clusterer.predict(prompt_texts(test_rows, template, part))
     info = {"train_ari": _ari(train_rows, train_routes), "test_ari": _ari(test_rows, test_routes),
             "train_sizes": np.bincount(train_routes, minlength=k).tolist(),
             "test_sizes": np.bincount(test_routes, minlength=k).tolist()}
@@ -411,10 +418,12 @@ def routing_mutual_information(true_components: Sequence[int], chosen_heads: Seq
 
 
 def cluster_agreement(corpus: dict, k: int, features: str | Featurizer = "tfidf", seed: int = 0,
-                      template: str = "compact") -> tuple[float, float]:
+                      template: str = "compact", part: str = "prompt") -> tuple[float, float]:
     """(train ARI, test ARI) of k-means routes against the true components of a corpus {'train', 'test'}:
-    how far a cluster gate is from the oracle (1.0: the clusters are the components)."""
-    _, _, info = assign_routes(corpus["train"], corpus["test"], k=k, features=features, seed=seed, template=template)
+    how far a cluster gate is from the oracle (1.0: the clusters are the components). part: what is
+    clustered, as in assign_routes."""
+    _, _, info = assign_routes(corpus["train"], corpus["test"], k=k, features=features, seed=seed, template=template,
+                               part=part)
     return info["train_ari"], info["test_ari"]
 
 
@@ -526,3 +535,113 @@ def permuted_router_nmi(true_components: Sequence[int], chosen_heads: Sequence[i
 def _chance_summary(draws: list[float]) -> dict:
     return {"mean": float(np.mean(draws)), "sd": float(np.std(draws, ddof=1)) if len(draws) > 1 else 0.0,
             "q95": float(np.quantile(draws, 0.95)), "draws": draws}
+
+
+# --- routing against the components, and its strength --------------------------------------------
+# How routing relates to the true components, and how strongly it routes, from a gate profile.
+#
+# A gate profile (evaluate.gate_profile) holds each test row's gate, averaged over its prompt tokens, at every
+# adapted layer: (rows, layers, heads). Each layer's router starts independently, so head 3 of one layer has
+# nothing to do with head 3 of another: averaging the gates over layers before the argmax (the first routing
+# summary's "nmi", kept) understates a learned router and favours gates whose heads line up across layers by
+# construction (task, cluster, a cluster warm-start). Here the NMI is measured
+#
+# - per layer (the argmax of each layer's own gate): nmi_per_layer, and its mean and maximum over layers;
+# - after matching heads across layers (nmi_matched): each layer's heads are permuted onto a reference layer's
+#   (the layer with the highest per-layer NMI) by the Hungarian algorithm on how much the two layers' heads
+#   are used by the same rows (no labels), then the matched gates are averaged and the argmax taken.
+#
+# Beside the NMI, how strongly it routes (an argmax NMI can be high while every gate is near 1/N):
+#
+# - top_gate_mean: the mean largest gate weight (1/N for a uniform gate, 1 for a one-hot gate);
+# - gate_entropy_mean: the mean entropy of a gate (nats), against its uniform level log N (gate_entropy_uniform);
+# - majority_head_share: the share of rows whose top head at a layer is the head most rows of their component
+#   take at that layer (averaged over layers; about 1/N for heads drawn at random, 1 when each component keeps
+#   to one head; a gate without a single largest weight, e.g. uniform, has no top head and counts as 0).
+#
+# All over rows and layers of the prompt-averaged gates: a token router that switches heads within a prompt
+# looks weaker here than it is per token.
+
+
+def routing_summary(profile: dict, rows: Sequence[dict], components: Sequence[str]) -> dict:
+    """What routing did on the test rows, from their gate profile ({"layers", "gates": (rows, layers, heads)}).
+
+    The keys of the first summary: layers, usage_by_component (the mean gate per component and layer), mi and
+    nmi (of the head with the largest gate averaged over layers: kept for comparison, biased as this
+    section's comment says); and the measures of this section: nmi_per_layer, nmi_layer_mean, nmi_layer_max,
+    nmi_matched (and matched_reference_layer), top_gate_mean, gate_entropy_mean, gate_entropy_uniform,
+    majority_head_share."""
+    gates = _profile_gates(profile, rows)
+    component = torch.tensor([int(r.get("component", 0)) for r in rows])
+    usage = {components[c]: gates[component == c].mean(0).tolist() for c in component.unique().tolist()}
+    averaged = routing_mutual_information(component.tolist(), gates.mean(1).argmax(-1).tolist())
+    return {"layers": profile["layers"], "usage_by_component": usage, **averaged,
+            **layer_nmi(gates, component), **gate_strength(gates, component)}
+
+
+def layer_nmi(gates, components: Sequence[int]) -> dict:
+    """NMI between the components and each layer's top head, its mean and maximum over layers, and the NMI after
+    matching heads across layers (this section's comment). gates: (rows, layers, heads)."""
+    gates, components = _gate_array(gates), np.asarray(components).ravel()
+    per_layer = [routing_mutual_information(components, gates[:, layer].argmax(-1))["nmi"]
+                 for layer in range(gates.shape[1])]
+    reference = int(np.argmax(per_layer))
+    matched = match_heads(gates, reference)
+    return {"nmi_per_layer": per_layer, "nmi_layer_mean": float(np.mean(per_layer)),
+            "nmi_layer_max": float(np.max(per_layer)), "matched_reference_layer": reference,
+            "nmi_matched": routing_mutual_information(components, matched.mean(1).argmax(-1))["nmi"]}
+
+
+def match_heads(gates, reference: int = 0) -> np.ndarray:
+    """The gates with every layer's heads permuted onto those of layer `reference`: head j of a layer becomes the
+    reference head it is used with most, by the same rows (the Hungarian algorithm, scipy's
+    linear_sum_assignment, maximising the summed products of the two layers' gate weights over rows)."""
+    gates = _gate_array(gates)
+    if not 0 <= reference < gates.shape[1]:
+        raise ValueError(f"reference layer must lie in 0..{gates.shape[1] - 1}, got reference={reference!r}")
+    matched = gates.copy()
+    for layer in set(range(gates.shape[1])) - {reference}:
+        co_use = gates[:, reference].T @ gates[:, layer]  # (reference heads, this layer's heads)
+        reference_heads, heads = linear_sum_assignment(co_use, maximize=True)
+        matched[:, layer, reference_heads] = gates[:, layer, heads]
+    return matched
+
+
+def gate_strength(gates, components: Sequence[int]) -> dict:
+    """top_gate_mean, gate_entropy_mean (nats), gate_entropy_uniform (log N) and majority_head_share (this
+    section's comment) of gates (rows, layers, heads) for rows of the given components."""
+    gates, components = _gate_array(gates), np.asarray(components).ravel()
+    if len(components) != gates.shape[0]:
+        raise ValueError(f"need one component per row: {len(components)} components for {gates.shape[0]} rows")
+    n_heads = gates.shape[-1]
+    p = np.clip(gates, 0.0, None)
+    entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(-1)  # 0 log 0 = 0
+    top = gates.argmax(-1)  # (rows, layers)
+    ordered = np.sort(gates, axis=-1)
+    # a gate without a single largest weight (e.g. uniform) has no top head: it counts as missing its component's
+    unique_top = ordered[..., -1] > ordered[..., -2] if n_heads > 1 else np.ones(top.shape, dtype=bool)
+    majority = np.zeros(top.shape, dtype=bool)
+    for c in np.unique(components):
+        mine = components == c
+        for layer in range(top.shape[1]):
+            chosen = top[mine, layer][unique_top[mine, layer]]
+            if chosen.size:
+                head = np.bincount(chosen, minlength=n_heads).argmax()
+                majority[mine, layer] = unique_top[mine, layer] & (top[mine, layer] == head)
+    return {"top_gate_mean": float(gates.max(-1).mean()), "gate_entropy_mean": float(entropy.mean()),
+            "gate_entropy_uniform": float(np.log(n_heads)), "majority_head_share": float(majority.mean())}
+
+
+def _profile_gates(profile: dict, rows: Sequence[dict]) -> torch.Tensor:
+    gates = torch.as_tensor(profile["gates"]).float()
+    if gates.dim() != 3 or gates.shape[0] != len(rows) or gates.shape[0] == 0:
+        raise ValueError(f"a gate profile holds (rows, layers, heads) gates for every row; got shape "
+                         f"{tuple(gates.shape)} for {len(rows)} rows")
+    return gates
+
+
+def _gate_array(gates) -> np.ndarray:
+    array = gates.detach().cpu().numpy() if isinstance(gates, torch.Tensor) else np.asarray(gates)
+    if array.ndim != 3 or array.shape[0] == 0:
+        raise ValueError(f"gates must be a non-empty (rows, layers, heads) array, got shape {array.shape}")
+    return array.astype(np.float64)

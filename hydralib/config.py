@@ -16,6 +16,9 @@ ROUTER_INPUTS = ("x", "Ax")
 ROUTER_LEVELS = ("token", "sequence")
 ROUTER_INITS = ("kaiming", "zeros", "clusters")
 IMPLEMENTATIONS = ("fused", "loop")
+# Fields added after configs were first saved and used to key runs: at these defaults they stay out of to_dict,
+# so an earlier config keeps its dict, its run keys and its saved adapter files.
+LATER_DEFAULTS = {"freeze_a": False, "b_init_std": 0.0, "head_dropout": False}
 
 
 @dataclass
@@ -43,6 +46,15 @@ class AdapterConfig:
              hydralib.pipeline calls: a learned router warm-started from the intrinsic components).
     implementation: "fused" (default, no Python loop over heads) or "loop" (the official
              per-head algorithm, A recomputed and dropout drawn per head; a reference).
+    freeze_a: keep A at its random initialisation and train only B (and the router): the control of
+             Zhu et al. (ICML 2024), who find a random untrained A does nearly as well.
+    b_init_std: 0 (LoRA's and HydraLoRA's zero B: the adapters change nothing at step 0, and zero B heads
+             under a uniform gate get identical updates) or the standard deviation of a normal draw of every
+             B entry, each head its own (R-LoRA's multi-head random initialisation; the adapters then change
+             the model from step 0).
+    head_dropout: draw the dropout mask once per head instead of once for all heads (R-LoRA's multi-head
+             dropout, and what the official loop does); needs dropout > 0, heads > 1 and the router on x. The
+             fused path then computes A drop_i(x) for each head i.
     """
 
     method: str = "hydra"
@@ -57,6 +69,9 @@ class AdapterConfig:
     router_level: str = "token"
     router_init: str = "kaiming"
     implementation: str = "fused"
+    freeze_a: bool = False
+    b_init_std: float = 0.0
+    head_dropout: bool = False
 
     def __post_init__(self):
         check_choice("method", self.method, METHODS)
@@ -96,6 +111,16 @@ class AdapterConfig:
             raise ValueError(
                 f"targets must be a non-empty list of module-name suffixes, a regex string or 'all-linear', "
                 f"got targets={self.targets!r}")
+        for name in ("freeze_a", "head_dropout"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {name}={getattr(self, name)!r}")
+        if isinstance(self.b_init_std, bool) or not isinstance(self.b_init_std, (int, float)) \
+                or not math.isfinite(self.b_init_std) or self.b_init_std < 0:
+            raise ValueError(f"b_init_std must be a finite number >= 0 (0: B starts at zero), got b_init_std={self.b_init_std!r}")
+        if self.head_dropout and (self.dropout == 0 or self.heads < 2 or self.router_input != "x"):
+            raise ValueError(f"head_dropout draws a dropout mask per head: it needs dropout > 0, heads > 1 and "
+                             f"router_input='x', got dropout={self.dropout!r}, heads={self.heads}, "
+                             f"router_input={self.router_input!r}")
 
     @property
     def scaling(self) -> float:
@@ -117,7 +142,9 @@ class AdapterConfig:
         return self.heads if self.method == "split" else 1
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field, but those of LATER_DEFAULTS at their default (from_dict restores them)."""
+        return {name: value for name, value in dataclasses.asdict(self).items()
+                if not (name in LATER_DEFAULTS and value == LATER_DEFAULTS[name])}
 
     @classmethod
     def from_dict(cls, values: dict) -> "AdapterConfig":

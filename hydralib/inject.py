@@ -325,6 +325,36 @@ def randomize_b(model: nn.Module, seed: int = 1, scale: float = 0.1) -> nn.Modul
     return model
 
 
+def movement_from_init(model: nn.Module, initial: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict]:
+    """How far each layer's A and B moved from their initial values, for Observation II and its critics.
+
+    initial: {layer name: {"A": tensor, "B": tensor}} as anatomy.adapter_tensors returns it, taken before
+    training (or of a fresh add_adapters(base, config, seed=the run's seed), which draws the same start).
+    Returns {layer: {"A": ||A - A0|| / ||A0||, "B": ..., "B_from_zero": bool}} (Frobenius norms): B's change
+    is relative too where B0 is not zero (b_init_std > 0); where B started at zero (LoRA's init) no relative
+    change exists and "B" is ||B|| itself, with "B_from_zero" True saying so."""
+    layers = adapter_layers(model)
+    if not layers:
+        raise ValueError("this model has no hydralib adapters; call add_adapters or load_adapters first")
+    if set(initial) != set(layers):
+        raise ValueError(f"initial tensors must cover the model's adapter layers exactly; missing "
+                         f"{sorted(set(layers) - set(initial))[:3]}, extra {sorted(set(initial) - set(layers))[:3]}")
+    moved = {}
+    for name, layer in layers.items():
+        entry = {}
+        for key, now in (("A", layer.lora_A), ("B", layer.lora_B)):
+            start = initial[name][key].to(device=now.device, dtype=torch.float32)
+            now = now.detach().float()
+            if start.shape != now.shape:
+                raise ValueError(f"{name}: initial {key} has shape {tuple(start.shape)}, the adapter {tuple(now.shape)}")
+            change, size = float(torch.linalg.norm(now - start)), float(torch.linalg.norm(start))
+            entry[key] = change / size if size > 0 else change
+            if key == "B":
+                entry["B_from_zero"] = size == 0
+        moved[name] = entry
+    return moved
+
+
 def unmerge_adapters(model: nn.Module) -> nn.Module:
     """Subtract what merge_adapters added, restoring the base weights to within float error."""
     for layer in adapter_layers(model).values():

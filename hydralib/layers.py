@@ -120,6 +120,9 @@ class AdapterLayer(nn.Module):
             setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B)
+        if config.b_init_std > 0:  # R-LoRA: every head its own random start
+            nn.init.normal_(self.lora_B, std=config.b_init_std)
+        self.lora_A.requires_grad_(not config.freeze_a)
         if self.router_kind is not None:
             self.router_kind.initialise(self)
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
@@ -217,7 +220,8 @@ class AdapterLayer(nn.Module):
         h, logits = self.project(x.to(self.lora_A.dtype))
         if self.heads > 1:
             g = self.gate(x, h, logits)
-            if self.config.method == "split":
+            per_head = self.config.method == "split" or (self.config.head_dropout and self.training)
+            if per_head:  # h holds a block of r per head
                 z = h * g.repeat_interleave(self.config.r, dim=-1)
             else:
                 z = (g.unsqueeze(-1) * h.unsqueeze(-2)).flatten(-2)
@@ -232,6 +236,8 @@ class AdapterLayer(nn.Module):
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A drop(x), and the router logits when the router reads x: without dropout both come from
         one matrix product, so backward adds one gradient into x instead of two."""
+        if self.config.head_dropout and self.training:
+            return self.project_per_head(x), None
         if type(self.router_kind) is not Router or self.config.router_input != "x" or \
                 self.config.router_level != "token":  # only the softmax router's logits fuse with A
             return F.linear(self.dropout(x), self.lora_A), None
@@ -239,6 +245,16 @@ class AdapterLayer(nn.Module):
             both = F.linear(x, torch.cat([self.lora_A, self.router]))
             return both.split([self.lora_A.shape[0], self.heads], dim=-1)
         return F.linear(self.dropout(x), self.lora_A), F.linear(x, self.router)
+
+    def project_per_head(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., heads*r): head i's block is A_(i) drop_i(x), a dropout mask drawn for each head (head_dropout)."""
+        r, heads = self.config.r, self.heads
+        dropped = self.dropout(x.unsqueeze(-2).expand(*x.shape[:-1], heads, x.shape[-1]))  # (..., heads, in)
+        if self.config.method == "split":
+            blocks = torch.einsum("...hi,hri->...hr", dropped, self.lora_A.view(heads, r, -1))
+        else:
+            blocks = F.linear(dropped, self.lora_A)
+        return blocks.flatten(-2)
 
     def loop_update(self, x: torch.Tensor) -> torch.Tensor:
         """The official algorithm: one pass per head, A drop(x) recomputed (fresh dropout) each time,

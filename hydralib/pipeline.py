@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .bases import load_spec_model
-from .clustering import assign_routes, routing_mutual_information
+from .clustering import assign_routes, routing_summary
 from .config import AdapterConfig
 from .data.corpus import build_data
 from .data.lengths import fitting_rows
@@ -29,7 +29,7 @@ def execute_run(spec, run_dir: Path) -> dict:
     model, tokenizer = prepare_model(spec)
     config = spec.train
     data, routes = route_rows(build_data(spec.data), spec.adapter, spec.data.get("cluster_features", "tfidf"),
-                              config.seed, config.template)
+                              config.seed, config.template, spec.data.get("cluster_text", "prompt"))
     dropped = {}
     if spec.data["kind"] == "real":  # a row longer than max_length is left out, not cut into another task
         data["train"], dropped = fitting_rows(data["train"], tokenizer, config.template, config.max_length)
@@ -73,13 +73,15 @@ def prepare_model(spec):
     return model, tokenizer
 
 
-def route_rows(data: dict, adapter: AdapterConfig | None, features: str, seed: int, template: str) -> tuple[dict, dict]:
+def route_rows(data: dict, adapter: AdapterConfig | None, features: str, seed: int, template: str,
+               text: str = "prompt") -> tuple[dict, dict]:
     """The data with each row's head ("route") for a task or cluster gate, and what the routing found.
 
     task: the true component; with fewer heads than components, component c shares head c mod heads
     (an oracle that still mixes components: which ones share a head is fixed, not chosen).
     cluster (and a learned router with router_init "clusters"): the k-means cluster (k = heads) of the row's
-    prompt, fitted on the training prompts; test rows go to the nearest centroid, so no labels are used."""
+    prompt (text "prompt": instruction and input; "instruction": the instruction alone), fitted on the training
+    rows; test rows go to the nearest centroid, so no labels are used."""
     if adapter is None or (adapter.gate not in ("task", "cluster") and adapter.router_init != "clusters"):
         return data, {}
     held_out = data["test"] + data.get("validation", [])  # validation rows are routed as test rows are
@@ -90,7 +92,7 @@ def route_rows(data: dict, adapter: AdapterConfig | None, features: str, seed: i
         info = {}
     else:
         train_rows, routed, clusters = assign_routes(data["train"], held_out, k=adapter.heads, features=features,
-                                                     seed=seed, template=template)
+                                                     seed=seed, template=template, part=text)
         info = {"clusters": clusters}
     n_test = len(data["test"])
     return {**data, "train": train_rows, "test": routed[:n_test], "validation": routed[n_test:]}, info
@@ -168,18 +170,6 @@ def score_rows(model, tokenizer, rows: list[dict], spec, gates: bool = False) ->
     return {"test_loss": loss, "exact_match": generation["exact_match"], "token_accuracy": loss["token_accuracy"],
             "exact_match_per_component": generation["per_component"], "generations": generation["generations"],
             **({"gates": profile} if gates else {})}
-
-
-def routing_summary(profile: dict, rows: list[dict], components: list[str]) -> dict:
-    """What routing did on the test rows, from their gate profile (evaluate.gate_profile's {"layers", "gates"}):
-    the mean gate per component and layer, and how much the head a row leans on most (its gate averaged over
-    layers) tells about its true component (mutual information)."""
-    gates = profile["gates"]  # (rows, layers, heads)
-    component = torch.tensor([int(r.get("component", 0)) for r in rows])
-    usage = {components[c]: gates[component == c].mean(0).tolist() for c in component.unique().tolist()}
-    chosen = gates.mean(1).argmax(-1)
-    return {"layers": profile["layers"], "usage_by_component": usage,
-            **routing_mutual_information(component.tolist(), chosen.tolist())}
 
 
 def evaluate_base(spec) -> dict:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hydralib.claims import (bootstrap_interval, claims_table, compare, compare_to_baseline, mean_and_spread,
-                             record_verdict, record_verdicts, size_text, sizes_text, t_interval, verdict_of)
+from hydralib.claims import (adjust_verdicts, agreement_claim, agreement_result, bootstrap_interval, bootstrap_p_value,
+                             claims_table, compare, compare_to_baseline, mean_and_spread, record_verdict,
+                             record_verdicts, size_text, sizes_text, t_interval, verdict_of)
 
 
 def test_mean_and_spread():
@@ -29,11 +30,16 @@ def test_verdict_depends_on_the_interval_of_the_paired_difference(better, worse,
 
 
 def test_the_interval_is_students_t_over_seeds():
+    """A worked example: mean .026, squared deviations summing to .00212, sd sqrt(.00212 / 4) = .023022,
+    standard error .023022 / sqrt(5) = .010296, and t_.975 at 4 degrees of freedom 2.7764 (printed t tables):
+    half-width .028586. The paired t test's statistic is .026 / .010296 = 2.5253, two-sided p .0649."""
     d = [0.05, 0.02, 0.04, -0.01, 0.03]
     mean, lo, hi = t_interval(d)
-    half = stats.t.ppf(0.975, 4) * np.std(d, ddof=1) / math.sqrt(5)
-    assert mean == pytest.approx(0.026) and lo == pytest.approx(0.026 - half) and hi == pytest.approx(0.026 + half)
-    assert compare([0.5 + x for x in d], [0.5] * 5)["lo"] == pytest.approx(lo)
+    assert mean == pytest.approx(0.026) and lo == pytest.approx(-0.002586, abs=2e-6)
+    assert hi == pytest.approx(0.054586, abs=2e-6)
+    result = compare([0.5 + x for x in d], [0.5] * 5)
+    assert result["lo"] == pytest.approx(lo) and result["p"] == pytest.approx(0.0649, abs=5e-4)
+    assert result["verdict"] == "inconclusive"
 
 
 def test_pairing_removes_what_the_seed_does_to_both_methods():
@@ -150,15 +156,18 @@ def test_the_table_shows_interval_seeds_rows_sizes_and_the_deciding_profile(tmp_
     out = capsys.readouterr().out
     assert "hydra beats lora r32: held" in out and "500 test rows" in out and "614,400" in out
     lines = claims_table([tmp_path]).splitlines()
-    cells = [c.strip() for c in lines[2].split("|")[1:-1]]
+    assert lines[0].startswith("Benjamini-Hochberg family: the 2 rows with a p-value below (notebooks 03_x)")
+    cells = [c.strip() for c in lines[4].split("|")[1:-1]]
     assert cells[:4] == ["03_x", "hydra beats lora r32", "Table 2", "0.522 vs 0.460"]
-    assert cells[4].startswith("+0.062 [+0.0") and cells[5:7] == ["5", "500"]
-    assert cells[7] == "614,400; 4.61% vs 466,944; 4.1%" and cells[8] == "held"
-    assert "not decided here; decided by: gpu" in lines[3] and "| — vs — |" in lines[3]
-    assert "chance 0.000" in lines[4] and "| held |" in lines[4]
-    assert lines[5].endswith("| inconclusive (1 seed); decided by: gpu |")
+    # the larger of the family's two p-values: Benjamini-Hochberg leaves it as it is (q = p * 2 / 2)
+    assert cells[4].startswith("+0.062 [+0.0") and cells[5] == cells[6] == "0.006"
+    assert cells[7:9] == ["5 seeds", "500"]
+    assert cells[9] == "614,400; 4.61% vs 466,944; 4.1%" and cells[10] == "held"
+    assert "not decided here; decided by: gpu" in lines[5] and "| — vs — |" in lines[5]
+    assert "chance 0.000" in lines[6] and "| held |" in lines[6]
+    assert lines[7].endswith("| inconclusive (1 seed); decided by: gpu |") and "| — | — |" in lines[7]
     stored = json.loads((tmp_path / "verdicts.json").read_text())
-    assert stored[1]["decided_by"] == "gpu" and stored[3]["lo"] is None  # no NaN in the JSON
+    assert stored[1]["decided_by"] == "gpu" and stored[3]["lo"] is None and stored[3]["p"] is None  # no NaN
     with pytest.raises(ValueError, match="decided_by"):
         record_verdicts(tmp_path, "03_x", [("nothing", [], [], "")])
     with pytest.raises(ValueError, match="unknown claim options"):
@@ -184,8 +193,130 @@ def test_a_table_from_older_records_without_intervals_still_renders(tmp_path):
 def test_a_rerun_notebook_keeps_its_rows_in_place_and_the_table_follows_notebook_order(tmp_path):
     record_verdict(tmp_path, "05_x", "e beats f", compare([0.6, 0.7], [0.2, 0.3]))
     record_verdict(tmp_path, "01_x", "a beats b", compare([0.6, 0.7], [0.2, 0.3]))
-    record_verdict(tmp_path, "01_x", "c beats d", compare([0.6, 0.7], [0.2, 0.3]))
+    record_verdict(tmp_path, "01_x", "c beats d", compare([0.61, 0.71], [0.2, 0.3]))
     record_verdict(tmp_path, "01_x", "a beats b", compare([0.2, 0.3], [0.6, 0.7]))  # 01 again, after 05
-    claims = [line.split(" | ")[1] for line in claims_table([tmp_path]).splitlines()[2:]]
+    claims = [line.split(" | ")[1] for line in claims_table([tmp_path]).splitlines()[4:]]
     assert claims == ["a beats b", "c beats d", "e beats f"]
-    assert "not held" in claims_table([tmp_path]).splitlines()[2]
+    assert "not held" in claims_table([tmp_path]).splitlines()[4]
+
+
+# --- the table's family: Benjamini-Hochberg, repeated comparisons, agreement rows, units ----------------
+
+
+def _simulated_tables(rng, n_tables, n_null, effects, seeds=5, noise=0.02):
+    """Tables of claims as the notebooks record them: per row, per-seed scores of two methods sharing each seed's
+    effect; `effects` lists the true differences (in sd of the paired difference) of the rows that have one."""
+    sd_difference = noise * math.sqrt(2)
+    tables = []
+    for _ in range(n_tables):
+        deltas = [0.0] * n_null + [e * sd_difference for e in effects]
+        records = []
+        for i, delta in enumerate(deltas):
+            seed_effect = rng.normal(0, 0.1, seeds)
+            better = 0.5 + delta + seed_effect + rng.normal(0, noise, seeds)
+            worse = 0.5 + seed_effect + rng.normal(0, noise, seeds)
+            records.append({"notebook": "0x", "claim": str(i), "paper": "", "true": delta != 0,
+                            **compare(list(better), list(worse))})
+        tables.append(records)
+    return tables
+
+
+def _discoveries(rows, verdict_key="verdict"):
+    called = [r for r in rows if r[verdict_key] in ("held", "not held")]
+    false = [r for r in called if not r["true"] or r[verdict_key] == "not held"]
+    return len(called), len(false), sum(r["true"] and r[verdict_key] == "held" for r in rows)
+
+
+def test_the_table_keeps_false_discoveries_at_most_5_percent_and_finds_true_effects():
+    """400 simulated tables of 40 claims at 5 seeds, 30 between equal methods and 10 with a true difference of
+    3 sd of the paired difference. Benjamini-Hochberg bounds the expected share of false discoveries among the
+    rows called held or not held by 0.05 x 30/40 = 0.0375; the rows' own 95 % intervals call one or more of the
+    30 null rows in most tables (1 - 0.95^30 = 0.79)."""
+    rng = np.random.default_rng(23)
+    tables = _simulated_tables(rng, 400, 30, [3.0] * 10)
+    fdp, fdp_unadjusted, power, any_null_unadjusted = [], [], [], []
+    for records in tables:
+        rows = adjust_verdicts(records)
+        assert len(rows) == 40 and all(r["q"] >= r["p"] for r in rows)
+        called, false, found = _discoveries(rows)
+        fdp.append(false / called if called else 0.0)
+        power.append(found / 10)
+        called_u, false_u, _ = _discoveries(rows, "unadjusted_verdict")
+        fdp_unadjusted.append(false_u / called_u if called_u else 0.0)
+        any_null_unadjusted.append(any(r["unadjusted_verdict"] != "inconclusive" for r in rows if not r["true"]))
+    print(f"FDR {np.mean(fdp):.4f} (bound 0.0375), unadjusted {np.mean(fdp_unadjusted):.4f}; "
+          f"power {np.mean(power):.3f}")
+    assert np.mean(fdp) <= 0.05
+    assert np.mean(power) > 0.8  # the true effects are found
+    assert np.mean(any_null_unadjusted) > 0.7 and np.mean(fdp_unadjusted) > np.mean(fdp)
+
+
+def test_a_table_of_equal_methods_only_calls_almost_nothing():
+    """With every null true, a false discovery rate is the chance of any call: at most 0.05 over the table."""
+    rng = np.random.default_rng(5)
+    tables = _simulated_tables(rng, 300, 20, [])
+    any_call = [any(r["verdict"] != "inconclusive" for r in adjust_verdicts(records)) for records in tables]
+    assert np.mean(any_call) <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 300)  # 0.05 within its simulation error
+    assert np.mean(any_call) > 0.01  # calibrated, not merely timid
+
+
+def test_a_comparison_repeated_in_notebooks_is_one_row_and_one_member_of_the_family(tmp_path):
+    scores_a, scores_b = [0.60, 0.62, 0.61, 0.63], [0.50, 0.49, 0.52, 0.50]
+    record_verdicts(tmp_path, "03_x", [("hydra beats lora r8", scores_a, scores_b, "Table 2")])
+    record_verdicts(tmp_path, "05_x", [("HydraLoRA beats w/o MoE", scores_a, scores_b, "Fig. 6"),
+                                       ("w/o gate is LoRA again", [0.5, 0.6, 0.55, 0.5], [0.4, 0.5, 0.5, 0.45], "",
+                                        {"comparison": "lora r8"})])
+    record_verdicts(tmp_path, "04_x", [("hydra beats lora (04)", scores_a, scores_b, "Fig. 8"),
+                                       ("one LoRA r8 again", [0.51, 0.6, 0.55, 0.5], [0.4, 0.5, 0.5, 0.45], "",
+                                        {"comparison": "lora r8"})])
+    lines = claims_table([tmp_path]).splitlines()
+    assert lines[0].startswith("Benjamini-Hochberg family: the 2 rows with a p-value below (notebooks 03_x, 04_x, "
+                               "05_x)")
+    body = lines[4:]
+    assert len(body) == 2
+    assert body[0].startswith("| 03_x (also in 04_x, 05_x) | hydra beats lora r8 |")
+    assert body[1].startswith("| 04_x (also in 05_x) | one LoRA r8 again |")
+
+
+def test_agreement_rows_use_an_exact_binomial_interval_over_trials_and_show_the_counts(tmp_path):
+    """All 15 trials agreeing: the Clopper-Pearson lower end is 0.025^(1/15) = 0.7820 and the exact two-sided test
+    against 1/2 gives p = 2 / 2^15 = 6.1e-5; 8 of 15 is inconclusive (a t interval of 15 equal outcomes would
+    have no width at all)."""
+    always = {"elbow": {"n_clusters": [8] * 15}, "dbscan": {"n_clusters": [8] * 15}}
+    result = agreement_result([1.0] * 15)
+    assert result["lo"] == pytest.approx(0.025 ** (1 / 15), abs=1e-4) and result["hi"] == 1.0
+    assert result["p"] == pytest.approx(2 / 2 ** 15) and result["verdict"] == "held"
+    assert agreement_result([1.0] * 8 + [0.0] * 7)["verdict"] == "inconclusive"
+    never = {"elbow": {"n_clusters": [8, 8, 9] * 5}, "dbscan": {"n_clusters": [1, 1, 3] * 5}}
+    record_verdicts(tmp_path, "04_x", [agreement_claim("elbow and DBSCAN agree", always, true_n=8),
+                                       agreement_claim("they agree, instruction alone", never, true_n=8)])
+    lines = claims_table([tmp_path]).splitlines()
+    cells = [c.strip() for c in lines[4].split("|")[1:-1]]
+    assert cells[3] == "agree in 15 of 15 vs 0.5 (elbow N 8; dbscan N 8; true N 8)"
+    assert cells[4] == "share 1.000 [0.782, 1.000] exact" and cells[7] == "15 trials" and cells[10] == "held"
+    cells = [c.strip() for c in lines[5].split("|")[1:-1]]
+    assert cells[3] == "agree in 0 of 15 vs 0.5 (elbow N 8 (8-9); dbscan N 1 (1-3); true N 8)"
+    assert cells[10] == "not held"
+    with pytest.raises(ValueError, match="0/1 per trial"):
+        agreement_result([0.5, 1.0])
+    with pytest.raises(ValueError, match="'kmeans' is not in these trials"):
+        agreement_claim("x", always, first="kmeans")
+
+
+def test_rows_in_other_units_say_their_unit_and_replicates(tmp_path):
+    record_verdicts(tmp_path, "06_x", [("hydra trains faster than lora r32", [1.21, 1.19, 1.22], [1.01, 0.99, 1.0],
+                                        "Fig. 5", {"unit": "speed-up over LoRA r8's step time, x",
+                                                   "replicates": "processes"})])
+    cells = [c.strip() for c in claims_table([tmp_path]).splitlines()[4].split("|")[1:-1]]
+    assert cells[3] == "1.207 vs 1.000 (speed-up over LoRA r8's step time, x)" and cells[7] == "3 processes"
+
+
+def test_the_bootstrap_has_its_own_p_value():
+    rng = np.random.default_rng(1)
+    worse_rows = [rng.random(200) < 0.3 for _ in range(4)]
+    better_rows = [w | (rng.random(200) < 0.2) for w in worse_rows]
+    assert bootstrap_p_value(worse_rows, worse_rows) == 1.0
+    assert bootstrap_p_value(better_rows, worse_rows) == pytest.approx(1 / 2000)  # no resample at or below 0
+    better, worse = [float(b.mean()) for b in better_rows], [float(w.mean()) for w in worse_rows]
+    boot = compare(better, worse, better_rows=better_rows, worse_rows=worse_rows, method="bootstrap")
+    assert boot["p"] == pytest.approx(1 / 2000)

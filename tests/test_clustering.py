@@ -325,3 +325,25 @@ def test_dbscan_eps_sweep_counts_clusters_and_noise():
     assert sweep["n_clusters"] == [0, 3, 1] and sweep["noise"] == [1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="metric must be one of euclidean, cosine"):
         dbscan_eps_sweep(points, [0.5], metric="manhattan")
+
+
+@pytest.mark.parametrize("conflict", [0.0, 1.0])
+def test_instruction_clustering_recovers_the_components_at_identifiability_1_and_is_at_chance_at_0(conflict):
+    from hydralib.clustering import cluster_agreement
+    named = make_corpus(n_components=8, conflict=conflict, n_train=800, n_test=160, identifiability=1.0)
+    anonymous = make_corpus(n_components=8, conflict=conflict, n_train=800, n_test=160, identifiability=0.0)
+    for part in ("instruction", "prompt"):
+        assert cluster_agreement(named, k=8, part=part) == (pytest.approx(1.0), pytest.approx(1.0))
+    assert all(abs(ari) < 0.03 for ari in cluster_agreement(anonymous, k=8, part="instruction"))
+    if conflict == 0.0:  # beside the shared wordings, the whole prompt still shows the input's marker
+        assert all(ari > 0.1 for ari in cluster_agreement(anonymous, k=8, part="prompt"))
+
+
+def test_assign_routes_clusters_the_part_it_is_told():
+    # a one-letter instruction beside a long input: the whole prompt clusters by the input
+    rows = [{"instruction": word, "input": text, "output": "", "component": i % 2}
+            for i, (word, text) in enumerate([("a", "x" * 12), ("b", "x" * 12), ("a", "y" * 12), ("b", "y" * 12)] * 4)]
+    by_instruction, _, _ = assign_routes(rows, rows, k=2, part="instruction")
+    by_prompt, _, _ = assign_routes(rows, rows, k=2, part="prompt")
+    assert adjusted_rand_score([r["instruction"] for r in rows], [r["route"] for r in by_instruction]) == 1.0
+    assert adjusted_rand_score([r["input"] for r in rows], [r["route"] for r in by_prompt]) == 1.0

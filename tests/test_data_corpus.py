@@ -21,3 +21,14 @@ def test_data_selections_give_one_component_or_one_iid_part():
 def test_an_unknown_kind_names_the_allowed_ones():
     with pytest.raises(ValueError, match="unknown data kind 'imagenet'; allowed: synthetic, primitives, real"):
         build_data({"kind": "imagenet"})
+
+
+def test_identifiability_and_cluster_text_pass_through_and_a_spec_without_them_builds_as_before():
+    from hydralib.data import make_corpus
+    base = {"kind": "synthetic", "n_components": 4, "conflict": 0.0, "n_train": 80, "n_test": 16, "seed": 1}
+    assert build_data(base) == make_corpus(n_components=4, conflict=0.0, n_train=80, n_test=16, seed=1)
+    half = build_data({**base, "identifiability": 0.5, "cluster_text": "instruction"})
+    assert half == make_corpus(n_components=4, conflict=0.0, n_train=80, n_test=16, seed=1, identifiability=0.5)
+    assert half != build_data(base)
+    with pytest.raises(ValueError, match="cluster_text 'input'; allowed: prompt, instruction"):
+        build_data({**base, "cluster_text": "input"})

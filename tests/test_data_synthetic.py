@@ -2,7 +2,8 @@
 import pytest
 
 from hydralib.data import (HARD_COMPONENTS, PRIMITIVE_TASKS, SYNTHETIC_COMPONENTS, apply_component,
-                           conflict_statistics, make_corpus, make_primitive_corpus)
+                           conflict_statistics, input_word, make_corpus, make_primitive_corpus, prompt_form)
+from hydralib.data.synthetic import MARKERS, SHARED_WORDINGS
 
 
 def small(**kwargs):
@@ -138,3 +139,67 @@ def test_primitive_corpus():
     assert all(r["input"].isdigit() for r in train if r["component_name"] == "sort_digits")
     with pytest.raises(ValueError, match="n_train=0"):
         make_primitive_corpus(n_train=0)
+
+
+# --- identifiability ------------------------------------------------------------------------------
+
+def _digest(corpus) -> str:
+    import hashlib
+    import json
+    return hashlib.sha256(json.dumps(corpus, sort_keys=True).encode()).hexdigest()
+
+
+def test_identifiability_one_is_the_corpus_of_before_the_knob_byte_for_byte():
+    # digests of make_corpus' output at ea143ff, before the knob existed
+    assert _digest(make_corpus(seed=0)) == "2491a298fc0c4449349d5a9712cb9691abb5e746a6c5de56c14e0509e1736025"
+    assert _digest(small(seed=3, conflict=0.5)) == "713dd4fd52512518ef84a36062975b6638636da62de3a68e8ce32f69d7c0f0c0"
+    assert small(seed=3, conflict=0.5, identifiability=1.0) == small(seed=3, conflict=0.5)
+    assert small(seed=3, identifiability=0.95) != small(seed=3)  # the knob does something
+
+
+@pytest.mark.parametrize("conflict", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("level", [0.0, 0.4, 1.0])
+def test_every_answer_stays_exact_and_unnamed_rows_carry_their_marker(conflict, level):
+    corpus = small(conflict=conflict, identifiability=level)
+    own = {_own_wording(i) for i in range(8)}
+    for row in corpus["train"] + corpus["test"]:
+        word = input_word(row)
+        assert row["output"] == apply_component(row["component_name"], word)
+        named = row["instruction"] in own or row["input"] == word
+        if row["input"] != word:
+            assert row["input"] == MARKERS[row["component"]] + " " + word
+        assert named or level < 1
+        if level == 0.0:  # nothing in the instruction is tied to the component
+            assert row["instruction"] in SHARED_WORDINGS or prompt_form(row) == "?"
+
+
+def _own_wording(i):
+    rows = make_corpus(n_components=8, conflict=0.0, n_train=8, n_test=1)["train"]
+    return next(r["instruction"] for r in rows if r["component"] == i)
+
+
+def test_at_zero_the_instruction_is_independent_of_the_component():
+    rows = make_corpus(conflict=1.0, identifiability=0.0, n_train=4000)["train"]
+    right_cue = sum(row["instruction"] == "?" + chr(ord("A") + row["component"]) for row in rows) / len(rows)
+    assert abs(right_cue - 1 / 8) < 0.03  # a random cue, right one time in eight
+    wordings = make_corpus(conflict=0.0, identifiability=0.0, n_train=4000)["train"]
+    for c in range(8):  # each component uses each shared wording about as often
+        mine = [r["instruction"] for r in wordings if r["component"] == c]
+        assert abs(mine.count(SHARED_WORDINGS[0]) / len(mine) - 1 / len(SHARED_WORDINGS)) < 0.1
+
+
+def test_the_level_changes_only_unnamed_rows_and_lower_levels_unname_more():
+    levels = [small(conflict=0.5, identifiability=p) for p in (1.0, 0.7, 0.3, 0.0)]
+    keep = lambda corpus: [(input_word(r), r["output"], r["component"]) for r in corpus["train"]]
+    assert all(keep(c) == keep(levels[0]) for c in levels)  # same words, components and order
+    unnamed = [{i for i, r in enumerate(c["train"]) if r["input"] != input_word(r)} for c in levels]
+    assert unnamed[0] == set() and unnamed[0] < unnamed[1] < unnamed[2] < unnamed[3] == set(range(400))
+    assert abs(len(unnamed[2]) / 400 - 0.7) < 0.1
+    statistics = conflict_statistics(levels[3]["train"])
+    assert statistics["targets_per_input"] == conflict_statistics(levels[0]["train"])["targets_per_input"]
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, True, "high"])
+def test_a_bad_identifiability_is_refused_by_name(value):
+    with pytest.raises(ValueError, match=f"identifiability={value!r}".replace(".", r"\.")):
+        small(identifiability=value)

@@ -7,7 +7,8 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from hydralib import AdapterConfig, AdapterLayer, add_adapters, adapter_layers, routing
-from hydralib.layers import Router, register_router
+from hydralib.config import LEARNED_GATES
+from hydralib.layers import ROUTERS, Router, register_router
 from conftest import randomize_b, small_llama
 
 GATE_SETTINGS = [
@@ -259,12 +260,19 @@ class TemperatureRouter(Router):
         return 0.1 * (gates ** 2).sum(-1).mean()
 
 
-def test_a_router_defined_outside_the_library_trains_saves_loads_and_merges(tmp_path):
+@pytest.fixture
+def temperature_router():
+    register_router("temperature", TemperatureRouter())
+    yield
+    ROUTERS.pop("temperature")
+    LEARNED_GATES.remove("temperature")
+
+
+def test_a_router_defined_outside_the_library_trains_saves_loads_and_merges(tmp_path, temperature_router):
     from hydralib import TrainConfig, count_parameters, load_adapters, merge_adapters, save_adapters, train
     from hydralib.bases import load_model
     from hydralib.data.synthetic import make_corpus
 
-    register_router("temperature", TemperatureRouter())
     config = AdapterConfig(method="hydra", r=4, heads=2, gate="temperature", targets=["q_proj", "v_proj"])
     options = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, max_position_embeddings=64)
     model, tokenizer = load_model("tiny-random", **options)
@@ -291,8 +299,7 @@ def test_a_router_defined_outside_the_library_trains_saves_loads_and_merges(tmp_
         torch.testing.assert_close(model(input_ids=ids).logits, gated, atol=1e-5, rtol=1e-5)
 
 
-def test_the_router_loss_is_trained_on_and_a_router_without_one_records_no_graph():
-    register_router("temperature", TemperatureRouter())
+def test_the_router_loss_is_trained_on_and_a_router_without_one_records_no_graph(temperature_router):
     layer = AdapterLayer(nn.Linear(8, 8), AdapterConfig(method="hydra", r=2, heads=2, gate="temperature"))
     x = torch.randn(3, 5, 8)
     layer.routing.record = "graph"

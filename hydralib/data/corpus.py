@@ -10,7 +10,9 @@ from .synthetic import make_corpus, make_primitive_corpus
 
 DATA_SELECTIONS = ("only_component", "part", "parts")
 # Keys that say how a run uses its rows, not which rows there are.
-USE_KEYS = ("kind", "cluster_features")
+USE_KEYS = ("kind", "cluster_features", "cluster_text")
+# What a cluster gate clusters (clustering.assign_routes' part): the whole prompt, or the instruction alone.
+CLUSTER_TEXTS = ("prompt", "instruction")
 BUILDERS = {"synthetic": make_corpus, "primitives": make_primitive_corpus, "real": lambda **spec: build_real_data(spec)}
 
 
@@ -38,9 +40,13 @@ def build_data(data: dict) -> dict:
     hydralib.data.real: a mixture of real sets).
 
     Selections for per-task and control LoRAs: only_component=c keeps component c's rows (train and test);
-    part=i of parts=n keeps the i-th of n random, equal parts of the training rows (an IID split)."""
+    part=i of parts=n keeps the i-th of n random, equal parts of the training rows (an IID split).
+    Keys that say how a run uses the rows (USE_KEYS: cluster_features, cluster_text) are not passed to the
+    builder; the synthetic kind's other keys are make_corpus' arguments (e.g. identifiability)."""
     if data.get("kind") not in BUILDERS:
         raise ValueError(f"unknown data kind {data.get('kind')!r}; allowed: {', '.join(BUILDERS)}")
+    if data.get("cluster_text", "prompt") not in CLUSTER_TEXTS:
+        raise ValueError(f"unknown cluster_text {data['cluster_text']!r}; allowed: {', '.join(CLUSTER_TEXTS)}")
     options = {k: v for k, v in data.items() if k not in (*USE_KEYS, *DATA_SELECTIONS)}
     corpus = BUILDERS[data["kind"]](**options)
     if "only_component" in data:

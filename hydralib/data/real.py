@@ -25,7 +25,7 @@ from .sources import load_dolly, load_gsm8k, load_humaneval, load_mmlu, mix_sour
 
 SOURCES = ("gsm8k", "mmlu", "humaneval", "dolly")
 DATA_KEYS = ("kind", "sources", "eval_sources", "n_train", "n_test", "n_val", "seed", "download",
-             "cluster_features")
+             "cluster_features", "cluster_text")
 # Rows of a source cut once into train and test parts: every TEST_EVERY-th row (by position) is a test row.
 TEST_EVERY = 4
 

@@ -16,6 +16,33 @@ Two heterogeneity knobs:
   character is all that tells the components apart. Each row independently takes the shared form
   with probability ``conflict`` (0: never, 1: always). Every input word is used once by each
   component, so under the shared form the same prompt (cue aside) asks for k different answers.
+
+One identifiability knob, ``identifiability`` in [0, 1] (default 1: the corpus above, row for row): how
+often the instruction names the component. Each row independently keeps its informative instruction
+with probability ``identifiability``; otherwise its instruction is drawn without looking at the
+component (the shared form gets the cue of a uniformly drawn component, cue noise; the own-wording form
+gets one of ``SHARED_WORDINGS``, a paraphrase shared by every component), and the component shows only
+in the input, as a one-character marker before the word (``MARKERS[c]``, a digit: ``"3 abc"``). Every
+answer stays the component's transform of the word, so rows stay exact-match scorable. What each
+routing can see (k components):
+
+- 1: the instruction names the component in every row. Clustering the instruction (or the whole
+  prompt) recovers the components exactly, so a cluster gate is the oracle task gate on this data; a
+  token router sees the name at the instruction's tokens and, through attention, at later ones; a
+  sequence router pools it from the prompt.
+- between: a share ``identifiability`` of rows are named by their instruction (a noisy cue in the
+  shared form is still right with probability 1/k); the rest carry the marker. Instruction clustering
+  groups rows by wording, so it follows the components only on the named rows (its ARI falls with
+  the level); whole-prompt clustering also sees the marker, one character against the instruction's
+  n-grams; a learned token or sequence router can learn to read either.
+- 0: nothing in the instruction tells the components apart (instruction-only clustering is at chance,
+  ARI about 0); every row's marker does, so the task stays solvable by a router that learns to read
+  the input. Whole-prompt TF-IDF clustering sees the marker only partly: beside the two shared
+  wordings (conflict 0) it finds some of the components, but in the shared form a random cue is as
+  salient as the marker and the clusters follow the cue.
+
+The draws of the knob come from their own random stream, so one seed gives the same words, components
+and row order at every level, and a row anonymised at one level is anonymised at every lower level.
 """
 from __future__ import annotations
 
@@ -54,6 +81,9 @@ SYNTHETIC_COMPONENTS: tuple[str, ...] = tuple(_COMPONENTS)
 HARD_COMPONENTS: frozenset[str] = frozenset({"shift"})
 # The cue of component i in the shared form "?" + cue.
 CUES = string.ascii_uppercase[:len(SYNTHETIC_COMPONENTS)]
+# Below identifiability 1: the input marker of component i, and the wordings shared by all components.
+MARKERS = (string.digits + "#")[:len(SYNTHETIC_COMPONENTS)]
+SHARED_WORDINGS = ("rewrite", "convert")
 
 
 def _random_word(rng: random.Random, longest: int = 6) -> str:
@@ -97,7 +127,7 @@ def apply_component(name: str, text: str) -> str:
 
 
 def make_corpus(n_components: int = 8, conflict: float = 1.0, n_train: int = 2000, n_test: int = 400,
-                seed: int = 0, max_word_length: int = 4) -> dict:
+                seed: int = 0, max_word_length: int = 4, identifiability: float = 1.0) -> dict:
     """Train and test rows mixing the first ``n_components`` components.
 
     Returns ``{"train": rows, "test": rows, "components": names}``; each row is a dict with
@@ -107,13 +137,16 @@ def make_corpus(n_components: int = 8, conflict: float = 1.0, n_train: int = 200
     shared instruction ``"?" + cue`` with probability ``conflict``, else the component's own
     wording. Test words never occur in train, so no (instruction, input) pair is in
     both. The same seed gives the same rows; for one seed and n_components, changing ``conflict``
-    changes only the instructions. Input words have 3..max_word_length letters. Refuses n_components
-    outside 1..len(SYNTHETIC_COMPONENTS), conflict outside [0, 1], sizes below 1 and max_word_length outside
-    3..12.
+    changes only the instructions. Input words have 3..max_word_length letters. Below
+    ``identifiability`` 1, a share of rows get an instruction that says nothing of their component and
+    a marker before their word (module docstring; ``input_word`` gives the word back); changing it
+    changes only those instructions and inputs. Refuses n_components outside
+    1..len(SYNTHETIC_COMPONENTS), conflict or identifiability outside [0, 1], sizes below 1 and
+    max_word_length outside 3..12.
     """
     _check_int("n_components", n_components, 1, len(SYNTHETIC_COMPONENTS))
-    if isinstance(conflict, bool) or not isinstance(conflict, (int, float)) or not 0.0 <= conflict <= 1.0:
-        raise ValueError(f"conflict must be a number in [0, 1], got conflict={conflict!r}")
+    _check_share("conflict", conflict)
+    _check_share("identifiability", identifiability)
     _check_int("n_train", n_train, 1)
     _check_int("n_test", n_test, 1)
     _check_int("max_word_length", max_word_length, 3, 12)
@@ -122,20 +155,38 @@ def make_corpus(n_components: int = 8, conflict: float = 1.0, n_train: int = 200
     train_groups = math.ceil(n_train / n_components)
     word = functools.partial(_random_word, longest=max_word_length)
     words = _unique_inputs(rng, [word] * (train_groups + math.ceil(n_test / n_components)))
-    return {"train": _component_rows(rng, names, words[:train_groups], n_train, conflict),
-            "test": _component_rows(rng, names, words[train_groups:], n_test, conflict),
+    # its own stream: the main one (words, forms, order) is the same at every level, and untouched at 1
+    anonymity = random.Random(f"identifiability-{seed}") if identifiability < 1 else None
+    return {"train": _component_rows(rng, names, words[:train_groups], n_train, conflict, identifiability, anonymity),
+            "test": _component_rows(rng, names, words[train_groups:], n_test, conflict, identifiability, anonymity),
             "components": names}
 
 
-def _component_rows(rng: random.Random, names: list[str], words: list[str], n: int, conflict: float) -> list[dict]:
+def _component_rows(rng: random.Random, names: list[str], words: list[str], n: int, conflict: float,
+                    identifiability: float, anonymity: random.Random | None) -> list[dict]:
     rows = []
     for i in range(n):
         c, word = i % len(names), words[i // len(names)]
         shared = rng.random() < conflict  # random() < 1 always and < 0 never: the ends are exact
         instruction = SHARED_PREFIX + CUES[c] if shared else _COMPONENTS[names[c]][0]
-        rows.append(_row(instruction, word, apply_component(names[c], word), c, names[c]))
+        text = word
+        if anonymity is not None:
+            # drawn for every row, so a row anonymised at one level is anonymised, alike, at every lower one
+            named = anonymity.random() < identifiability
+            other, wording = anonymity.randrange(len(names)), anonymity.choice(SHARED_WORDINGS)
+            if not named:
+                instruction = SHARED_PREFIX + CUES[other] if shared else wording
+                text = MARKERS[c] + " " + word
+        rows.append(_row(instruction, text, apply_component(names[c], word), c, names[c]))
     rng.shuffle(rows)
     return rows
+
+
+def input_word(row: dict) -> str:
+    """The word a component row transforms: its input without the component marker some rows carry
+    below identifiability 1."""
+    text = row["input"]
+    return text[2:] if text[:1] in MARKERS else text
 
 
 def make_primitive_corpus(n_train: int = 2000, n_test: int = 200, seed: int = 0) -> dict:
@@ -176,7 +227,7 @@ def conflict_statistics(rows: list[dict]) -> dict:
     """
     by_input, by_form = defaultdict(set), defaultdict(set)
     for row in rows:
-        by_input[row["input"]].add(row["output"])
+        by_input[input_word(row)].add(row["output"])
         by_form[prompt_form(row), row["input"]].add(row["output"])
     shared = sum(prompt_form(row) == SHARED_PREFIX for row in rows)
     return {"rows": len(rows),
@@ -209,6 +260,11 @@ def _unique_inputs(rng: random.Random, samplers: list[Callable[[random.Random], 
         seen.add(text)
         out.append(text)
     return out
+
+
+def _check_share(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {name}={value!r}")
 
 
 def _check_int(name: str, value, low: int, high: int | None = None) -> None:
