@@ -3,6 +3,7 @@
 #   make suite     every notebook, in order, under papermill, on the `default` profile
 #   make test      pytest (a real browser test included), then every notebook on the `ci` profile
 #   make student   student copies of the notebooks (solutions replaced by stubs) in build/student/
+#   make release   what a class gets: build/release/hydralora-lab-student/ and .zip (PACK=file adds a results pack)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,7 +14,7 @@ LAB_PORT ?= 8888
 export HYDRALIB_DATA ?= $(abspath data)
 export HYDRALIB_CACHE ?= $(HOME)/.cache/hydralib
 
-.PHONY: lab kernel suite test pytest notebooks-ci student benchmark base clean-build
+.PHONY: lab kernel suite test pytest notebooks-ci student release benchmark base clean-build
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +49,10 @@ notebooks-ci: $(VENV)/.installed
 
 student: $(VENV)/.installed
 	$(PY) -m hydralib.student
+
+# PACK=path/to/pack: a results pack (python -m hydralib store export) shipped in the release's results/.
+release: $(VENV)/.installed
+	$(PY) -m hydralib.student --release $(if $(PACK),--pack $(PACK))
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/adapter_speed.py
