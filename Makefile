@@ -4,6 +4,7 @@
 #   make test      pytest (a real browser test included), then every notebook on the `ci` profile
 #   make student   student copies of the notebooks (solutions replaced by stubs) in build/student/
 #   make release   what a class gets: build/release/hydralora-lab-student/ and .zip (PACK=file adds a results pack)
+#   make grade     SUBMISSIONS=folder (one folder per student): points and feedback in SUBMISSIONS/grades.csv
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,7 +15,7 @@ LAB_PORT ?= 8888
 export HYDRALIB_DATA ?= $(abspath data)
 export HYDRALIB_CACHE ?= $(HOME)/.cache/hydralib
 
-.PHONY: lab kernel suite test pytest notebooks-ci student release benchmark base clean-build
+.PHONY: lab kernel suite test pytest notebooks-ci student release grade benchmark base clean-build
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +54,12 @@ student: $(VENV)/.installed
 # PACK=path/to/pack: a results pack (python -m hydralib store export) shipped in the release's results/.
 release: $(VENV)/.installed
 	$(PY) -m hydralib.student --release $(if $(PACK),--pack $(PACK))
+
+# Otter-Grader runs the hidden tests (grading/hidden_tests/) on each exercise's cells; GRADES=file.csv to change
+# where the CSV goes.
+grade: $(VENV)/.installed
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder (one folder per student)"; exit 2; }
+	$(PY) -m hydralib grade $(SUBMISSIONS) $(if $(GRADES),--out $(GRADES))
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/adapter_speed.py

@@ -7,6 +7,8 @@ from .suite import report_main
 COMMANDS = {
     "suite": "run the notebooks on a profile with papermill (make suite, make test); --dry-run lists them",
     "report": "write build/<profile>/report.html again from what a suite run left there",
+    # grading (hydralib.grading): imported when called, Otter-Grader is an instructor's tool
+    "grade": "grade a folder of submitted notebooks with the hidden tests; writes a CSV of points and feedback",
 }
 
 USAGE = "usage: python -m hydralib {" + ",".join(COMMANDS) + "} [options]   (python -m hydralib COMMAND --help)"
@@ -23,6 +25,9 @@ def main(argv=None) -> int:
         return suite_main(rest)
     if command == "report":
         return report_main(rest)
+    if command == "grade":
+        from .grading import main as grade_main
+        return grade_main(rest)
     sys.stderr.write(f"unknown command {command!r}\n{USAGE}\n")
     return 2
 
