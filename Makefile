@@ -57,8 +57,12 @@ release: $(VENV)/.installed
 
 # Otter-Grader runs the hidden tests (grading/hidden_tests/) on each exercise's cells; GRADES=file.csv to change
 # where the CSV goes.
+ifneq ($(filter grade,$(MAKECMDGOALS)),)
+ifeq ($(SUBMISSIONS),)
+$(error usage: make grade SUBMISSIONS=folder (one folder per student))
+endif
+endif
 grade: $(VENV)/.installed
-	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder (one folder per student)"; exit 2; }
 	$(PY) -m hydralib grade $(SUBMISSIONS) $(if $(GRADES),--out $(GRADES))
 
 benchmark: $(VENV)/.installed
