@@ -260,7 +260,7 @@ def exercise_run(code: str | None, inputs: dict, forbidden=(), rule: str = "", s
         except Exception as error:
             if calls:
                 raise AssertionError(rule) from None
-            raise AssertionError(f"your code raised {type(error).__name__}: {error}") from None
+            raise AssertionError(f"your code raised {type(error).__name__}: {error} (on the grader's inputs)") from None
         if calls:
             raise AssertionError(rule)
 

@@ -40,14 +40,16 @@ WRONG = {
              "my_spread = per_head_components(ex_usage)"),
     "08.1": ("import re\n\ndef final_answer(text):\n    if '####' not in text:\n        return None\n"  # no fallback
              "    found = re.findall(r'-?\\d+(?:,\\d{3})*(?:\\.\\d+)?', text.rsplit('####', 1)[1])\n"
-             "    if not found:\n        return None\n    whole, _, fraction = found[0].replace(',', '').partition('.')\n"
+             "    if not found:\n        return None\n"
+             "    whole, _, fraction = found[0].replace(',', '').partition('.')\n"
              "    return whole if fraction and set(fraction) == {'0'} else found[0].replace(',', '')"),
 }
 SHORTCUT = {
     "00.1": "my_output = down(ex_x)",
     "01.1": ("from hydralib.layers import AdapterLayer\n\ndef split_parameters(k, d, n, r, router):\n"
              "    model = torch.nn.ModuleDict({'layer': torch.nn.Linear(k, d)})\n"
-             "    config = hydralib.AdapterConfig(method='split', r=r, heads=n, gate='learned' if router else 'uniform')\n"
+             "    gate = 'learned' if router else 'uniform'\n"
+             "    config = hydralib.AdapterConfig(method='split', r=r, heads=n, gate=gate)\n"
              "    counts = hydralib.count_parameters(hydralib.add_adapters(model, config))\n"
              "    return counts.adapter + (counts.router if router else 0)"),
     "02.1": ("def cosine(a, b):\n"
@@ -130,7 +132,7 @@ def test_feedback_says_what_is_wrong_and_names_the_rule_a_shortcut_breaks(graded
     assert all(graded["correct"][f"{e.id} feedback"] == "all tests passed" for e in EXERCISES)
     shortcut = {e.id: graded["shortcut"][f"{e.id} feedback"] for e in EXERCISES}
     assert "forbids calling the layer" in shortcut["00.1"]
-    assert all("is not allowed" in text for exercise_id, text in shortcut.items() if exercise_id not in ("00.1", "06.1"))
+    assert all("is not allowed" in text for exercise, text in shortcut.items() if exercise not in ("00.1", "06.1"))
     assert "KeyError" in shortcut["06.1"] and "tokens_per_s" in shortcut["06.1"]  # no such column to copy here
     wrong = {e.id: graded["wrong"][f"{e.id} feedback"] for e in EXERCISES}
     assert "W0 x alone" in wrong["00.1"] and "zero them first" in wrong["05.1"] and "not its index" in wrong["04.1"]

@@ -79,6 +79,17 @@ def test_the_scan_finds_a_solution_planted_in_a_release(release, tmp_path):
     assert any(leak.startswith(f"notebooks/{NOTEBOOKS[-1].name}: {last[-1]}") for leak in leaks), leaks
 
 
+def test_the_answer_key_holds_every_solution_and_would_be_found_in_a_release(tmp_path):
+    key = (REPO_ROOT / "docs" / "answer_key.md").read_text()
+    joined = "\n".join(line.strip() for line in key.splitlines() if line.strip())
+    stale = [body[0] for body in solution_bodies() if "\n".join(body) not in joined]
+    assert stale == [], f"docs/answer_key.md lacks the current solution cells starting {stale}"
+    (tmp_path / "docs").mkdir()
+    shutil.copy(REPO_ROOT / "docs" / "answer_key.md", tmp_path / "docs")
+    found = [leak for leak in release_leaks(tmp_path) if "the solution starting" in leak]
+    assert len(found) == len(solution_bodies())
+
+
 def test_a_missing_pack_is_refused(tmp_path):
     with pytest.raises(ValueError, match="missing.tar.gz is not a file"):
         write_release(tmp_path, pack=tmp_path / "missing.tar.gz")

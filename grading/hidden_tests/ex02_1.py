@@ -48,4 +48,5 @@ def similarity(SUBMITTED):
     want = reference(ex_a, ex_b)
     with run_block as namespace:
         got = namespace.get("my_similarity")
-    assert got is not None and abs(float(got) - want) < 1e-5, "set my_similarity = cosine(ex_a, ex_b)"
+    assert got is not None and abs(float(got) - want) < 1e-5, \
+        "my_similarity is not the cosine of ex_a and ex_b: set my_similarity = cosine(ex_a, ex_b)"

@@ -40,4 +40,5 @@ def my_elbow(SUBMITTED):
     want = clustering.elbow_k(SWEEP.ks, SWEEP.sse)
     with run(SUBMITTED) as namespace:
         got = namespace.get("my_elbow")
-    assert got is not None and abs(got - want) <= 1, "set my_elbow = elbow_of(sweep.ks, sweep.sse)"
+    assert got is not None and abs(got - want) <= 1, \
+        "my_elbow is not the sweep's elbow: set my_elbow = elbow_of(sweep.ks, sweep.sse)"

@@ -39,4 +39,5 @@ def my_spread(SUBMITTED):
     want = components_per_head(USAGE)
     with run(SUBMITTED) as namespace:
         got = namespace.get("my_spread")
-    assert got is not None and abs(got - want) < 1e-6, "set my_spread = per_head_components(ex_usage)"
+    assert got is not None and abs(got - want) < 1e-6, \
+        "my_spread is not the spread of ex_usage: set my_spread = per_head_components(ex_usage)"

@@ -22,7 +22,7 @@ def check(SUBMITTED, texts):
         assert callable(final_answer), "define final_answer(text)"
         for text, want in zip(texts, expected):
             got = final_answer(text)
-            assert got == want, f"final_answer returns {got!r} for the text {text[-40:]!r}"
+            assert got == want, f"final_answer returns {got!r} for the text {text[-40:]!r} (a grader's input)"
 
 
 @test_case(name="08.1 after ####", points=1, hidden=True)
