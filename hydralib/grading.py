@@ -140,22 +140,40 @@ def otter_autograder(tests_dir: Path, folder: Path) -> Path:
     return output
 
 
-def grade_student(code: dict[str, str], autograder: Path, folder: Path, all_exercises: list[Exercise]) -> dict:
-    """{exercise id: (points, possible, feedback)} for one student's code."""
+def possible_points(all_exercises: list[Exercise], tests_dir: Path) -> dict[str, float]:
+    """{exercise id: its points}, read from the hidden test files; refuses a file whose name is not its exercise's."""
+    from otter.test_files import ExceptionTestFile
+
+    points = {}
+    for exercise in all_exercises:
+        test_file = ExceptionTestFile.from_file(str(Path(tests_dir) / exercise.test_name))
+        if test_file.name != exercise.id:
+            raise ValueError(f"{exercise.test_name} sets name = {test_file.name!r}; it tests exercise {exercise.id!r}")
+        points[exercise.id] = test_file.possible
+    return points
+
+
+def grade_student(code: dict[str, str], autograder: Path, folder: Path, possible: dict[str, float]) -> dict:
+    """{exercise id: (points, possible, feedback)} for one student's code. A submission that stops Otter itself
+    (its code killed the kernel) scores 0 everywhere, with the error as feedback."""
     from otter.api import grade_submission
 
     folder.mkdir(parents=True)
     script = folder / "submission.py"
     script.write_text(f"SUBMITTED = {code!r}\n", encoding="utf-8")
-    results = grade_submission(str(script), str(autograder), quiet=True)
+    try:
+        results = grade_submission(str(script), str(autograder), quiet=True).results
+        stopped = "Otter returned no result (the student's code stopped the kernel before the tests ended)"
+    except Exception as error:  # the kernel died: nothing of this student's was graded
+        results, stopped = {}, f"{type(error).__name__}: {error}"
     scores = {}
-    for exercise in all_exercises:
-        test_file = results.results.get(exercise.id)
+    for exercise_id, points in possible.items():
+        test_file = results.get(exercise_id)
         if test_file is None:
-            raise RuntimeError(f"Otter returned no result for exercise {exercise.id}; its test file is "
-                               f"{exercise.test_name} (name = {exercise.id!r})")
+            scores[exercise_id] = (0, points, f"grading stopped, regrade by hand: {stopped}")
+            continue
         failed = [f"{r.test_case.name}: {feedback_of(r.message)}" for r in test_file.test_case_results if not r.passed]
-        scores[exercise.id] = (test_file.score, test_file.possible, "; ".join(failed) or "all tests passed")
+        scores[exercise_id] = (test_file.score, test_file.possible, "; ".join(failed) or "all tests passed")
     return scores
 
 
@@ -167,18 +185,19 @@ def grade(submissions: Path, out_csv: Path, tests_dir: Path = HIDDEN_TESTS,
     problems = hidden_test_problems(all_exercises, Path(tests_dir))
     if problems:
         raise ValueError("cannot grade:\n  " + "\n  ".join(problems))
+    possible = possible_points(all_exercises, Path(tests_dir))
     students = collect(Path(submissions), all_exercises)
     rows = []
     with tempfile.TemporaryDirectory(prefix="hydralib-grade-") as scratch:
         autograder = otter_autograder(Path(tests_dir), Path(scratch))
         for number, (student, code) in enumerate(sorted(students.items())):
             print(f"grading {student} ({len(code)} of {len(all_exercises)} exercises handed in)", flush=True)
-            scores = grade_student(code, autograder, Path(scratch) / f"student-{number}", all_exercises)
+            scores = grade_student(code, autograder, Path(scratch) / f"student-{number}", possible)
             row = {"student": student, "total": sum(s[0] for s in scores.values()),
                    "possible": sum(s[1] for s in scores.values())}
             for exercise in all_exercises:
-                points, possible, feedback = scores[exercise.id]
-                row[f"{exercise.id} points (of {possible:g})"] = points
+                points, of, feedback = scores[exercise.id]
+                row[f"{exercise.id} points (of {of:g})"] = points
                 row[f"{exercise.id} feedback"] = feedback
             rows.append(row)
     out_csv = Path(out_csv)
@@ -257,7 +276,7 @@ def exercise_run(code: str | None, inputs: dict, forbidden=(), rule: str = "", s
             if calls:
                 raise AssertionError(rule) from None
             raise
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # exit() in a cell must not end the grading of the others
             if calls:
                 raise AssertionError(rule) from None
             raise AssertionError(f"your code raised {type(error).__name__}: {error} (on the grader's inputs)") from None

@@ -9,15 +9,15 @@ in the stubs of notebooks 00 to 03 only. Otter runs each student once, locally, 
 (about 10 s a student on 2 busy cores).
 """
 import csv
+import shutil
 
 import nbformat
 import pytest
 
 from hydralib import grading
-from hydralib.grading import HIDDEN_TESTS, NOT_ATTEMPTED, NOT_HANDED_IN, exercises, feedback_of, hidden_test_problems
+from hydralib.grading import (HIDDEN_TESTS, NOT_ATTEMPTED, NOT_HANDED_IN, exercise_run, exercises, feedback_of,
+                              hidden_test_problems, possible_points)
 from hydralib.student import EXERCISE, NOTEBOOK_DIR, is_solution, student_copy, task_statement
-
-pytest.importorskip("otter", reason="Otter-Grader (requirements.txt) grades the exercises")
 
 EXERCISES = exercises(NOTEBOOK_DIR)
 
@@ -158,3 +158,38 @@ def test_grading_refuses_a_missing_test_file_and_a_folder_without_notebooks(tmp_
     assert grading.main([str(tmp_path / "empty"), "--tests", str(tmp_path / "none")]) == 1
     assert "grading runs from the instructor's repository" in capsys.readouterr().err
 
+
+
+def reference(x):
+    return x + 1
+
+
+@pytest.mark.parametrize("code, message", [
+    ("y = reference(1)", "calling reference is not allowed"),
+    ("try:\n    y = reference(1)\nexcept BaseException:\n    y = 2", "calling reference is not allowed"),  # caught
+    ("raise NotImplementedError('Exercise: write y')", NOT_ATTEMPTED),
+    (None, NOT_HANDED_IN),
+    ("exit(3)", "your code raised SystemExit: 3"),
+    ("y = 1 / 0", "your code raised ZeroDivisionError: division by zero"),
+    ("while True:\n    pass", "your code ran longer than 0.5 s"),
+])
+def test_exercise_run_turns_what_the_student_did_into_a_failed_check(code, message):
+    with pytest.raises(AssertionError, match=message):
+        with exercise_run(code, {"reference": reference}, [reference], "calling reference is not allowed",
+                          seconds=0.5) as namespace:
+            assert namespace["y"] == 2
+    assert reference(1) == 2  # unblocked again
+
+
+def test_exercise_run_runs_an_answer_on_the_given_inputs_and_leaves_magics_out():
+    with exercise_run("%time\ny = x * 3", {"x": 4}, [reference], "not allowed") as namespace:
+        assert namespace["y"] == 12
+
+
+def test_a_hidden_test_file_must_name_its_exercise(tmp_path):
+    shutil.copytree(HIDDEN_TESTS, tmp_path / "tests")
+    test_file = tmp_path / "tests" / "ex02_1.py"
+    test_file.write_text(test_file.read_text().replace('name = "02.1"', 'name = "02.2"'))
+    assert possible_points(EXERCISES, HIDDEN_TESTS) == POSSIBLE
+    with pytest.raises(ValueError, match="ex02_1.py sets name = '02.2'; it tests exercise '02.1'"):
+        possible_points(EXERCISES, tmp_path / "tests")
