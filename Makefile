@@ -6,6 +6,8 @@
 #   make student   student copies of the notebooks (solutions replaced by stubs) in build/student/
 #   make book      a static site of the last suite run (executed notebooks and report), readable offline,
 #                  in build/<profile>/book/html/ (PROFILE=ci for make test's run)
+#   make release   what a class gets: build/release/hydralora-lab-student/ and .zip (PACK=file adds a results pack)
+#   make grade     SUBMISSIONS=folder (one folder per student): points and feedback in SUBMISSIONS/grades.csv
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,7 +18,7 @@ LAB_PORT ?= 8888
 export HYDRALIB_DATA ?= $(abspath data)
 export HYDRALIB_CACHE ?= $(HOME)/.cache/hydralib
 
-.PHONY: lab kernel suite test pytest notebooks-ci student book benchmark base clean-build cluster
+.PHONY: lab kernel suite test pytest notebooks-ci student release grade book benchmark base clean-build cluster
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +65,19 @@ student: $(VENV)/.installed
 
 book: $(VENV)/.installed
 	$(PY) -m hydralib.book --profile $(PROFILE)
+# PACK=path/to/pack: a results pack (python -m hydralib store export) shipped in the release's results/.
+release: $(VENV)/.installed
+	$(PY) -m hydralib.student --release $(if $(PACK),--pack $(PACK))
+
+# Otter-Grader runs the hidden tests (grading/hidden_tests/) on each exercise's cells; GRADES=file.csv to change
+# where the CSV goes.
+ifneq ($(filter grade,$(MAKECMDGOALS)),)
+ifeq ($(SUBMISSIONS),)
+$(error usage: make grade SUBMISSIONS=folder (one folder per student))
+endif
+endif
+grade: $(VENV)/.installed
+	$(PY) -m hydralib grade $(SUBMISSIONS) $(if $(GRADES),--out $(GRADES))
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/adapter_speed.py

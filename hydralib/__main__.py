@@ -1,6 +1,7 @@
 """`python -m hydralib <command> ...`: the project's command line (see `python -m hydralib --help`)."""
 import sys
 
+from .grading import main as grade_main
 from .results_pack import store_main
 from .suite import main as suite_main
 from .suite import report_main
@@ -9,6 +10,7 @@ COMMANDS = {
     "suite": "run the notebooks on a profile with papermill (make suite, make test); --dry-run lists them",
     "report": "write build/<profile>/report.html again from what a suite run left there",
     "store": "export a profile's results (runs, claims, figures) as one archive, or import one: store export|import",
+    "grade": "grade a folder of submitted notebooks with the hidden tests; writes a CSV of points and feedback",
 }
 
 USAGE = "usage: python -m hydralib {" + ",".join(COMMANDS) + "} [options]   (python -m hydralib COMMAND --help)"
@@ -29,6 +31,8 @@ def main(argv=None) -> int:
     if command == "store":
         return store_main(rest)
     # --- end store ---
+    if command == "grade":
+        return grade_main(rest)
     sys.stderr.write(f"unknown command {command!r}\n{USAGE}\n")
     return 2
 

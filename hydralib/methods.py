@@ -116,9 +116,23 @@ def implementation_sweep(r: int, head_counts: list[int]) -> dict[str, AdapterCon
 def lane_methods(r: int, heads: int, targets="all-linear", wide_rank: int = 0) -> dict[str, AdapterConfig]:
     """The real-data lane's methods: LoRA r; Split heads x r with a learned gate; HydraLoRA r with `heads`
     heads under the official per-token router and under the cluster gate; with wide_rank > 0, LoRA of that rank
-    too (the paper's larger baseline, r32), last."""
+    too (the paper's larger baseline, r32). lane_roles names each one's role."""
+    return {label(config): config for config in _lane_configs(r, heads, targets, wide_rank).values()}
+
+
+def lane_roles(r: int, heads: int, targets="all-linear", wide_rank: int = 32) -> dict[str, str]:
+    """{role: label} of the lane's methods, roles "lora", "split", "token", "cluster" and "wide" (LoRA of
+    wide_rank, whether or not it runs), so that a claim names a method by its role, never by its place in a dict."""
+    return {role: label(config) for role, config in _lane_configs(r, heads, targets, wide_rank).items()}
+
+
+def _lane_configs(r: int, heads: int, targets, wide_rank: int) -> dict[str, AdapterConfig]:
     if wide_rank and wide_rank <= r:
         raise ValueError(f"wide_rank must be 0 (none) or larger than r={r}, got wide_rank={wide_rank!r}")
-    wide = lora(wide_rank, targets=targets) if wide_rank else {}
-    return {**lora(r, targets=targets), **split(heads, r, targets=targets), **hydra(r, heads, targets=targets),
-            **hydra(r, heads, gate="cluster", targets=targets), **wide}
+    configs = {"lora": adapter_config("lora", r, targets=targets),
+               "split": adapter_config("split", r, heads=heads, targets=targets),
+               "token": adapter_config("hydra", r, heads=heads, targets=targets),
+               "cluster": adapter_config("hydra", r, heads=heads, gate="cluster", targets=targets)}
+    if wide_rank:
+        configs["wide"] = adapter_config("lora", wide_rank, targets=targets)
+    return configs

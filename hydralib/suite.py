@@ -512,11 +512,15 @@ def write_claims(claims_dirs, figures_dir: Path) -> Path | None:
     figures_dir.mkdir(parents=True, exist_ok=True)
     path = figures_dir / "claims.md"
     path.write_text("# Claims of the paper, checked by the notebooks\n\n"
-                    "Written by `make suite` from the verdict cells. Each row is a paired comparison over seeds (a\n"
-                    "seed fixes data, initialisation and batch order for both sides): the mean difference and its\n"
-                    "95% t interval. *held*: the interval lies on the claimed side of zero; *not held*: on the\n"
-                    "other side; *inconclusive*: it contains zero. Similarities and NMIs are compared with a chance\n"
-                    "baseline. The paper's figures are its own, for reference (hydralib/claims.py says more).\n\n"
+                    "Written by `make suite` from the verdict cells. Each row is a paired comparison over the\n"
+                    "evaluation seeds (a seed fixes data, initialisation and batch order for both sides): the mean\n"
+                    "difference, its 95% t interval and its p-value (paired t test). The verdict is decided on the\n"
+                    "Benjamini-Hochberg adjusted q over the whole table (the family is stated below): *held* where\n"
+                    "q < 0.05 on the claimed side, *not held* on the other side, *inconclusive* otherwise. A\n"
+                    "comparison made in several notebooks is one row (the others named). Agreement rows count trials\n"
+                    "and carry an exact (Clopper-Pearson) interval; efficiency rows state their unit. Similarities\n"
+                    "and NMIs are compared with a chance baseline. The paper's figures are its own, for reference\n"
+                    "(hydralib/claims.py says more).\n\n"
                     + claims_table(claims_dirs))
     return path
 

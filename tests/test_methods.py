@@ -3,7 +3,7 @@ import pytest
 
 from hydralib.config import AdapterConfig
 from hydralib.methods import (FULL_FINETUNING, adapter_config, figure5_methods, full_finetuning, hydra,
-                              implementation_sweep, label, lane_methods, lora, split, with_lr)
+                              implementation_sweep, label, lane_methods, lane_roles, lora, split, with_lr)
 
 
 def test_labels_and_configurations_at_equal_scale():
@@ -62,3 +62,10 @@ def test_named_sets_of_the_notebooks():
     assert list(lane_methods(8, 3, wide_rank=32))[4:] == ["LoRA r32"]
     with pytest.raises(ValueError, match="wide_rank must be 0 \\(none\\) or larger than r=8, got wide_rank=8"):
         lane_methods(8, 3, wide_rank=8)
+
+
+def test_lane_roles_name_each_method_by_its_role_not_its_place():
+    roles = lane_roles(8, 3, wide_rank=32)
+    assert roles == {"lora": "LoRA r8", "split": "Split 3x8 learned", "token": "Hydra r8 N=3 token router",
+                     "cluster": "Hydra r8 N=3 cluster gate", "wide": "LoRA r32"}
+    assert set(lane_methods(8, 3)) == {roles[k] for k in ("lora", "split", "token", "cluster")}
