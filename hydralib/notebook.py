@@ -14,7 +14,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from .clustering import trial_agreement
 from .store import RunStore
 
 FIGURE_DPI = 120
@@ -53,12 +52,18 @@ def scores(results: dict[str, list[dict]], name: str, key="exact_match") -> list
     return [key(run) if callable(key) else run[key] for run in results[name]]
 
 
-def nmis(results: dict[str, list[dict]], name: str) -> list[float]:
-    """NMI between a method's chosen head and the true component on the test rows, per seed."""
+def nmis(results: dict[str, list[dict]], name: str, key: str = "nmi_layer_mean") -> list[float]:
+    """A routing statistic of a method on the test rows, per seed (clustering.routing_summary's keys). Default:
+    the NMI between the chosen head and the true component in each layer, averaged over layers (each layer's
+    router starts on its own, so its heads are not the heads of another layer: averaging gates over layers
+    first, "nmi", mixes unrelated heads). Also "nmi_layer_max", "nmi_matched", "top_gate_mean",
+    "gate_entropy_mean", "majority_head_share"."""
     runs = results[name]
     if "routing" not in runs[0]:
         raise ValueError(f"{name!r} has no routing summary (it needs heads > 1)")
-    return [run["routing"]["nmi"] for run in runs]
+    if key not in runs[0]["routing"]:
+        raise KeyError(f"no routing statistic {key!r}; there are: {', '.join(runs[0]['routing'])}")
+    return [run["routing"][key] for run in runs]
 
 
 def sizes(results: dict[str, list[dict]], better: str, worse: str) -> tuple[dict, dict]:
@@ -82,11 +87,3 @@ def method_claim(text: str, results: dict[str, list[dict]], better: str, worse: 
     if test_rows is not None:
         options["test_rows"] = test_rows
     return text, better_scores, worse_scores, paper, options
-
-
-def agreement_claim(text: str, trials: dict[str, dict[str, list]], paper: str = "Fig. 7: both near the true N") -> tuple:
-    """A "k-means (elbow) and DBSCAN agree on N" claim for claims.record_verdicts, over clustering.cluster_trials'
-    trials: 1 per trial where the two counts agree, against 0.5, so it is held when they agree in clearly more than
-    half of the trials (its seeds column counts trials)."""
-    agreement = trial_agreement(trials)
-    return text, agreement, [0.5] * len(agreement), paper

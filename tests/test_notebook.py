@@ -2,7 +2,7 @@
 import matplotlib.pyplot as plt
 import pytest
 
-from hydralib.notebook import agreement_claim, method_claim, nmis, scores, setup
+from hydralib.notebook import method_claim, nmis, scores, setup
 from hydralib.store import RunStore
 
 RESULTS = {"LoRA r8": [{"exact_match": 0.25, "routing": {"nmi": 0.1}}, {"exact_match": 0.5, "routing": {"nmi": 0.3}}],
@@ -43,10 +43,11 @@ def test_method_claim_pairs_the_scores_and_carries_sizes_and_test_rows():
         method_claim("c beats a", results, "c", "a", "-")
 
 
-def test_agreement_claim_scores_each_trial_against_half():
-    trials = {"elbow": {"n_clusters": [3, 4, 3]}, "dbscan": {"n_clusters": [3, 1, 3]}}
-    text, agree, half, paper = agreement_claim("they agree", trials)
-    assert (text, agree, half, paper) == ("they agree", [1.0, 0.0, 1.0], [0.5] * 3, "Fig. 7: both near the true N")
+def test_nmis_reads_the_per_layer_nmi_by_default_and_names_the_statistics_there_are():
+    runs = [{"routing": {"nmi": 0.2, "nmi_layer_mean": 0.5, "top_gate_mean": 0.3}} for _ in range(2)]
+    assert nmis({"h": runs}, "h") == [0.5, 0.5] and nmis({"h": runs}, "h", "top_gate_mean") == [0.3, 0.3]
+    with pytest.raises(KeyError, match="no routing statistic 'entropy'; there are: nmi, nmi_layer_mean"):
+        nmis({"h": runs}, "h", "entropy")
 
 
 def test_setup_sets_torchs_threads_and_says_so(tmp_path, capsys):
