@@ -1,17 +1,30 @@
-"""HydraLoRA Lab: one adapter layer for LoRA, LoRA-Split and HydraLoRA on any transformers model."""
-from .config import AdapterConfig
-from .evaluate import evaluate_generation, evaluate_loss
-from .inject import (add_adapters, adapter_layers, count_parameters, mean_gates, merge_adapters, routing,
-                     unmerge_adapters)
-from .adapter_files import (AdapterFileError, export_peft, import_peft, load_adapters, merge_and_unload,
-                            save_adapters)
-from .layers import AdapterLayer
-from .bases import load_model
-from .runs import RunSpec, RunStore, run_many
-from .train import TrainConfig, train
+"""HydraLoRA Lab: one adapter layer for LoRA, LoRA-Split and HydraLoRA on any transformers model.
+
+The names below are imported on first use (PEP 562), so `python -m hydralib` checks its arguments without
+importing torch or transformers first; `from hydralib import train` works as before."""
+import importlib
+
+_EXPORTS = {
+    "AdapterConfig": "config", "evaluate_generation": "evaluate", "evaluate_loss": "evaluate",
+    "add_adapters": "inject", "adapter_layers": "inject", "count_parameters": "inject", "mean_gates": "inject",
+    "merge_adapters": "inject", "routing": "inject", "unmerge_adapters": "inject",
+    "AdapterFileError": "adapter_files", "export_peft": "adapter_files", "import_peft": "adapter_files",
+    "load_adapters": "adapter_files", "merge_and_unload": "adapter_files", "save_adapters": "adapter_files",
+    "AdapterLayer": "layers", "load_model": "bases", "RunSpec": "runs", "RunStore": "runs", "run_many": "runs",
+    "TrainConfig": "train", "train": "train",
+}
 
 __version__ = "0.1.0"
-__all__ = ["AdapterConfig", "AdapterFileError", "AdapterLayer", "RunSpec", "RunStore", "TrainConfig", "add_adapters",
-           "adapter_layers", "count_parameters", "evaluate_generation", "evaluate_loss", "export_peft", "import_peft",
-           "load_adapters", "load_model", "mean_gates", "merge_adapters", "merge_and_unload", "routing", "run_many",
-           "save_adapters", "train", "unmerge_adapters"]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hydralib' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
