@@ -3,6 +3,8 @@
 The names below are imported on first use (PEP 562), so `python -m hydralib` checks its arguments without
 importing torch or transformers first; `from hydralib import train` works as before."""
 import importlib
+import sys
+import types
 
 _EXPORTS = {
     "AdapterConfig": "config", "evaluate_generation": "evaluate", "evaluate_loss": "evaluate",
@@ -28,3 +30,17 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(list(globals()) + __all__)
+
+
+class _Package(types.ModuleType):
+    """hydralib.train stays the function, as an eager `from .train import train` left it: the import system
+    records a loaded submodule as an attribute of its package, and the submodule of the same name is
+    loaded on first use now, often by another module (runs imports .train)."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -321,3 +321,12 @@ def test_a_bad_argument_imports_nothing_heavy():
                           cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert done.stdout.strip() == "2 []", done.stdout + done.stderr
     assert done.stderr.startswith("error: --only names notebook 'nope', which does not exist")
+
+
+def test_lazy_exports_keep_train_the_function_whichever_module_loads_first():
+    code = ("import hydralib.runs, hydralib\nfrom hydralib import train, TrainConfig\n"
+            "import sys\nprint(callable(train), type(train).__name__, 'torch' in sys.modules, "
+            "sys.modules['hydralib.train'].train is train is hydralib.train)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.stdout.split() == ["True", "function", "True", "True"], done.stdout + done.stderr
