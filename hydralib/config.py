@@ -158,7 +158,8 @@ def _check_pattern(pattern: str) -> None:
 
 _UNBOUNDED_ABOVE = 16  # a {m,n} with n above this counts as open-ended
 _REFUSED_NODES = {re_constants.GROUPREF: "a backreference", re_constants.GROUPREF_EXISTS: "a conditional group",
-                  re_constants.ASSERT: "a lookahead or lookbehind", re_constants.ASSERT_NOT: "a lookahead or lookbehind"}
+                  re_constants.ASSERT: "a lookahead or lookbehind",
+                  re_constants.ASSERT_NOT: "a lookahead or lookbehind"}
 
 
 def _pattern_repeats(pattern: str, parsed, inside_repeat: bool) -> int:

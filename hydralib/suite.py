@@ -192,7 +192,8 @@ def checked_value(notebook: str, key: str, value, expected: str | None, default=
         if _fits(value, kind):
             return int(value) if kind is int and isinstance(value, float) else value
     raise ValueError(f"{notebook}: parameter {key} = {value!r} is {_a(type(value).__name__)}, but the notebook "
-                     f"declares {expected}" + ("" if default is _NO_DEFAULT else f" (its default: {key} = {default!r})"))
+                     f"declares {expected}"
+                     + ("" if default is _NO_DEFAULT else f" (its default: {key} = {default!r})"))
 
 
 def _a(noun: str) -> str:
@@ -461,8 +462,8 @@ class _LineForwarder:
 def _batch_kernel_setup() -> None:
     """Run in each batch kernel before the first cell: tqdm.auto is the text tqdm (no IProgress warning, no
     widgets in executed notebooks)."""
-    import tqdm  # imported where used: checking arguments imports nothing heavy
-    import tqdm.std
+    import tqdm  # lazy: a run's libraries, not needed to check arguments
+    import tqdm.std  # lazy: a run's libraries, not needed to check arguments
     auto = types.ModuleType("tqdm.auto")
     auto.tqdm, auto.trange = tqdm.std.tqdm, tqdm.std.trange
     auto.__doc__ = "tqdm.std.tqdm: set by hydralib.suite for batch runs"
@@ -478,8 +479,8 @@ def _kernel_manager_class():
     """AsyncKernelManager, but on IPC sockets (no TCP ports, no 'running over TCP' warning) and without the
     SIGINT that jupyter_client sends to the kernel's process group at shutdown: it races ipykernel restoring
     its idle handler after the last reply and ends a successful run with a KeyboardInterrupt traceback."""
-    from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum
+    from jupyter_client.manager import AsyncKernelManager  # lazy: a run's libraries, not needed to check arguments
+    from traitlets import CaselessStrEnum  # lazy: a run's libraries, not needed to check arguments
 
     class SuiteKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc" if os.name == "posix" else "tcp",
@@ -495,7 +496,7 @@ def _kernel_manager_class():
 
 def _register_engine():
     """A papermill engine that calls on_cell(index, count, cell) before each cell."""
-    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.engines import NBClientEngine, papermill_engines  # lazy: not needed to check arguments
 
     class SuiteEngine(NBClientEngine):
         @classmethod
@@ -524,7 +525,7 @@ def _short_source(cell) -> str:
 
 def failure_message(name: str, error: BaseException, target: Path) -> str:
     """A few lines: notebook, cell, the error's last line, the executed notebook."""
-    from papermill.exceptions import PapermillExecutionError
+    from papermill.exceptions import PapermillExecutionError  # lazy: a run's libraries, not needed to check arguments
     rel = _display_path(target)
     if isinstance(error, PapermillExecutionError):
         evalue = _ANSI.sub("", str(error.evalue or "")).strip()
@@ -553,8 +554,8 @@ def run_suite(profile_name: str, only: list[str] | None = None, overrides: list[
     A notebook that fails stops the suite with SuiteFailure (its message is the short account)."""
     build_dir = Path(build_dir)
     plan = plan_suite(profile_name, only, overrides, notebook_dir, profile_dir, build_dir=build_dir)
-    import papermill  # after the plan is checked: a bad argument is refused fast
-    from .report_page import write_report  # imports torch: only when writing a report
+    import papermill  # lazy: a run's libraries, not needed to check arguments
+    from .report_page import write_report  # lazy: a run's libraries, not needed to check arguments (torch)
     out_dir = build_dir / profile_name
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -642,7 +643,7 @@ def _figures_dir(profile_name: str, notebook_dir: Path, profile_dir: Path) -> Pa
 def write_claims(claims_dirs, figures_dir: Path) -> Path | None:
     """Gather the verdicts the notebooks wrote into the claims folders into figures_dir/claims.md (None if
     there are none)."""
-    from .claims import VERDICT_NAME, claims_table
+    from .claims import VERDICT_NAME, claims_table  # lazy: a run's libraries, not needed to check arguments (scipy)
     if isinstance(claims_dirs, (str, Path)):
         claims_dirs = [claims_dirs]
     claims_dirs = [Path(d) for d in claims_dirs if (Path(d) / VERDICT_NAME).exists()]
@@ -734,7 +735,7 @@ def report_main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from .report_page import report_records, write_report  # imports torch: only when writing a report
+    from .report_page import report_records, write_report  # lazy: torch, not needed to check arguments
     out_dir = args.build_dir / args.profile
     ran = {r["notebook"] for r in report_records(out_dir)}
     plan = [(nb, p) for nb, p in plan if nb.name in ran] or plan

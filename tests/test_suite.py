@@ -271,7 +271,8 @@ def test_a_lab_run_uses_the_default_profiles_parameters_so_it_reuses_make_suites
     ("", ["-p", "00_first.steps=!!python/name:os.system"], r"override .*: the value is not valid YAML"),
     ("", ["--only", "00_first", "-p", "01_second.steps=abc"],
      r"01_second.ipynb: parameter steps = 'abc' is a str, but the notebook declares int"),
-    ("", ["--only", "00_first", "-p", "01_second.stpes=1"], r"01_second.ipynb does not declare parameter\(s\) \['stpes'\]"),
+    ("", ["--only", "00_first", "-p", "01_second.stpes=1"],
+     r"01_second.ipynb does not declare parameter\(s\) \['stpes'\]"),
     ("", ["-p", "00_first.steps=-3"], r"00_first.ipynb: parameter steps = -3 is out of range: it takes numbers >= 0"),
     ("", ["-p", "00_first.steps=1e999"], r"parameter steps = inf is a float, but the notebook declares int"),
     ("", ["--only", "00_frist"], r"--only names notebook '00_frist', which does not exist; did you mean 00_first\?"),
@@ -301,7 +302,8 @@ def test_notebooks_are_named_by_stem_file_name_or_number_and_dry_run_shows_effec
     for only in (["01"], ["01_second.ipynb"], ["notebooks/01_second.ipynb"], ["01_second"]):
         plan = plan_suite("quick", only=only, notebook_dir=notebooks, profile_dir=profiles)
         assert [nb.stem for nb, _ in plan] == ["01_second"]
-    assert plan_suite("quick", overrides=["01.steps=9"], notebook_dir=notebooks, profile_dir=profiles)[1][1]["steps"] == 9
+    plan = plan_suite("quick", overrides=["01.steps=9"], notebook_dir=notebooks, profile_dir=profiles)
+    assert plan[1][1]["steps"] == 9
     nb = nbformat.read(notebooks / "00_first.ipynb", as_version=4)
     nb.cells[0].source += "\nseeds = [0, 1, 2]"
     nbformat.write(nb, notebooks / "00_first.ipynb")

@@ -254,7 +254,8 @@ def _instruction_rows(records, where: str, instruction_key, input_key, output_ke
             raise ValueError(f"{where}{number}: field {input_key!r} must be text, got {_kind(text)}")
         category = record.get(category_key) if category_key else None
         if category is not None and (isinstance(category, bool) or not isinstance(category, (str, int))):
-            raise ValueError(f"{where}{number}: field {category_key!r} must be text or an integer, got {_kind(category)}")
+            raise ValueError(f"{where}{number}: field {category_key!r} must be text or an integer, "
+                             f"got {_kind(category)}")
         rows.append({"instruction": instruction, "input": text or "", "output": output,
                      "component_name": "all" if category is None else str(category)})
     categories = sorted({row["component_name"] for row in rows})
