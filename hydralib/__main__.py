@@ -1,8 +1,6 @@
 """`python -m hydralib <command> ...`: the project's command line (see `python -m hydralib --help`)."""
 import sys
 
-from .grading import main as grade_main
-from .results_pack import store_main
 from .suite import main as suite_main
 from .suite import report_main
 
@@ -29,9 +27,11 @@ def main(argv=None) -> int:
         return report_main(rest)
     # --- store: results packs (hydralib/results_pack.py) ---
     if command == "store":
+        from .results_pack import store_main  # lazy: the run store loads torch, not needed to check arguments
         return store_main(rest)
     # --- end store ---
     if command == "grade":
+        from .grading import main as grade_main  # lazy: an instructor's tool, not needed to check arguments
         return grade_main(rest)
     sys.stderr.write(f"unknown command {command!r}\n{USAGE}\n")
     return 2

@@ -5,10 +5,12 @@ A saved adapter is a folder holding two files:
     adapter_model.safetensors   every adapter tensor, named "<module>.lora_A", ".lora_B", ".router"
     adapter_config.json         format_version, the AdapterConfig, the base model's identity (architecture,
                                 target shapes, a fingerprint of its weights), each tensor's shape and dtype,
-                                and the sha256 of the weights file
+                                the sha256 of the weights file, and the sha256 of every other entry of
+                                this record ("config_sha256"), so an edited config is refused like edited
+                                weights (checksums catch damage and edits, they do not authenticate)
 
-Loading is all-or-nothing: everything (JSON, format version, configuration, checksum, every tensor's name,
-shape and dtype, the base model's identity) is checked before the model is touched, and on any error the
+Loading is all-or-nothing: everything (JSON, format version, configuration, checksums, every tensor's name,
+shape, dtype and finiteness, the base model's identity) is checked before the model is touched, and on any error the
 model is left exactly as it was. Every malformed file is refused with an AdapterFileError (a ValueError)
 that names the file and what is wrong with it. Saving checks everything before it writes, then writes both
 files under temporary names and renames them, so an interrupted save leaves no half-written file.
@@ -42,8 +44,9 @@ from .layers import ADAPTABLE_TYPES, AdapterLayer, linear_features
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
 PEFT_BIN_NAME = "adapter_model.bin"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # 1: written before the checksum; read without one
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # 1: written before the weights checksum, 2: before the config checksum
+RECORD_CHECKSUM_KEY = "config_sha256"
 
 
 class AdapterFileError(ValueError):
@@ -113,6 +116,11 @@ def _read_json(path: Path) -> dict:
     except json.JSONDecodeError as err:
         raise AdapterFileError(path, f"is not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); "
                                      "the file is truncated or was edited by hand") from None
+    except RecursionError:
+        raise AdapterFileError(path, "nests JSON lists or objects too deeply to read; it was not written by "
+                                     "hydralib or PEFT") from None
+    except ValueError as err:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        raise AdapterFileError(path, f"holds a value JSON cannot be read into ({err})") from None
     if not isinstance(record, dict):
         raise AdapterFileError(path, f"holds a JSON {type(record).__name__}, not the expected object")
     return record
@@ -158,6 +166,21 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def record_checksum(record: dict) -> str:
+    """The sha256 of every entry of an adapter_config.json record but the checksum itself (canonical JSON)."""
+    rest = {k: v for k, v in record.items() if k != RECORD_CHECKSUM_KEY}
+    return _sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _nonfinite(tensors: dict[str, torch.Tensor]) -> tuple[str, int] | None:
+    """(name, count) of the first tensor holding NaN or Inf values, or None."""
+    for key in sorted(tensors):
+        bad = int((~torch.isfinite(tensors[key])).sum()) if tensors[key].dtype.is_floating_point else 0
+        if bad:
+            return key, bad
+    return None
+
+
 def _parse_record(record: dict, path: Path) -> dict:
     """A hydralib adapter_config.json, every entry checked; refused with the file's name otherwise."""
     if "peft_type" in record and "format_version" not in record:
@@ -169,6 +192,12 @@ def _parse_record(record: dict, path: Path) -> dict:
         raise AdapterFileError(path, f"has format version {version}; this hydralib reads versions "
                                      f"{', '.join(map(str, READABLE_VERSIONS))}"
                                      + ("; it was written by a newer hydralib: upgrade" if newer else ""))
+    if version >= 3:
+        recorded = _field(record, RECORD_CHECKSUM_KEY, (str,), path)
+        if recorded != record_checksum(record):
+            raise AdapterFileError(path, f"does not match its own checksum ({RECORD_CHECKSUM_KEY!r} {_short(recorded)}"
+                                         f", the entries hash to {record_checksum(record)[:12]}...): it was edited "
+                                         "or damaged after saving")
     values = _field(record, "adapter_config", (dict,), path)
     try:
         config = AdapterConfig.from_dict(values)
@@ -303,6 +332,10 @@ def save_adapters(model: nn.Module, path, overwrite: bool = False) -> Path:
         raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it, or choose another folder")
     identity = base_model_identity(model)
     tensors = {key: tensor.detach().cpu().contiguous().clone() for key, tensor in _adapter_tensors(model).items()}
+    nonfinite = _nonfinite(tensors)
+    if nonfinite is not None:
+        raise ValueError(f"cannot save: adapter tensor {nonfinite[0]!r} holds {nonfinite[1]} NaN or Inf values "
+                         "(training diverged, or the weights were set by hand); nothing was written")
     weights = safetensors_save(tensors, metadata={"format": "pt", "hydralib_format_version": str(FORMAT_VERSION)})
     record = {
         "format_version": FORMAT_VERSION,
@@ -313,6 +346,7 @@ def save_adapters(model: nn.Module, path, overwrite: bool = False) -> Path:
         "weights_file": WEIGHTS_NAME,
         "weights_sha256": _sha256(weights),
     }
+    record[RECORD_CHECKSUM_KEY] = record_checksum(record)
     _write_files(path, {WEIGHTS_NAME: weights, CONFIG_NAME: json.dumps(record, indent=2).encode()}, overwrite)
     return path
 
@@ -350,6 +384,10 @@ def read_adapter_folder(path) -> dict:
         if saved["tensor_dtypes"] is not None and saved["tensor_dtypes"].get(key) != _dtype_name(tensor.dtype):
             raise AdapterFileError(config_path, f"records dtype {saved['tensor_dtypes'].get(key)!r} for {key!r}, "
                                                 f"the weights file holds {_dtype_name(tensor.dtype)}")
+    nonfinite = _nonfinite(tensors)
+    if nonfinite is not None:
+        raise AdapterFileError(weights_path, f"tensor {nonfinite[0]!r} holds {nonfinite[1]} NaN or Inf values; "
+                                             "adapter weights must be finite")
     saved["tensors"] = tensors
     return saved
 
@@ -566,6 +604,10 @@ def import_peft(model: nn.Module, folder) -> nn.Module:
         if not a.dtype.is_floating_point or not b.dtype.is_floating_point:
             raise AdapterFileError(weights_path, f"{name!r} has non-floating-point LoRA tensors")
         ours[f"{name}.lora_A"], ours[f"{name}.lora_B"] = a, b
+    nonfinite = _nonfinite(ours)
+    if nonfinite is not None:
+        raise AdapterFileError(weights_path, f"LoRA tensor {nonfinite[0]!r} holds {nonfinite[1]} NaN or Inf values; "
+                                             "adapter weights must be finite")
     names = sorted(factors)
     config = AdapterConfig(method="lora", r=r, alpha=alpha, targets=names, dropout=float(dropout))
     if sorted(find_targets(model, names)) != names:

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import re._constants as re_constants
+import re._parser as re_parser
 from dataclasses import dataclass
 
 from .checks import check_choice
@@ -29,8 +32,8 @@ class AdapterConfig:
     r:       rank of every A block and every B head (HydraLoRA does not divide r among heads).
     alpha:   scaling numerator; the update is multiplied by alpha / r.
     heads:   number of B heads (hydra) or LoRA pairs (split); 1 for lora. Default: 1 for lora, 4 otherwise.
-    targets: module-name suffixes (a list), one full-match regex (a string), or "all-linear"
-             (every nn.Linear / Conv1D but the LM head).
+    targets: module-name suffixes (a list), one full-match regex (a string: bounded in length and shape, see
+             _checked_targets), or "all-linear" (every nn.Linear / Conv1D but the LM head).
     gate:    "learned" (softmax router, no bias; or another router registered with
              hydralib.layers.register_router), "uniform" (1/N each, the paper's "w/o gate"),
              "task" (one-hot oracle from a per-sample component id given with the batch),
@@ -104,13 +107,7 @@ class AdapterConfig:
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) \
                 or self.alpha <= 0:
             raise ValueError(f"alpha must be a finite number > 0, got alpha={self.alpha!r}")
-        if isinstance(self.targets, tuple):
-            self.targets = list(self.targets)
-        if not (isinstance(self.targets, str) or
-                (isinstance(self.targets, list) and self.targets and all(isinstance(t, str) for t in self.targets))):
-            raise ValueError(
-                f"targets must be a non-empty list of module-name suffixes, a regex string or 'all-linear', "
-                f"got targets={self.targets!r}")
+        self.targets = _checked_targets(self.targets)
         for name in ("freeze_a", "head_dropout"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {name}={getattr(self, name)!r}")
@@ -153,4 +150,80 @@ class AdapterConfig:
         if unknown:
             raise ValueError(f"unknown AdapterConfig fields {unknown}; allowed: {sorted(known)}")
         return cls(**values)
+
+
+MAX_TARGET_NAMES = 10_000  # suffixes in a targets list (an import of every linear layer of a large model fits)
+MAX_TARGET_LENGTH = 200  # characters in a suffix or a pattern
+MAX_PATTERN_REPEATS = 3  # quantifiers with no small upper bound in a targets pattern
+_MODULE_SUFFIX = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+
+
+def _checked_targets(targets):
+    """targets as a list of module-name suffixes, a bounded regex or "all-linear"; refused otherwise.
+
+    A pattern is matched against every module name (re.fullmatch, with backtracking), so it is limited to a
+    shape whose matching time stays small: at most MAX_TARGET_LENGTH characters, no quantifier applied to a
+    group that holds another quantifier or an alternation (the shape of catastrophic patterns such as
+    "(.*.*)*Z"), no backreferences or lookarounds, and at most MAX_PATTERN_REPEATS open-ended quantifiers."""
+    if isinstance(targets, tuple):
+        targets = list(targets)
+    if isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets):
+        if len(targets) > MAX_TARGET_NAMES:
+            raise ValueError(f"targets lists {len(targets)} module names; at most {MAX_TARGET_NAMES} are allowed")
+        for name in targets:
+            if len(name) > MAX_TARGET_LENGTH or not _MODULE_SUFFIX.fullmatch(name):
+                raise ValueError(
+                    f"targets entry {name[:60]!r} is not a module-name suffix (letters, digits and _ in dot-separated "
+                    f"parts, at most {MAX_TARGET_LENGTH} characters, e.g. 'q_proj' or 'self_attn.v_proj'); "
+                    "give a pattern as one string instead of a list")
+        return targets
+    if isinstance(targets, str):
+        if targets != "all-linear":
+            _check_pattern(targets)
+        return targets
+    raise ValueError(
+        f"targets must be a non-empty list of module-name suffixes, a regex string or 'all-linear', "
+        f"got targets={targets!r}")
+
+
+def _check_pattern(pattern: str) -> None:
+    if len(pattern) > MAX_TARGET_LENGTH:
+        raise ValueError(f"targets pattern is {len(pattern)} characters long; at most {MAX_TARGET_LENGTH} are allowed")
+    try:
+        parsed = re_parser.parse(pattern)
+    except re.error as err:
+        raise ValueError(f"targets pattern {pattern!r} is not a valid regular expression: {err}") from None
+    repeats = _pattern_repeats(pattern, parsed, inside_repeat=False)
+    if repeats > MAX_PATTERN_REPEATS:
+        raise ValueError(f"targets pattern {pattern!r} has {repeats} open-ended quantifiers (*, +, {{n,}}); at most "
+                         f"{MAX_PATTERN_REPEATS} are allowed, so that matching module names stays fast")
+
+
+_UNBOUNDED_ABOVE = 16  # a {m,n} with n above this counts as open-ended
+_REFUSED_NODES = {re_constants.GROUPREF: "a backreference", re_constants.GROUPREF_EXISTS: "a conditional group",
+                  re_constants.ASSERT: "a lookahead or lookbehind",
+                  re_constants.ASSERT_NOT: "a lookahead or lookbehind"}
+
+
+def _pattern_repeats(pattern: str, parsed, inside_repeat: bool) -> int:
+    """How many open-ended quantifiers the parsed pattern holds; refuses the shapes _checked_targets names."""
+    count = 0
+    for op, value in parsed:
+        if op in _REFUSED_NODES:
+            raise ValueError(f"targets pattern {pattern!r} uses {_REFUSED_NODES[op]}, which a targets pattern may not")
+        if op in (re_constants.MAX_REPEAT, re_constants.MIN_REPEAT, re_constants.POSSESSIVE_REPEAT):
+            low, high, body = value
+            if inside_repeat and high > 1:
+                raise ValueError(f"targets pattern {pattern!r} repeats a group that holds a quantifier: such nested "
+                                 "quantifiers can take exponential time to match; write it without the nesting")
+            count += high is re_constants.MAXREPEAT or high > _UNBOUNDED_ABOVE
+            count += _pattern_repeats(pattern, body, inside_repeat=inside_repeat or high > 1)
+        elif op == re_constants.BRANCH:
+            if inside_repeat:
+                raise ValueError(f"targets pattern {pattern!r} repeats an alternation (a|b)*: overlapping branches "
+                                 "can take exponential time to match; write it without repeating the alternation")
+            count += sum(_pattern_repeats(pattern, branch, inside_repeat) for branch in value[1])
+        elif op in (re_constants.SUBPATTERN, re_constants.ATOMIC_GROUP):
+            count += _pattern_repeats(pattern, value[-1], inside_repeat)
+    return count
 

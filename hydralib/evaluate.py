@@ -433,11 +433,15 @@ def humaneval_pass_at_1(problems: list[dict], completions: list[str], allow_exec
 
     Runs model-written code, so it refuses unless allow_execution=True (in the notebooks: the person
     running them passes ``-p 08_real_data.execute_code=true``; no profile turns it on). Each completion is
-    cut at the HumanEval stop sequences, then runs through ``hydralib.sandbox``: a pass is the wrapper's
-    nonce written after ``check(entry_point)`` returned, never an exit code; everything the program started
-    is killed afterwards; a scrubbed environment, a fresh directory, rlimits, and where the platform allows a
-    PID and a network namespace and an unprivileged uid (``sandbox.containment()`` says which). This limits
-    accidents, it is not a security boundary: run untrusted models' code in a container.
+    cut at the HumanEval stop sequences, then runs through ``hydralib.sandbox``: the program only answers
+    calls of its function; the problem's ``check`` runs in a separate judge process that shares no memory
+    with it and compares plain values (an object of another type, such as an always-equal ``int``
+    subclass, fails), and a pass is the judge's nonce, never an exit code; everything the program started is
+    killed afterwards; a scrubbed environment, a fresh directory, rlimits, and where the platform allows PID,
+    network, IPC and mount namespaces, a memory cgroup and an unprivileged uid (``sandbox.containment()``
+    says which, and what is not contained). A completion that is not valid Unicode text fails without
+    running. This limits accidents, it is not a security boundary: run untrusted models' code in a
+    container.
 
     Returns pass_at_1, passed (task_id -> bool), status (task_id -> "passed"/"failed"/"timeout") and
     containment (what was enforced)."""

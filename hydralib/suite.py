@@ -12,12 +12,18 @@ runs, executed notebooks, report); figures stay in the profile's figures_dir unl
 
 While it runs it prints the notebook (i/n), each code cell it starts, the `[runs] ...` lines the notebooks
 print, and an estimate of the time left from the last measured run times.
+
+Everything the command line is given is checked before a kernel starts, and before the heavy libraries
+(papermill, jupyter_client, torch) are imported: a bad argument is one `error: ...` line and exit status 2
+within a second or two.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import json
+import math
 import os
 import re
 import sys
@@ -26,20 +32,9 @@ import types
 from pathlib import Path
 from typing import NamedTuple
 
-import nbformat
-import papermill
-import tqdm
-import tqdm.std
 import yaml
-from jupyter_client.manager import AsyncKernelManager
-from papermill.engines import NBClientEngine, papermill_engines
-from papermill.exceptions import PapermillExecutionError
-from traitlets import CaselessStrEnum
 
-from .anatomy import lora_families
-from .claims import VERDICT_NAME, claims_table
 from .methods import adapter_config, full_finetuning, hydra, lane_methods, lora, split, with_lr
-from .report_page import report_records, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -63,17 +58,54 @@ def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
 
 
 def load_profile(name: str, profile_dir: Path = PROFILE_DIR) -> dict:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", str(name)):
+        raise ValueError(f"profile {name!r} is not a profile name (letters, digits, _ . -); profiles are the "
+                         f"files of {profile_dir}")
     path = profile_dir / f"{name}.yaml"
-    if not path.exists():
+    if not path.is_file():
         known = sorted(p.stem for p in profile_dir.glob("*.yaml"))
         raise ValueError(f"unknown profile {name!r}; profiles in {profile_dir}: {', '.join(known)}")
-    profile = yaml.safe_load(path.read_text()) or {}
-    for section in ("common", "notebooks"):
-        _numbers_from_exponents(profile.get(section) or {})
-    unknown = sorted(set(profile) - {"common", "notebooks"})
+    try:
+        profile = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:  # a syntax error, or a tag such as !!python/object that safe_load refuses
+        raise ValueError(f"{path}: not a valid profile: {_yaml_problem(err)}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not a valid profile: lists or mappings nested too deeply") from None
+    if not isinstance(profile, dict):
+        raise ValueError(f"{path}: holds a YAML {type(profile).__name__}; a profile is a mapping with the keys "
+                         "common and notebooks")
+    unknown = sorted(map(str, set(profile) - {"common", "notebooks"}))
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {unknown}; allowed: common, notebooks")
-    return {"common": profile.get("common") or {}, "notebooks": profile.get("notebooks") or {}}
+    common, notebooks = profile.get("common") or {}, profile.get("notebooks") or {}
+    _check_mapping(path, "common", common)
+    _check_mapping(path, "notebooks", notebooks)
+    notebooks = {stem: values or {} for stem, values in notebooks.items()}
+    for stem, values in notebooks.items():
+        _check_mapping(path, f"notebooks.{stem}", values)
+    for section in (common, notebooks):
+        _numbers_from_exponents(section)
+    return {"common": common, "notebooks": notebooks}
+
+
+def _check_mapping(path: Path, where: str, section) -> None:
+    if not isinstance(section, dict) or not all(isinstance(k, str) for k in section):
+        raise ValueError(f"{path}: {where} must be a mapping of names to values, got {_short(section)}")
+
+
+def _yaml_problem(err: Exception) -> str:
+    """One line from a YAML error: what is wrong and where (line and column, 1-based)."""
+    mark = getattr(err, "problem_mark", None)
+    what = " ".join(str(getattr(err, "problem", None) or err).split())
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{what}{where}"
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _numbers_from_exponents(values: dict) -> None:
@@ -90,18 +122,45 @@ _NO_DEFAULT = object()
 def notebook_parameters(notebook: Path) -> dict[str, dict]:
     """{name: {"default": value or _NO_DEFAULT, "type": "int" | ... | None}} of the cell tagged `parameters`.
 
-    The type is the annotation papermill reads (`steps: int = 3`), else that of the literal default."""
+    The type is the annotation (`steps: int = 3`, as papermill reads it), else that of the literal default.
+    Read with json and ast, not papermill, so that checking arguments imports nothing heavy (a test checks
+    that papermill reads the same names, defaults and types)."""
     found = {}
-    for name, info in papermill.inspect_notebook(str(notebook)).items():
+    for node in ast.parse(_parameters_source(notebook)).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, annotation = node.targets[0].id, None
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            name, annotation = node.target.id, node.annotation
+            annotation = annotation.value if isinstance(annotation, ast.Constant) else ast.unparse(annotation)
+        else:
+            continue
         try:
-            default = exponent_as_number(ast.literal_eval(info.get("default") or ""))
+            default = exponent_as_number(ast.literal_eval(node.value))
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             default = _NO_DEFAULT
-        annotated = info.get("inferred_type_name")
-        annotated = None if annotated in (None, "None") else annotated
-        kind = annotated or (None if default is _NO_DEFAULT or default is None else type(default).__name__)
+        kind = annotation or (None if default is _NO_DEFAULT or default is None else type(default).__name__)
         found[name] = {"default": default, "type": kind}
     return found
+
+
+def _notebook_cells(notebook: Path) -> list[dict]:
+    try:
+        cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{notebook}: not a readable notebook ({type(err).__name__}: {err})") from None
+    return [c for c in cells if isinstance(c, dict)]
+
+
+def _cell_source(cell: dict) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _parameters_source(notebook: Path) -> str:
+    for cell in _notebook_cells(notebook):
+        if cell.get("cell_type") == "code" and "parameters" in (cell.get("metadata") or {}).get("tags", []):
+            return _cell_source(cell)
+    return ""
 
 
 def declared_parameters(notebook: Path) -> set[str]:
@@ -135,8 +194,32 @@ def checked_value(notebook: str, key: str, value, expected: str | None, default=
     for kind in kinds:
         if _fits(value, kind):
             return int(value) if kind is int and isinstance(value, float) else value
-    raise ValueError(f"{notebook}: parameter {key} = {value!r} is a {type(value).__name__}, but the notebook "
-                     f"declares {expected}" + ("" if default is _NO_DEFAULT else f" (its default: {key} = {default!r})"))
+    raise ValueError(f"{notebook}: parameter {key} = {value!r} is {_a(type(value).__name__)}, but the notebook "
+                     f"declares {expected}"
+                     + ("" if default is _NO_DEFAULT else f" (its default: {key} = {default!r})"))
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
+def _numbers_in(value) -> list:
+    """The numbers of a value: itself, or the items of a list or the values of a mapping (one level)."""
+    items = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else [value]
+    return [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def checked_range(notebook: str, key: str, value, default=_NO_DEFAULT):
+    """value if its numbers are finite and, where the notebook's default holds no negative number, none is
+    negative (a step count, a seed, a learning rate); else ValueError naming notebook, key and value."""
+    numbers = _numbers_in(value)
+    if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+        raise ValueError(f"{notebook}: parameter {key} = {value!r} is not a finite number")
+    defaults = [] if default is _NO_DEFAULT or default is None else _numbers_in(default)
+    if any(v < 0 for v in numbers) and defaults and all(v >= 0 for v in defaults):
+        raise ValueError(f"{notebook}: parameter {key} = {value!r} is out of range: it takes numbers >= 0 "
+                         f"(its default: {key} = {default!r})")
+    return value
 
 
 EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
@@ -158,8 +241,15 @@ def parse_overrides(items: list[str]) -> tuple[dict, dict]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r} is not of the form key=value or notebook.key=value")
-        parsed = parse_value(value)
+        try:
+            parsed = parse_value(value)
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {_short(item)}: the value is not valid YAML ({_yaml_problem(err)})") from None
+        except RecursionError:
+            raise ValueError(f"override {_short(item)}: the value nests lists or mappings too deeply") from None
         stem, dot, name = key.rpartition(".")
+        if not name.isidentifier() or dot and not stem:
+            raise ValueError(f"override {item!r}: {key!r} is not a parameter name or notebook.name")
         if dot:
             per_notebook.setdefault(stem, {})[name] = parsed
         else:
@@ -181,56 +271,94 @@ def _moved_under(value, notebook_dir: Path, default_build: Path, build_dir: Path
     return str(build_dir.resolve() / rel)
 
 
+def notebook_stem(name: str, stems: list[str], what: str = "--only") -> str:
+    """The stem a name given on the command line means: the stem itself, its file name (00_quickstart.ipynb,
+    also with a folder) or its number (00); refused with the closest names ("did you mean") otherwise."""
+    text = str(name)
+    base = text.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".ipynb")
+    if base in stems:
+        return base
+    numbered = [s for s in stems if s.split("_", 1)[0] == base]
+    if len(numbered) == 1:
+        return numbered[0]
+    close = difflib.get_close_matches(base, stems, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise ValueError(f"{what} names notebook {text!r}, which does not exist{hint} (notebooks: {', '.join(stems)})")
+
+
 def plan_suite(profile_name: str, only: list[str] | None = None, overrides: list[str] = (),
                notebook_dir: Path = NOTEBOOK_DIR, profile_dir: Path = PROFILE_DIR,
-               build_dir: Path | None = None) -> list[tuple[Path, dict]]:
-    """[(notebook, parameters)] for the run, with every parameter checked against the notebook: declared, and
-    of its declared type. With build_dir other than the default (notebooks/../build), every path parameter
-    under the default build folder, set or left at the notebook's default, is moved under build_dir."""
+               build_dir: Path | None = None, sources: dict | None = None) -> list[tuple[Path, dict]]:
+    """[(notebook, parameters)] for the run, with every parameter checked against the notebook: declared, of its
+    declared type, finite and, where its default is not negative, not negative. Every notebook's parameters are
+    checked, also those of notebooks --only leaves out, so a mistake is never ignored. With build_dir other than
+    the default (notebooks/../build), every path parameter under the default build folder, set or left at the
+    notebook's default, is moved under build_dir. sources, if given a dict, receives {stem: {key: where}} with
+    where "profile", "-p" or "--build-dir" for each parameter set."""
     profile = load_profile(profile_name, profile_dir)
     notebooks = list_notebooks(notebook_dir)
     stems = [nb.stem for nb in notebooks]
-    cli_common, cli_per_notebook = parse_overrides(list(overrides))
-    for source, names in (("profile", profile["notebooks"]), ("override", cli_per_notebook)):
-        strangers = sorted(set(names) - set(stems))
-        if strangers:
-            raise ValueError(f"{source} names notebooks {strangers} that do not exist; notebooks: {', '.join(stems)}")
+    cli_common, named = parse_overrides(list(overrides))
+    cli_per_notebook = {}
+    for stem, values in named.items():
+        cli_per_notebook.setdefault(notebook_stem(stem, stems, "an override"), {}).update(values)
+    strangers = sorted(set(profile["notebooks"]) - set(stems))
+    if strangers:
+        raise ValueError(f"profile {profile_name!r} names notebooks {strangers} that do not exist; "
+                         f"notebooks: {', '.join(stems)}")
+    chosen = set(stems)
     if only is not None:
         if not only:
             raise ValueError(f"--only needs at least one notebook name; notebooks: {', '.join(stems)}")
-        missing = sorted(set(only) - set(stems))
-        if missing:
-            raise ValueError(f"--only names notebooks {missing} that do not exist; notebooks: {', '.join(stems)}")
-        notebooks = [nb for nb in notebooks if nb.stem in only]
+        chosen = {notebook_stem(name, stems) for name in only}
     default_build = notebook_dir.parent / "build"
     move = build_dir is not None and Path(build_dir).resolve() != default_build.resolve()
     plan = []
-    declared_by_any = set()
+    declared_by_chosen = set()
     for nb in notebooks:
         declared = notebook_parameters(nb)
-        declared_by_any |= set(declared)
+        if nb.stem in chosen:
+            declared_by_chosen |= set(declared)
         params = dict(profile["common"])
         params.update(profile["notebooks"].get(nb.stem) or {})
-        params.update({k: v for k, v in cli_common.items() if k in declared})
-        params.update(cli_per_notebook.get(nb.stem, {}))
+        where = dict.fromkeys(params, "profile")
+        given = {**{k: v for k, v in cli_common.items() if k in declared}, **cli_per_notebook.get(nb.stem, {})}
+        params.update(given)
+        where.update(dict.fromkeys(given, "-p"))
         undeclared = sorted(set(params) - set(declared))
         if undeclared:
             raise ValueError(
                 f"{nb.name} does not declare parameter(s) {undeclared} (profile {profile_name!r} or an override "
                 f"sets them); its parameters cell declares: {', '.join(sorted(declared)) or 'nothing'}")
         for key, value in params.items():
-            params[key] = checked_value(nb.name, key, value, declared[key]["type"], declared[key]["default"])
+            value = checked_value(nb.name, key, value, declared[key]["type"], declared[key]["default"])
+            params[key] = checked_range(nb.name, key, value, declared[key]["default"])
         if move:
             for key, info in declared.items():
                 value = params.get(key, info["default"])
                 moved = _moved_under(value, notebook_dir, default_build, Path(build_dir))
                 if moved is not value:
-                    params[key] = moved
-        plan.append((nb, params))
-    strays = sorted(set(cli_common) - declared_by_any)
+                    params[key], where[key] = moved, "--build-dir"
+        if nb.stem in chosen:
+            plan.append((nb, params))
+            if sources is not None:
+                sources[nb.stem] = where
+    strays = sorted(set(cli_common) - declared_by_chosen)
     if strays:
         raise ValueError(f"override(s) {strays} are declared by no notebook in this run")
+    if build_dir is not None:
+        _check_build_dir(Path(build_dir), profile_name)
     return plan
+
+
+def _check_build_dir(build_dir: Path, profile_name: str) -> None:
+    """Refuse a build folder (or its profile folder) that is a file, or cannot be made, before anything runs."""
+    for folder in (build_dir, build_dir / profile_name):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"--build-dir: {folder} is a file, not a folder")
+    existing = next((p for p in [build_dir, *build_dir.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"--build-dir: {build_dir} cannot be made, {existing} is a file")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -261,10 +389,11 @@ _STATED = r"`{profile}`[^`]{{0,40}}?\b(?:about |under |roughly )?(a|an|\d+(?:\.\
 def stated_seconds(notebook: Path, profile_name: str) -> float | None:
     """The run time a notebook's first markdown cell states for this profile ("`default` about 5 minutes")."""
     try:
-        cells = nbformat.read(notebook, as_version=4).cells
-    except Exception:  # noqa: BLE001 - an estimate only
+        cells = _notebook_cells(notebook)
+    except ValueError:  # an estimate only
         return None
-    text = next((c.source for c in cells if c.cell_type == "markdown" and "run time" in c.source.lower()), "")
+    texts = [_cell_source(c) for c in cells if c.get("cell_type") == "markdown"]
+    text = next((t for t in texts if "run time" in t.lower()), "")
     match = re.search(_STATED.format(profile=re.escape(profile_name)), text, flags=re.IGNORECASE | re.DOTALL)
     if not match:
         return None
@@ -336,6 +465,8 @@ class _LineForwarder:
 def _batch_kernel_setup() -> None:
     """Run in each batch kernel before the first cell: tqdm.auto is the text tqdm (no IProgress warning, no
     widgets in executed notebooks)."""
+    import tqdm  # lazy: a run's libraries, not needed to check arguments
+    import tqdm.std  # lazy: a run's libraries, not needed to check arguments
     auto = types.ModuleType("tqdm.auto")
     auto.tqdm, auto.trange = tqdm.std.tqdm, tqdm.std.trange
     auto.__doc__ = "tqdm.std.tqdm: set by hydralib.suite for batch runs"
@@ -351,6 +482,9 @@ def _kernel_manager_class():
     """AsyncKernelManager, but on IPC sockets (no TCP ports, no 'running over TCP' warning) and without the
     SIGINT that jupyter_client sends to the kernel's process group at shutdown: it races ipykernel restoring
     its idle handler after the last reply and ends a successful run with a KeyboardInterrupt traceback."""
+    from jupyter_client.manager import AsyncKernelManager  # lazy: a run's libraries, not needed to check arguments
+    from traitlets import CaselessStrEnum  # lazy: a run's libraries, not needed to check arguments
+
     class SuiteKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc" if os.name == "posix" else "tcp",
                                     config=True)
@@ -365,6 +499,8 @@ def _kernel_manager_class():
 
 def _register_engine():
     """A papermill engine that calls on_cell(index, count, cell) before each cell."""
+    from papermill.engines import NBClientEngine, papermill_engines  # lazy: not needed to check arguments
+
     class SuiteEngine(NBClientEngine):
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, on_cell=None, **kwargs):
@@ -392,6 +528,7 @@ def _short_source(cell) -> str:
 
 def failure_message(name: str, error: BaseException, target: Path) -> str:
     """A few lines: notebook, cell, the error's last line, the executed notebook."""
+    from papermill.exceptions import PapermillExecutionError  # lazy: a run's libraries, not needed to check arguments
     rel = _display_path(target)
     if isinstance(error, PapermillExecutionError):
         evalue = _ANSI.sub("", str(error.evalue or "")).strip()
@@ -420,8 +557,13 @@ def run_suite(profile_name: str, only: list[str] | None = None, overrides: list[
     A notebook that fails stops the suite with SuiteFailure (its message is the short account)."""
     build_dir = Path(build_dir)
     plan = plan_suite(profile_name, only, overrides, notebook_dir, profile_dir, build_dir=build_dir)
+    import papermill  # lazy: a run's libraries, not needed to check arguments
+    from .report_page import write_report  # lazy: a run's libraries, not needed to check arguments (torch)
     out_dir = build_dir / profile_name
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--build-dir: cannot create {out_dir} ({err.strerror or err})") from None
     tag = f"[suite:{profile_name}]"
     expected_by_stem = expected_seconds(plan, profile_name, out_dir)
     expected = [expected_by_stem[nb.stem][0] for nb, _ in plan]
@@ -504,6 +646,7 @@ def _figures_dir(profile_name: str, notebook_dir: Path, profile_dir: Path) -> Pa
 def write_claims(claims_dirs, figures_dir: Path) -> Path | None:
     """Gather the verdicts the notebooks wrote into the claims folders into figures_dir/claims.md (None if
     there are none)."""
+    from .claims import VERDICT_NAME, claims_table  # lazy: a run's libraries, not needed to check arguments (scipy)
     if isinstance(claims_dirs, (str, Path)):
         claims_dirs = [claims_dirs]
     claims_dirs = [Path(d) for d in claims_dirs if (Path(d) / VERDICT_NAME).exists()]
@@ -589,6 +732,8 @@ def _runs_01(p):
 
 
 def _runs_02(p):
+    from .anatomy import lora_families  # lazy: torch and sklearn, not needed to check arguments
+
     def spec(seed, **selection):
         return json.dumps({"seed": seed, **selection}, sort_keys=True)
     ids = {x for s in p["seeds"] for family in lora_families(s, p["n_tasks"], spec).values() for x in family.values()}
@@ -723,9 +868,12 @@ def write_run_estimate(plan, out) -> dict:
 
 def dry_run(profile_name: str, only=None, overrides=(), build_dir: Path = BUILD_DIR,
             notebook_dir: Path = NOTEBOOK_DIR, profile_dir: Path = PROFILE_DIR, out=None) -> list[tuple[Path, dict]]:
-    """Print what a run would execute: each notebook, its parameters and expected time. Runs nothing."""
+    """Print what a run would execute: each notebook, every parameter it will run with (its own default, or
+    where the value comes from: the profile, -p or --build-dir) and its expected time. Runs nothing."""
     out = out or sys.stdout
-    plan = plan_suite(profile_name, only, overrides, notebook_dir, profile_dir, build_dir=Path(build_dir))
+    sources = {}
+    plan = plan_suite(profile_name, only, overrides, notebook_dir, profile_dir, build_dir=Path(build_dir),
+                      sources=sources)
     expected = expected_seconds(plan, profile_name, Path(build_dir) / profile_name)
     total, unknown = 0.0, 0
     for i, (nb, params) in enumerate(plan):
@@ -733,8 +881,10 @@ def dry_run(profile_name: str, only=None, overrides=(), build_dir: Path = BUILD_
         total += seconds or 0.0
         unknown += seconds is None
         out.write(f"{i + 1}/{len(plan)} {nb.stem}: expected {format_duration(seconds)} ({source})\n")
-        for key, value in params.items():
-            out.write(f"    {key} = {json.dumps(value)}\n")
+        for key, info in notebook_parameters(nb).items():
+            value = params.get(key, info["default"])
+            shown = "(not a literal: see the notebook)" if value is _NO_DEFAULT else json.dumps(value)
+            out.write(f"    {key} = {shown}   # {sources[nb.stem].get(key, 'notebook default')}\n")
     estimate = ("expected time unknown" if unknown == len(plan) else f"expected about {format_duration(total)}"
                 + (f" plus {unknown} never timed" if unknown else ""))
     out.write(f"{len(plan)} notebook(s) on profile {profile_name!r}, {estimate}"
@@ -791,6 +941,7 @@ def report_main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from .report_page import report_records, write_report  # lazy: torch, not needed to check arguments
     out_dir = args.build_dir / args.profile
     ran = {r["notebook"] for r in report_records(out_dir)}
     plan = [(nb, p) for nb, p in plan if nb.name in ran] or plan

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from safetensors.torch import save_model
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from .data.formatting import IGNORE_INDEX, collate, encode_row, prompt_mask
+from .data.formatting import IGNORE_INDEX, TEMPLATES, collate, encode_row, prompt_mask
 from .adapter_files import save_adapters
 from .inject import adapter_config_of, adapter_layers, batch_routing, router_statistics, routing
 from .layers import Router
@@ -98,6 +99,8 @@ class TrainConfig:
             raise ValueError(f"balance_weight must be >= 0, got {self.balance_weight}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"unknown mixed_precision {self.mixed_precision!r}; allowed: auto, no, bf16, fp16")
+        if self.template not in TEMPLATES:
+            raise ValueError(f"unknown template {self.template!r}; allowed: {', '.join(map(repr, TEMPLATES))}")
         if self.device not in ("auto", "cpu"):
             raise ValueError(f"unknown device {self.device!r}; allowed: 'auto' (the accelerator if any) or 'cpu'")
         if not isinstance(self.compile, bool):
@@ -365,28 +368,73 @@ def inputs_fingerprint(model, encoded: list[dict]) -> dict[str, str]:
 
 def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, step: int, config: TrainConfig,
                      fingerprint: dict | None) -> None:
-    """Everything needed to continue as if never stopped; written whole, then renamed into place."""
-    state = {"step": step, "config": _resume_settings(config), "fingerprint": fingerprint, "trainable": _trainable_state(model), "optimizer": optimizer.state_dict(),
+    """Everything needed to continue as if never stopped; written whole, then renamed into place. Only
+    tensors and plain Python values go in, so load_checkpoint reads it with torch.load(weights_only=True)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {"step": step, "config": _resume_settings(config), "fingerprint": fingerprint,
+             "trainable": _trainable_state(model), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-             "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+             "numpy_rng": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
+                           "position": int(position), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "python_rng": random.getstate(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
     tmp = run_dir / f"{CHECKPOINT_NAME}.tmp{os.getpid()}"  # a name of this process's own
     torch.save(state, tmp)
     os.replace(tmp, run_dir / CHECKPOINT_NAME)
 
 
-def checkpoint_loads(path: Path) -> bool:
-    """Whether a resume checkpoint loads whole (a partial run that can continue)."""
+class CheckpointError(ValueError):
+    """A training checkpoint that cannot be used (unreadable, or holding more than tensors and plain values)."""
+
+
+CHECKPOINT_ENTRIES = ("step", "config", "fingerprint", "trainable", "optimizer", "scheduler", "torch_rng",
+                      "numpy_rng", "python_rng", "cuda_rng")
+
+
+def load_checkpoint(path) -> dict:
+    """The state saved in a training checkpoint, read without running any code it holds: torch.load with
+    weights_only=True unpickles tensors and plain Python values only, and refuses anything else (a planted
+    object whose unpickling would run code). Raises CheckpointError naming the file."""
+    path = Path(path)
     try:
-        torch.load(path, weights_only=False)
-        return True
-    except Exception:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # damaged, or it names a class or function to call: nothing was run
+        reason = _unpickler_reason(str(err))
+        raise CheckpointError(f"{path} was refused: it holds more than tensors and plain values ({reason}); a "
+                              "checkpoint hydralib wrote never does, so it is damaged or was planted, and nothing "
+                              "in it was run. Delete it to start the run over") from None
+    except Exception as err:  # truncated, not a torch file, a folder, ...
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err}); "
+                              "delete it to start the run over") from None
+    missing = [k for k in CHECKPOINT_ENTRIES if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a hydralib training checkpoint (missing {missing}); "
+                              "delete it to start the run over")
+    return state
+
+
+def _unpickler_reason(message: str) -> str:
+    """The line of torch's weights-only refusal that says what was refused, without its general advice."""
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch")
+    for line in message.splitlines():
+        line = line.replace("WeightsUnpickler error:", "").strip()
+        if line and not line.startswith(advice):
+            return line
+    return "refused by torch.load(weights_only=True)"
+
+
+def checkpoint_loads(path) -> bool:
+    """Whether `path` is a checkpoint load_checkpoint accepts (what a run store asks before resuming)."""
+    try:
+        load_checkpoint(path)
+    except CheckpointError:
         return False
+    return True
 
 
 def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, config: TrainConfig, fingerprint: dict | None,
                      main_process: bool = True) -> tuple[int, list[dict]]:
-    state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=False)
+    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
     for what, words in (("data", "other training rows"), ("base", "another base model (or other initial weights)")):
         made = (state.get("fingerprint") or {}).get(what)
         if fingerprint is not None and made is not None and made != fingerprint[what]:
@@ -404,7 +452,9 @@ def _load_checkpoint(run_dir: Path, model, optimizer, scheduler, config: TrainCo
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
-    np.random.set_state(state["numpy_rng"])
+    saved_numpy = state["numpy_rng"]
+    np.random.set_state((saved_numpy["kind"], saved_numpy["keys"].numpy().astype(np.uint32), saved_numpy["position"],
+                         saved_numpy["has_gauss"], saved_numpy["gauss"]))
     random.setstate(state["python_rng"])
     if state["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])

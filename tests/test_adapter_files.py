@@ -4,6 +4,7 @@ import copy
 import hashlib
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from hydralib import (AdapterConfig, AdapterFileError, add_adapters, adapter_layers, export_peft, import_peft,
                       load_adapters, merge_adapters, merge_and_unload, routing, save_adapters, unmerge_adapters)
 from hydralib import adapter_files
-from hydralib.adapter_files import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
+from hydralib.adapter_files import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, record_checksum
 from hydralib.layers import AdapterLayer
 from conftest import randomize_b, small_gpt2, small_llama
 
@@ -46,7 +47,8 @@ def saved(tmp_path):
 def test_saved_config_records_version_checksum_and_dtypes_and_no_temporary_files_remain(saved, tokens):
     model, folder = saved
     record = json.loads((folder / CONFIG_NAME).read_text())
-    assert record["format_version"] == FORMAT_VERSION == 2
+    assert record["format_version"] == FORMAT_VERSION == 3
+    assert record["config_sha256"] == record_checksum(record)
     assert record["weights_sha256"] == hashlib.sha256((folder / WEIGHTS_NAME).read_bytes()).hexdigest()
     assert set(record["tensor_dtypes"].values()) == {"float32"}
     assert len(record["tensor_shapes"]) == 2 * 3 * 3  # 2 blocks x 3 targets x (A, B, router)
@@ -58,7 +60,7 @@ def test_saved_config_records_version_checksum_and_dtypes_and_no_temporary_files
 def test_a_format_version_1_file_without_checksum_still_loads(saved, tokens):
     model, folder = saved
     record = json.loads((folder / CONFIG_NAME).read_text())
-    for key in ("weights_sha256", "tensor_dtypes", "weights_file"):
+    for key in ("weights_sha256", "tensor_dtypes", "weights_file", "config_sha256"):
         del record[key]
     record["format_version"] = 1
     (folder / CONFIG_NAME).write_text(json.dumps(record))
@@ -66,10 +68,13 @@ def test_a_format_version_1_file_without_checksum_still_loads(saved, tokens):
                                rtol=0, atol=0)
 
 
-def _edit_config(change):
+def _edit_config(change, resum=True):
+    """Edit the config; resum=True records the new config checksum, so the checks behind it are reached."""
     def fault(folder):
         record = json.loads((folder / CONFIG_NAME).read_text())
         change(record)
+        if resum:
+            record["config_sha256"] = record_checksum(record)
         (folder / CONFIG_NAME).write_text(json.dumps(record))
     return fault
 
@@ -87,6 +92,7 @@ def _edit_weights(change):
 def _resum(folder):
     record = json.loads((folder / CONFIG_NAME).read_text())
     record["weights_sha256"] = hashlib.sha256((folder / WEIGHTS_NAME).read_bytes()).hexdigest()
+    record["config_sha256"] = record_checksum(record)
     (folder / CONFIG_NAME).write_text(json.dumps(record))
 
 
@@ -137,6 +143,22 @@ FAULTS = {
     "target shape of strings": (_edit_config(lambda r: r["base_model"]["target_shapes"].update(
         {"model.layers.0.self_attn.q_proj": ["64", "64"]})), CONFIG_NAME, "list of 2 non-negative integers"),
     "no checksum": (_edit_config(lambda r: r.pop("weights_sha256")), CONFIG_NAME, "no 'weights_sha256'"),
+    "config edited, checksum not updated": (_edit_config(lambda r: r["adapter_config"].update(alpha=99.0), resum=False),
+                                            CONFIG_NAME, "does not match its own checksum"),
+    "no config checksum": (_edit_config(lambda r: r.pop("config_sha256"), resum=False), CONFIG_NAME,
+                           "no 'config_sha256'"),
+    "catastrophic targets pattern": (_edit_config(lambda r: r["adapter_config"].update(targets="(.*.*)*Z")),
+                                     CONFIG_NAME, "not a valid AdapterConfig: targets pattern .* nested quantifiers"),
+    "unbalanced targets pattern": (_edit_config(lambda r: r["adapter_config"].update(targets="(")), CONFIG_NAME,
+                                   r"not a valid AdapterConfig: targets pattern '\(' is not a valid regular"),
+    "deeply nested config": (lambda f: (f / CONFIG_NAME).write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+                             CONFIG_NAME, "nests JSON lists or objects too deeply"),
+    "5000-digit integer": (lambda f: (f / CONFIG_NAME).write_text('{"format_version": ' + "9" * 5000 + "}"),
+                           CONFIG_NAME, "holds a value JSON cannot be read into"),
+    "NaN in a weight": (_edit_weights(lambda t: t[_first(t, "v_proj.lora_B")].view(-1).__setitem__(3, math.nan)),
+                        WEIGHTS_NAME, "tensor 'model.layers.0.self_attn.v_proj.lora_B' holds 1 NaN or Inf"),
+    "Inf in a weight": (_edit_weights(lambda t: t[_first(t, "q_proj.lora_A")].view(-1).__setitem__(0, math.inf)),
+                        WEIGHTS_NAME, "tensor 'model.layers.0.self_attn.q_proj.lora_A' holds 1 NaN or Inf"),
     "checksum not hex": (_edit_config(lambda r: r.update(weights_sha256="xyz")), CONFIG_NAME, "64 lower-case hex"),
     "tensor missing": (_edit_weights(lambda t: t.pop(_first(t, ".lora_B"))), WEIGHTS_NAME, "missing tensors"),
     "tensor reshaped": (_edit_weights(lambda t: t.update({_first(t, "q_proj.lora_A"): torch.zeros(5, 64)})), WEIGHTS_NAME,
@@ -163,6 +185,24 @@ def test_every_malformed_file_is_refused_naming_the_file_and_the_model_is_unchan
     assert caught.value.path == folder / name and str(folder / name) in str(caught.value)
     assert isinstance(caught.value, ValueError)  # callers catching ValueError keep working
     assert_unchanged(model, before)
+
+
+def test_a_catastrophic_targets_pattern_is_refused_quickly(saved):
+    _, folder = saved
+    _edit_config(lambda r: r["adapter_config"].update(targets="(.*.*)*Z"))(folder)
+    started = time.perf_counter()
+    with pytest.raises(AdapterFileError, match="nested quantifiers"):
+        load_adapters(small_llama(), folder)
+    assert time.perf_counter() - started < 5  # before: ran past 20 s matching module names
+
+
+def test_non_finite_weights_are_refused_on_save_naming_the_tensor(tmp_path):
+    model = randomize_b(add_adapters(small_llama(), HYDRA, seed=0))
+    with torch.no_grad():
+        adapter_layers(model)["model.layers.1.mlp.down_proj"].lora_B[0, 0] = math.inf
+    with pytest.raises(ValueError, match="'model.layers.1.mlp.down_proj.lora_B' holds 1 NaN or Inf values"):
+        save_adapters(model, tmp_path / "adapter")
+    assert not (tmp_path / "adapter").exists()
 
 
 def test_a_peft_folder_given_to_load_adapters_points_to_import_peft(tmp_path):

@@ -1,5 +1,6 @@
 """AdapterConfig: every method and ablation is a setting of one record, and a bad setting is named."""
 import math
+import time
 
 import pytest
 
@@ -42,3 +43,27 @@ def test_round_trip_through_a_dict():
 def test_a_bad_setting_names_the_value_and_what_is_allowed(settings, message):
     with pytest.raises(ValueError, match=message):
         AdapterConfig(**settings)
+
+
+@pytest.mark.parametrize("targets, message", [
+    ("(.*.*)*Z", "repeats a group that holds a quantifier"),
+    ("(a|aa)*Z", r"repeats an alternation"),
+    ("(", r"targets pattern '\(' is not a valid regular expression: missing \)"),
+    (".*.*.*.*Z", "has 4 open-ended quantifiers"),
+    (r"(a)\1", "uses a backreference"),
+    ("(?=a).*", "uses a lookahead"),
+    ("q" * 201, "is 201 characters long; at most 200"),
+    (["q_proj", "(.*)"], r"targets entry '\(\.\*\)' is not a module-name suffix"),
+    (["x"] * 10_001, "lists 10001 module names; at most 10000"),
+])
+def test_hostile_targets_are_refused_when_the_config_is_made(targets, message):
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=message):
+        AdapterConfig(targets=targets)
+    assert time.perf_counter() - started < 1
+
+
+@pytest.mark.parametrize("targets", [r".*\.(q|v)_proj", r".*layers\.\d+\.self_attn\.[qkv]_proj", "q_proj",
+                                     ["self_attn.q_proj", "v_proj", "model.layers.0.mlp.down_proj"], "all-linear"])
+def test_ordinary_targets_are_kept(targets):
+    assert AdapterConfig(targets=targets).targets == targets

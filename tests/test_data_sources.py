@@ -179,3 +179,60 @@ def test_a_non_utf8_line_is_named_by_file_and_row_and_an_empty_file_is_refused(t
     empty.write_text("\n\n")
     with pytest.raises(ValueError, match="empty.jsonl holds no records"):
         load_jsonl(empty)
+
+
+def _gsm8k_folder(tmp_path, monkeypatch, text: bytes):
+    (tmp_path / "gsm8k").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "gsm8k" / "test.jsonl").write_bytes(text)
+    monkeypatch.setenv("HYDRALIB_DATA", str(tmp_path))
+
+
+GOOD = b'{"question": "q", "answer": "work\\n#### 1,200"}\n'
+
+
+@pytest.mark.parametrize("line, message", [
+    (b'{"question": "q", "answer": "work\\n####"}', r"row 2: field 'answer' must end in '#### <number>', but after "
+                                                   r"'####' it has nothing"),
+    (b'{"question": "q", "answer": "#### many"}', r"row 2: field 'answer' must end in .* it has 'many'"),
+    (b'{"question": "q", "answer": 42}', r"row 2: field 'answer' must be text, got int 42"),
+    (b'{"question": 7, "answer": "#### 7"}', r"row 2: field 'question' must be text, got int 7"),
+    (b'{"question": ' + b"[" * 100_000 + b"]" * 100_000 + b', "answer": "#### 1"}',
+     r"row 2: JSON nested too deeply to read"),
+    (b'{"question": "q", "answer": "#### 1", "id": ' + b"9" * 5000 + b"}",
+     r"row 2: a value JSON cannot be read into \(Exceeds the limit"),
+])
+def test_hostile_gsm8k_rows_are_named_by_file_row_and_field(tmp_path, monkeypatch, line, message):
+    _gsm8k_folder(tmp_path, monkeypatch, GOOD + line + b"\n")
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'gsm8k' / 'test.jsonl'}, {message}"):
+        load_gsm8k("test")
+
+
+def test_a_jsonl_file_with_a_byte_order_mark_loads(tmp_path, monkeypatch):
+    _gsm8k_folder(tmp_path, monkeypatch, b"\xef\xbb\xbf" + GOOD + GOOD)
+    assert [r["answer"] for r in load_gsm8k("test")] == ["1200", "1200"]
+    path = tmp_path / "mine.jsonl"
+    path.write_bytes("\ufeff".encode() + b'{"instruction": "a", "output": "b"}\n')
+    assert load_jsonl(path)[0]["instruction"] == "a"
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"instruction": 5, "output": "b"}, r"row 1: field 'instruction' must be text, got int 5"),
+    ({"instruction": "a", "output": ["b", "c"]}, r"row 1: field 'output' must be text, got list \['b', 'c'\]"),
+    ({"instruction": "a", "input": {"x": 1}, "output": "b"}, r"row 1: field 'input' must be text, got dict"),
+    ({"instruction": "a", "output": "b", "category": [1]}, r"row 1: field 'category' must be text or an integer"),
+])
+def test_jsonl_fields_of_another_type_are_named(tmp_path, record, message):
+    path = tmp_path / "mine.jsonl"
+    write_jsonl(path, [record])
+    with pytest.raises(ValueError, match=rf"{path}, {message}"):
+        load_jsonl(path)
+    with pytest.raises(ValueError, match=rf"dataset {message}"):
+        from_datasets([record])
+
+
+def test_a_latin1_mmlu_file_is_named(tmp_path, monkeypatch):
+    (tmp_path / "mmlu" / "dev").mkdir(parents=True)
+    (tmp_path / "mmlu" / "dev" / "toy_dev.csv").write_bytes("q1,a,b,c,d,A\nq2 caf\xe9,a,b,c,d,B\n".encode("latin-1"))
+    monkeypatch.setenv("HYDRALIB_DATA", str(tmp_path))
+    with pytest.raises(ValueError, match=r"toy_dev\.csv, after line \d+: not UTF-8 text"):
+        load_mmlu("dev")

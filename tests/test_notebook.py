@@ -20,7 +20,7 @@ def test_setup_makes_the_figures_folder_opens_the_store_and_says_where(tmp_path,
 
 def test_scores_and_nmis_read_one_value_per_seed_in_order():
     assert scores(RESULTS, "LoRA r8") == [0.25, 0.5]
-    assert nmis(RESULTS, "LoRA r8") == [0.1, 0.3]
+    assert nmis(RESULTS, "LoRA r8", "nmi") == [0.1, 0.3]
     with pytest.raises(KeyError, match="there are: LoRA r8, full fine-tuning"):
         scores(RESULTS, "LoRA r16")
     with pytest.raises(ValueError, match="no routing summary"):

@@ -5,6 +5,7 @@ import os
 import secrets
 import socket
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -29,6 +30,19 @@ def _run(completion: str, timeout: float = 5.0, **limits):
 def _top(code: str) -> str:
     """A completion: the right body, then module-level code (run when the program loads, before check)."""
     return RIGHT + "\n" + code.strip("\n") + "\n"
+
+
+def _sandbox_uid_processes() -> list[int]:
+    low, high = sandbox.SANDBOX_UID_RANGE
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if low <= os.stat(f"/proc/{entry}").st_uid < high:
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
 
 
 def _processes_with(marker: str) -> list[int]:
@@ -111,10 +125,16 @@ def test_infinite_loop_times_out():
 
 # ---------------------------------------------------------------- containment
 
-def test_containment_reports_booleans():
-    assert set(C) >= {"pid_namespace", "network_namespace", "unprivileged_user", "process_limit",
-                      "kill_all_processes_afterwards", "scrubbed_environment", "output_capped"}
-    assert all(isinstance(v, bool) for v in C.values())
+def test_containment_reports_booleans_and_what_is_not_contained():
+    assert set(C) >= {"pid_namespace", "network_namespace", "ipc_namespace", "mount_namespace", "unprivileged_user",
+                      "process_limit", "total_memory_limit", "kill_all_processes_afterwards", "scrubbed_environment",
+                      "output_capped", "verdict_in_a_separate_process", "returned_values_checked_by_type"}
+    assert all(isinstance(v, bool) for k, v in C.items() if k != "not_contained")
+    missing = " ".join(C["not_contained"])
+    assert "world-readable" in missing
+    assert ("total memory" in missing) != C["total_memory_limit"]
+    assert ("~/.ssh" in missing) != C["unprivileged_user"]
+    assert ("/dev/shm" in missing) != C["mount_namespace"]
 
 
 def test_environment_is_scrubbed(monkeypatch):
@@ -165,10 +185,22 @@ def test_fork_bomb_is_contained_and_the_evaluator_returns():
         pytest.skip("running as root without an unprivileged uid: RLIMIT_NPROC does not apply, a fork bomb "
                     "would fill the machine's process table before the namespace is killed")
     start = time.monotonic()
-    result = _run(_top("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"),
-                  timeout=2.0)
+    bomb = """
+import os, threading, time
+while True:
+    try:
+        os.fork()
+    except OSError:
+        pass
+    try:
+        threading.Thread(target=time.sleep, args=(100,), daemon=True).start()
+    except BaseException:
+        pass
+"""
+    result = _run(_top(bomb), timeout=2.0)
     assert not result.passed and result.status == "timeout"
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 20
+    assert _sandbox_uid_processes() == []  # before: one sandbox-uid process outlived a fork-plus-thread bomb
     assert _run(RIGHT).passed  # the machine still runs programs afterwards
 
 
@@ -198,7 +230,7 @@ def test_files_outside_the_directory_cannot_be_read_or_written(tmp_path):
 for path, mode in (({str(secret)!r}, 'r'), ({str(target)!r}, 'w'), ('/etc/hydralib-sandbox-test', 'w')):
     try:
         open(path, mode)
-    except PermissionError:
+    except (PermissionError, FileNotFoundError):  # not found: /tmp is a private tmpfs in a mount namespace
         pass
     else:
         raise RuntimeError('opened ' + path)
@@ -250,3 +282,187 @@ for pid in (os.getppid(), {os.getpid()}):
     result = _run(_top(code))
     assert result.passed, result.output  # every attempt failed and the program went on to pass
     assert os.getpid() > 0  # still here
+
+
+# ---------------------------------------------------------------- passing by cheating (before: each passed)
+
+def test_walking_stack_frames_to_the_success_marker_is_not_a_pass():
+    cheat = """
+import os, sys
+frame = sys._getframe()
+while frame is not None:  # the old wrapper kept its nonce and marker fd in main()'s locals
+    names = frame.f_locals
+    if isinstance(names.get("nonce"), bytes) and isinstance(names.get("marker"), int):
+        os.write(names["marker"], names["nonce"])
+        os._exit(0)
+    for value in list(names.values()):  # any secret-looking bytes, to any descriptor
+        if isinstance(value, bytes) and len(value) == 65:
+            for fd in range(3, 32):
+                try:
+                    os.write(fd, value)
+                except OSError:
+                    pass
+    frame = frame.f_back
+"""
+    result = _run(WRONG + cheat)
+    assert not result.passed and result.status == "failed", result.output
+
+
+def test_an_always_equal_int_subclass_is_not_a_pass():
+    cheat = ("    class Yes(int):\n        def __eq__(self, other):\n            return True\n"
+             "        def __ne__(self, other):\n            return False\n        __hash__ = int.__hash__\n"
+             "    return Yes(0)\n")
+    result = _run(cheat)
+    assert not result.passed and result.status == "failed"
+    assert "returned a value of type __main__.has_close_elements.<locals>.Yes" in result.output, result.output
+
+
+def test_swapping_the_function_under_test_with_settrace_is_not_a_pass():
+    body = textwrap.indent(RIGHT, "    ")
+    cheat = f"""
+import ctypes, sys
+if True:  # keeps the definitions below out of the stop sequences (a top-level def ends the completion)
+    def right(numbers, threshold):
+{body}
+    def tracer(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "check":  # the old wrapper ran check() in this process
+            frame.f_locals["candidate"] = right
+            ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
+        return None
+    sys.settrace(tracer)
+"""
+    result = _run(WRONG + cheat)
+    assert not result.passed and result.status == "failed", result.output
+
+
+def test_canonical_solutions_pass_through_the_judge_and_empty_bodies_fail():
+    """The judge calls the program's function across processes: a sample of every kind of problem still
+    passes with its canonical solution (all 164 do; the sample keeps the test short)."""
+    sample = list(PROBLEMS.values())[::12]
+    for problem in sample:
+        right = run_completion(problem, problem["canonical_solution"], timeout=20)
+        assert right.passed, (problem["task_id"], right.output)
+        assert not run_completion(problem, "    pass\n", timeout=20).passed, problem["task_id"]
+
+
+def test_a_lone_surrogate_fails_that_completion_and_the_batch_goes_on():
+    p2 = PROBLEMS["HumanEval/2"]
+    result = humaneval_pass_at_1([P0, p2], ["    return '\\ud800' == 1\n" + "\ud800", p2["canonical_solution"]],
+                                 allow_execution=True)
+    assert result["passed"] == {"HumanEval/0": False, "HumanEval/2": True}
+    assert "not valid Unicode" in _run("    return False  # \udc80\n").output
+
+
+# ---------------------------------------------------------------- what a run leaves behind
+
+def _sysv_shm_keys() -> set[str]:
+    lines = Path("/proc/sysvipc/shm").read_text().splitlines()
+    return {line.split()[0] for line in lines[1:]}
+
+
+def test_sysv_shared_memory_does_not_outlive_the_run():
+    if not (C["ipc_namespace"] or C["unprivileged_user"]):
+        pytest.skip("no IPC namespace and no uid of its own: a segment it makes would outlive the run")
+    if not Path("/proc/sysvipc/shm").exists():
+        pytest.skip("no /proc/sysvipc here")
+    key = 0x48000000 + secrets.randbelow(1 << 20)
+    code = f"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+shmid = libc.shmget({key}, 64 << 20, 0o1000 | 0o666)
+if shmid < 0:  # no top-level assert: it is a stop sequence, the rest would never run
+    raise OSError(ctypes.get_errno(), "shmget")
+address = libc.shmat(shmid, None, 0)
+ctypes.memset(address, 1, 64 << 20)  # resident, not just reserved
+"""
+    result = _run(_top(code))
+    assert result.passed, result.output
+    assert str(key) not in _sysv_shm_keys()
+
+
+def test_files_in_world_writable_folders_do_not_outlive_the_run_and_scratch_space_is_bounded():
+    if not (C["mount_namespace"] or C["unprivileged_user"]):
+        pytest.skip("no mount namespace and no uid of its own: its files in /tmp would outlive the run")
+    name = f"hydralib-sandbox-test-{secrets.token_hex(6)}"
+    folders = [f for f in sandbox.WORLD_WRITABLE if os.path.isdir(f)]
+    code = f"""
+import os
+for folder in {folders!r}:
+    open(os.path.join(folder, {name!r}), "w").write("left behind")
+written = 0
+try:
+    for i in range(15):  # 120 MiB into RAM-backed /dev/shm
+        with open("/dev/shm/{name}-" + str(i), "wb") as f:
+            f.write(b"x" * (8 << 20))
+        written += 8
+except OSError:
+    pass
+os.write(1, b"written %d MiB" % written)  # not print(: a stop sequence at the start of a line
+"""
+    result = _run(_top(code), timeout=20)
+    assert result.passed, result.output
+    for folder in folders:
+        assert not any(entry.startswith(name) for entry in os.listdir(folder)), folder
+    if C["mount_namespace"]:
+        written = int(result.output.split("written ")[1].split()[0])
+        assert written <= sandbox.SCRATCH_BYTES >> 20, result.output
+
+
+def test_host_processes_are_invisible():
+    if not C["mount_namespace"]:
+        pytest.skip("no mount namespace with its own /proc: the program sees the host's processes")
+    code = f"""
+import os
+pids = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+if {os.getpid()} in pids and {os.getpid()} > 2 or len(pids) > 4:  # not assert: a stop sequence
+    raise RuntimeError(f"host processes visible: {{pids}}")
+"""
+    result = _run(_top(code))
+    assert result.passed, result.output
+
+
+def test_all_processes_together_are_bounded_by_the_total_memory_limit():
+    if not C["total_memory_limit"]:
+        pytest.skip("no cgroup with a memory controller here: the processes' memory is bounded one by one only")
+    code = """
+import os, time
+children = []
+for _ in range(3):
+    pid = os.fork()
+    if pid == 0:
+        block = b"x" * (150 << 20)  # written, so resident
+        time.sleep(1.5)
+        os._exit(0)
+    children.append(pid)
+statuses = [os.waitpid(pid, 0)[1] for pid in children]
+os.write(1, b"killed %d" % sum(os.WIFSIGNALED(s) for s in statuses))
+"""
+    result = _run(_top(code), timeout=20, total_memory_bytes=256 << 20)
+    assert result.passed, result.output
+    assert int(result.output.split("killed ")[1].split()[0]) >= 1, result.output
+
+
+def test_without_namespaces_or_cgroup_the_uid_cleanup_removes_files_and_shared_memory(monkeypatch):
+    """Where unshare and cgroups are unavailable (as in many containers), cleanup by uid still removes what the
+    program left: its files in world-writable folders and its SysV shared memory."""
+    if not C["unprivileged_user"] or not Path("/proc/sysvipc/shm").exists():
+        pytest.skip("not root (no uid of its own to clean up by), or no /proc/sysvipc here")
+    monkeypatch.setattr(sandbox, "_unshare_prefix", lambda: None)
+    monkeypatch.setattr(sandbox, "_cgroup_parent", lambda: None)
+    name = f"hydralib-sandbox-test-{secrets.token_hex(6)}"
+    key = 0x49000000 + secrets.randbelow(1 << 20)
+    folders = [f for f in sandbox.WORLD_WRITABLE if os.access(f, os.W_OK)]
+    code = f"""
+import ctypes, os
+for folder in {folders!r}:
+    open(os.path.join(folder, {name!r}), "w").write("left behind")
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.shmget({key}, 1 << 20, 0o1000 | 0o666) < 0:  # not assert: a stop sequence
+    raise OSError(ctypes.get_errno(), "shmget")
+"""
+    result = _run(_top(code))
+    assert result.passed, result.output
+    for folder in folders:
+        assert not (Path(folder) / name).exists(), folder
+    assert str(key) not in _sysv_shm_keys()

@@ -1,10 +1,14 @@
 """The papermill runner: profiles, overrides, undeclared parameters refused, sources never written."""
 import json
+import os
+import re
+import subprocess
+import sys
 
 import nbformat
 import pytest
 
-from hydralib.suite import PROFILE_DIR, list_notebooks, notebook_parameters, plan_suite, run_suite
+from hydralib.suite import PROFILE_DIR, REPO_ROOT, list_notebooks, notebook_parameters, plan_suite, run_suite
 
 
 @pytest.fixture
@@ -36,7 +40,7 @@ def test_plan_merges_profile_and_overrides(suite_dirs):
     ("typo", [], r"00_first.ipynb does not declare parameter\(s\) \['stpes'\]"),
     ("quick", ["00_first.lr=0.1"], r"does not declare parameter\(s\) \['lr'\]"),
     ("quick", ["lr=0.1"], r"override\(s\) \['lr'\] are declared by no notebook"),
-    ("quick", ["99_none.steps=1"], "do not exist"),
+    ("quick", ["99_none.steps=1"], "an override names notebook '99_none', which does not exist"),
     ("quick", ["steps"], "not of the form key=value"),
     ("nope", [], "unknown profile 'nope'; profiles in .*: quick, typo"),
 ])
@@ -87,6 +91,7 @@ def test_exponents_are_numbers_in_overrides_and_profiles(suite_dirs):
 
 @pytest.mark.parametrize("profile_text, overrides, message", [
     ("", ["00_first.steps=abc"], r"00_first.ipynb: parameter steps = 'abc' is a str, but the notebook declares int"),
+    ("", ["00_first.profile=1"], r"parameter profile = 1 is an int, but the notebook declares str"),
     ("", ["steps=2.5"], r"parameter steps = 2.5 is a float, but the notebook declares int \(its default: steps = 1\)"),
     ("", ["00_first.profile=[1, 2]"], r"parameter profile = \[1, 2\] is a list, but the notebook declares str"),
     ("notebooks:\n  01_second:\n    steps: many\n", [], r"01_second.ipynb: parameter steps = 'many' is a str"),
@@ -136,7 +141,7 @@ def test_a_suite_run_gathers_the_notebooks_verdicts_into_claims_md(tmp_path):
     run_suite("p", notebook_dir=notebooks, profile_dir=notebooks / "profiles", build_dir=tmp_path / "build")
     table = (tmp_path / "figs" / "claims.md").read_text()
     assert "| 00_v | a beats b |" in table and "0.650 vs 0.250" in table and "| held |" in table
-    assert "*held*: the interval lies on the claimed side of zero" in table  # the rule claims.compare applies
+    assert "decided on the\nBenjamini-Hochberg adjusted q" in table  # the rule claims_table applies
 
 
 @pytest.mark.parametrize("notebook", list_notebooks(), ids=lambda p: p.stem)
@@ -149,7 +154,15 @@ def test_papermill_reads_every_assignment_of_the_parameters_cell(notebook):
     body = ast.parse(cell.source).body
     assigned = {t.id for node in body if isinstance(node, ast.Assign) for t in node.targets}
     assigned |= {node.target.id for node in body if isinstance(node, ast.AnnAssign)}  # n_test: "Union[...]" = ...
-    assert set(papermill.inspect_notebook(str(notebook))) == assigned
+    inspected = papermill.inspect_notebook(str(notebook))
+    assert set(inspected) == assigned
+    # the suite reads the cell with ast (fast); it must agree with what papermill injects against
+    ours = notebook_parameters(notebook)
+    for name, info in inspected.items():
+        annotated = None if info["inferred_type_name"] in (None, "None") else info["inferred_type_name"]
+        assert ours[name]["default"] == ast.literal_eval(info["default"]), name
+        assert ours[name]["type"] == annotated or annotated is None and ours[name]["type"] == \
+            type(ours[name]["default"]).__name__, name
 
 
 KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
@@ -244,3 +257,78 @@ def test_a_lab_run_uses_the_default_profiles_parameters_so_it_reuses_make_suites
                      if key != "figures_dir" and declared.get(key) != value}
         assert not differing, f"{notebook.name}: (notebook default, default profile) differ: {differing}"
         assert declared["figures_dir"] == "../build/lab/figures", notebook.name
+
+
+# --- the command line: hostile arguments end in one error line, exit 2, before anything heavy is imported ---
+@pytest.mark.parametrize("profile_text, argv, message", [
+    ("common:\n  steps: [1,\n", [], r"t.yaml: not a valid profile: .* at line 3, column 1$"),
+    ("common:\n  steps: !!python/object/apply:os.system ['touch pwned']\n", [],
+     r"t.yaml: not a valid profile: could not determine a constructor for the tag .*python/object/apply:os.system"),
+    ("- a list\n", [], r"t.yaml: holds a YAML list; a profile is a mapping"),
+    ("common: [1]\n", [], r"t.yaml: common must be a mapping of names to values, got \[1\]"),
+    ("", ["-p", "00_first.steps=[1,"], r"override '00_first.steps=\[1,': the value is not valid YAML \(expected"),
+    ("", ["-p", "steps=" + "[" * 5000], r"override .*: the value (nests .* too deeply|is not valid YAML)"),
+    ("", ["-p", "00_first.steps=!!python/name:os.system"], r"override .*: the value is not valid YAML"),
+    ("", ["--only", "00_first", "-p", "01_second.steps=abc"],
+     r"01_second.ipynb: parameter steps = 'abc' is a str, but the notebook declares int"),
+    ("", ["--only", "00_first", "-p", "01_second.stpes=1"],
+     r"01_second.ipynb does not declare parameter\(s\) \['stpes'\]"),
+    ("", ["-p", "00_first.steps=-3"], r"00_first.ipynb: parameter steps = -3 is out of range: it takes numbers >= 0"),
+    ("", ["-p", "00_first.steps=1e999"], r"parameter steps = inf is a float, but the notebook declares int"),
+    ("", ["--only", "00_frist"], r"--only names notebook '00_frist', which does not exist; did you mean 00_first\?"),
+    ("", ["--profile", "../t"], r"profile '../t' is not a profile name"),
+    ("", ["--build-dir", "FILE"], r"--build-dir: .*FILE is a file, not a folder"),
+])
+def test_hostile_command_lines_get_one_error_line_and_exit_2_before_a_kernel_starts(
+        suite_dirs, monkeypatch, capsys, profile_text, argv, message):
+    import hydralib.suite as suite
+    notebooks, profiles, build = suite_dirs
+    (profiles / "t.yaml").write_text(profile_text)
+    (build.parent / "FILE").write_text("not a folder")
+    monkeypatch.setattr(suite, "NOTEBOOK_DIR", notebooks)
+    monkeypatch.setattr(suite, "PROFILE_DIR", profiles)
+    monkeypatch.chdir(build.parent)
+    monkeypatch.setattr(suite, "_register_engine", lambda: pytest.fail("a kernel was about to start"))
+    rc = suite.main(["--profile", "t", "--build-dir", str(build), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert re.search(message, err.strip()), err
+    assert not (build.parent / "pwned").exists() and not (build / "t").exists()
+
+
+def test_notebooks_are_named_by_stem_file_name_or_number_and_dry_run_shows_effective_parameters(suite_dirs, capsys):
+    from hydralib.suite import dry_run
+    notebooks, profiles, build = suite_dirs
+    for only in (["01"], ["01_second.ipynb"], ["notebooks/01_second.ipynb"], ["01_second"]):
+        plan = plan_suite("quick", only=only, notebook_dir=notebooks, profile_dir=profiles)
+        assert [nb.stem for nb, _ in plan] == ["01_second"]
+    plan = plan_suite("quick", overrides=["01.steps=9"], notebook_dir=notebooks, profile_dir=profiles)
+    assert plan[1][1]["steps"] == 9
+    nb = nbformat.read(notebooks / "00_first.ipynb", as_version=4)
+    nb.cells[0].source += "\nseeds = [0, 1, 2]"
+    nbformat.write(nb, notebooks / "00_first.ipynb")
+    dry_run("quick", overrides=["00_first.steps=4"], notebook_dir=notebooks, profile_dir=profiles, build_dir=build)
+    printed = capsys.readouterr().out
+    assert 'profile = "quick"   # profile' in printed
+    assert "steps = 4   # -p" in printed and "steps = 5   # profile" in printed
+    assert "seeds = [0, 1, 2]   # notebook default" in printed
+
+
+def test_a_bad_argument_imports_nothing_heavy():
+    """Refusing an argument must not wait for torch, transformers or papermill (15-25 s on a busy machine)."""
+    code = ("import sys, hydralib.__main__ as m\nrc = m.main(['suite', '--only', 'nope'])\n"
+            "heavy = sorted({k.split('.')[0] for k in sys.modules} & {'torch', 'transformers', 'papermill', "
+            "'nbformat', 'jupyter_client', 'numpy', 'matplotlib'})\nprint(rc, heavy)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.stdout.strip() == "2 []", done.stdout + done.stderr
+    assert done.stderr.startswith("error: --only names notebook 'nope', which does not exist")
+
+
+def test_lazy_exports_keep_train_the_function_whichever_module_loads_first():
+    code = ("import hydralib.pipeline, hydralib\nfrom hydralib import train, TrainConfig\n"
+            "import sys\nprint(callable(train), type(train).__name__, 'torch' in sys.modules, "
+            "sys.modules['hydralib.train'].train is train is hydralib.train)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.stdout.split() == ["True", "function", "True", "True"], done.stdout + done.stderr

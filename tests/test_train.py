@@ -215,3 +215,41 @@ def test_a_second_training_in_the_same_run_dir_is_refused_while_the_first_holds_
         with pytest.raises(RuntimeError, match="another process is training in"):
             small_run(tmp_path / "run", steps=2)
     assert small_run(tmp_path / "run", steps=2)[0].metrics[-1]["step"] == 2
+
+
+class _Planted:
+    """What a hostile checkpoint holds: unpickling it would create `marker` (any code could run there)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_a_planted_pickle_in_a_checkpoint_is_refused_and_never_run(tmp_path):
+    from hydralib.train import CheckpointError, checkpoint_loads, load_checkpoint
+    small_run(tmp_path, steps=10, stop_at=5)
+    checkpoint = tmp_path / "checkpoint.pt"
+    assert checkpoint_loads(checkpoint) and load_checkpoint(checkpoint)["step"] == 5
+    marker = tmp_path / "code_ran"
+    state = torch.load(checkpoint, weights_only=True)
+    state["step"] = _Planted(marker)
+    torch.save(state, checkpoint)
+    with pytest.raises(CheckpointError, match=f"{checkpoint} was refused: it holds more than tensors"):
+        small_run(tmp_path, steps=10)
+    assert not checkpoint_loads(checkpoint)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match="posix.mkdir"):
+        load_checkpoint(checkpoint)
+    checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=f"{checkpoint} was refused"):
+        load_checkpoint(checkpoint)
+    checkpoint.unlink()
+    checkpoint.mkdir()
+    with pytest.raises(CheckpointError, match=f"{checkpoint} is not a readable checkpoint"):
+        load_checkpoint(checkpoint)
+    checkpoint.rmdir()
+    torch.save({"step": 5}, checkpoint)
+    with pytest.raises(CheckpointError, match=r"not a hydralib training checkpoint \(missing \['config'"):
+        load_checkpoint(checkpoint)

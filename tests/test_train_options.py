@@ -44,6 +44,7 @@ def test_defaults_are_todays_step():
     ({"pad_to_multiple": 2.5}, "pad_to_multiple"),
     ({"compile": "yes"}, "compile"),
     ({"mixed_precision": "bfloat16"}, "mixed_precision"),
+    ({"template": "nope"}, "unknown template 'nope'; allowed: 'compact', 'alpaca', 'alpaca_no_input'"),
 ])
 def test_bad_options_are_refused_by_name(options, message):
     with pytest.raises(ValueError, match=message):

@@ -3,7 +3,9 @@
 Every loader returns rows: dicts with instruction, input, output, component (int) and
 component_name (str), plus the extra keys each loader documents. A missing file raises
 FileNotFoundError naming the file, where to put it and where it comes from; a record missing a
-required field raises ValueError naming the file, the row and the field.
+required field, or holding a value of another type (a number where text belongs, a list), and a line
+that is not UTF-8 or not JSON (too deeply nested, an integer too long to read) raise ValueError naming
+the file, the row and the field. A UTF-8 byte-order mark at the start of a JSONL file is skipped.
 """
 from __future__ import annotations
 
@@ -66,7 +68,11 @@ def load_gsm8k(split: str = "train", download: bool = False) -> list[dict]:
         question, answer = _fields(record, ("question", "answer"), f"{path}, row {line}")
         if "####" not in answer:
             raise ValueError(f"{path}, row {line}: field 'answer' has no final '#### <number>' line")
-        final = answer.rsplit("####", 1)[1].strip().replace(",", "")
+        final = answer.rsplit("####", 1)[1].strip()
+        if not _NUMBER.fullmatch(final):
+            raise ValueError(f"{path}, row {line}: field 'answer' must end in '#### <number>', but after '####' "
+                             f"it has {'nothing' if not final else repr(final[:40])}")
+        final = final.replace(",", "")
         rows.append({"instruction": question, "input": "", "output": answer, "component": 0,
                      "component_name": "gsm8k", "answer": final})
     return rows
@@ -127,7 +133,7 @@ def load_mmlu(split: str = "test", subjects: Iterable[str] | None = None, downlo
             raise _missing(path, "the MMLU data.tar of github.com/hendrycks/test (its data/ folder)")
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
-            for number, record in enumerate(reader, 1):
+            for number, record in enumerate(_csv_records(reader, path), 1):
                 where = f"{path}, row {number} (ending at line {reader.line_num})"
                 if len(record) != len(_MMLU_FIELDS):
                     problem = (f"is missing the field {_MMLU_FIELDS[len(record)]!r}" if len(record) < 6
@@ -141,6 +147,21 @@ def load_mmlu(split: str = "test", subjects: Iterable[str] | None = None, downlo
                              "component": index, "component_name": subject, "choices": choices,
                              "answer": answer.strip(), "subject": subject})
     return rows
+
+
+def _csv_records(reader, path: Path):
+    """The records of a csv.reader over a UTF-8 file; a byte that is not UTF-8 (a latin-1 file) is named by
+    file and line."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}, after line {reader.line_num}: not UTF-8 text ({e.reason}); save the file as "
+                             "UTF-8 (MMLU's own files are)") from None
+        except csv.Error as e:
+            raise ValueError(f"{path}, line {reader.line_num}: not a readable CSV record ({e})") from None
 
 
 def _save_mmlu(folder: Path, split: str) -> None:
@@ -225,9 +246,17 @@ def _instruction_rows(records, where: str, instruction_key, input_key, output_ke
     """records: (row number, dict) pairs; where: the text before the row number in error messages."""
     rows = []
     for number, record in records:
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}{number}: expected a record of fields, got {type(record).__name__}")
         instruction, output = _fields(record, (instruction_key, output_key), f"{where}{number}")
+        text = record.get(input_key)
+        if text is not None and not isinstance(text, str):
+            raise ValueError(f"{where}{number}: field {input_key!r} must be text, got {_kind(text)}")
         category = record.get(category_key) if category_key else None
-        rows.append({"instruction": instruction, "input": record.get(input_key) or "", "output": output,
+        if category is not None and (isinstance(category, bool) or not isinstance(category, (str, int))):
+            raise ValueError(f"{where}{number}: field {category_key!r} must be text or an integer, "
+                             f"got {_kind(category)}")
+        rows.append({"instruction": instruction, "input": text or "", "output": output,
                      "component_name": "all" if category is None else str(category)})
     categories = sorted({row["component_name"] for row in rows})
     for row in rows:
@@ -254,7 +283,7 @@ def mix_sources(sources: dict[str, list[dict]], n_per_source: int | None = None,
     mixed = []
     for index, (name, rows) in enumerate(sources.items()):
         for number, row in enumerate(rows, 1):
-            _fields(row, REQUIRED_KEYS, f"source {name!r}, row {number}")
+            _fields(row, REQUIRED_KEYS, f"source {name!r}, row {number}", {"component": int})
         if n_per_source is not None and n_per_source > len(rows):
             raise ValueError(f"source {name!r} has {len(rows)} rows, fewer than n_per_source={n_per_source}")
         chosen = rows if n_per_source is None else rng.sample(rows, n_per_source)
@@ -272,6 +301,8 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
     records = []
     with path.open("rb") as f:
         for number, raw in enumerate(f, 1):
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # the byte-order mark some editors write
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -291,17 +322,31 @@ def _parse_jsonl(lines, path, first: int = 1) -> Iterable[tuple[int, dict]]:
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}, row {number}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{path}, row {number}: JSON nested too deeply to read") from None
+        except ValueError as e:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+            raise ValueError(f"{path}, row {number}: a value JSON cannot be read into ({e})") from None
         if not isinstance(record, dict):
             raise ValueError(f"{path}, row {number}: expected a JSON object, got {type(record).__name__}")
         yield number, record
 
 
-def _fields(record: dict, keys: tuple[str, ...], where: str) -> list:
-    """The values of keys in record; ValueError naming where (file and row) and the missing field."""
+def _fields(record: dict, keys: tuple[str, ...], where: str, kinds: dict | None = None) -> list:
+    """The values of keys in record; ValueError naming where (file and row) and the field that is missing or
+    of another type than kinds gives it (text, by default)."""
     for key in keys:
         if record.get(key) is None:
             raise ValueError(f"{where} is missing the field {key!r} (required: {', '.join(keys)})")
+        kind = (kinds or {}).get(key, str)
+        if isinstance(record[key], bool) or not isinstance(record[key], kind):
+            raise ValueError(f"{where}: field {key!r} must be {'text' if kind is str else 'an integer'}, "
+                             f"got {_kind(record[key])}")
     return [record[key] for key in keys]
+
+
+def _kind(value) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def _write_jsonl(path: Path, records) -> None:
