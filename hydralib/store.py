@@ -124,9 +124,13 @@ def code_version() -> str:
 class RunStore:
     """Finished runs on disk, keyed by RunSpec.key; every method takes a RunSpec (or its dict form)."""
 
-    def __init__(self, root):
+    def __init__(self, root, read_only: bool | None = None):
+        """read_only: serve finished runs only, never lock or write (a class's shared store); None: so when the
+        folder cannot be written (a read-only mount, or no write permission)."""
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.root.is_dir() and not read_only:
+            self.root.mkdir(parents=True, exist_ok=True)
+        self.read_only = not os.access(self.root, os.W_OK) if read_only is None else read_only
 
     def path(self, spec: RunSpec | dict) -> Path:
         return self.root / as_spec(spec).key
@@ -139,10 +143,14 @@ class RunStore:
             return None
         try:
             record = json.loads(done.read_text())
-            if any(_sha256(folder / name) != digest for name, digest in record["files"].items()):
+            files = record["files"] if isinstance(record, dict) else None
+            if not isinstance(files, dict) or not files or RESULTS_NAME not in files:
+                return None  # a completion record of the wrong shape: damaged, run again
+            if any(not isinstance(digest, str) or _sha256(folder / name) != digest for name, digest in files.items()):
                 return None
-            return json.loads((folder / RESULTS_NAME).read_text())
-        except (OSError, ValueError, KeyError):
+            results = json.loads((folder / RESULTS_NAME).read_text())
+            return results if isinstance(results, dict) else None
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None
 
     def metrics(self, spec: RunSpec | dict) -> list[dict]:
@@ -156,6 +164,13 @@ class RunStore:
     def run(self, spec: RunSpec | dict) -> dict:
         """Results for spec: from the store if finished and intact, else trained now (once, under a lock)."""
         folder = self.path(spec)
+        if self.read_only:
+            cached = self.get(spec)
+            if cached is None:
+                raise PermissionError(f"the run store {self.root} is read-only and holds no finished run for this spec "
+                                      f"(key {as_spec(spec).key}); train it into a store you can write, e.g. "
+                                      "RunStore('my_runs'), or import a results pack there")
+            return cached
         with FileLock(str(folder) + ".lock"):
             cached = self.get(spec)
             if cached is not None:

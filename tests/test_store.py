@@ -228,3 +228,38 @@ def test_on_a_cpu_runs_use_eager_attention_which_computes_what_sdpa_computes(tmp
         model.set_attn_implementation(implementation)
         losses[implementation] = token_losses(model, batch)[0].detach()
     torch.testing.assert_close(losses["eager"], losses["sdpa"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("record", ['{"files": []}', '[]', '{"files": {}}', '{"files": {"results.json": 5}}', '"x"'])
+def test_a_completion_record_of_the_wrong_shape_is_damaged_and_rerun(tmp_path, counted, record):
+    store = RunStore(tmp_path)
+    expected = store.run(SPEC)
+    (store.path(SPEC) / "done.json").write_text(record)
+    assert store.get(SPEC) is None
+    assert store.run(SPEC)["final_train_loss"] == expected["final_train_loss"] and len(counted) == 2
+
+
+def test_a_read_only_store_serves_finished_runs_and_refuses_to_train_with_a_clear_message(tmp_path):
+    RunStore(tmp_path).run(SPEC)
+    shared = RunStore(tmp_path, read_only=True)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert shared.run(SPEC)["final_train_loss"] > 0
+    with pytest.raises(PermissionError, match="read-only and holds no finished run for this spec"):
+        shared.run(with_seed(1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no lock file, nothing written
+
+
+def test_a_store_on_a_read_only_mount_is_read_only_by_itself(tmp_path):
+    """Errno 30 (a read-only file system) holds for root too: the store must see it and serve finished runs."""
+    import subprocess
+    import sys
+    RunStore(tmp_path).run(SPEC)
+    code = ("import json, sys; from hydralib.store import RunStore; s = RunStore(sys.argv[1]); "
+            f"print(s.read_only, s.run(json.loads(sys.argv[2]))['final_train_loss'] > 0)")
+    script = f'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec "{sys.executable}" -c "$2" "$1" "$3"'
+    import json
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(tmp_path), code, json.dumps(SPEC)],
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0 and ("mount" in done.stderr or "unshare" in done.stderr) and "Traceback" not in done.stderr:
+        pytest.skip(f"cannot make a read-only mount here: {done.stderr.strip()[:200]}")
+    assert done.stdout.split() == ["True", "True"], done.stdout + done.stderr
