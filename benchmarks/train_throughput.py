@@ -204,9 +204,9 @@ def measure(names, rounds, steps):
     per_round = {n: [] for n in names}
     first_step = {n: [] for n in names}
     peaks = []
-    threads = sorted({CONFIGS[n][1] for n in names})
+    thread_counts = sorted({CONFIGS[n][1] for n in names})
     for rnd in range(rounds):
-        peaks.append(machine_peaks(threads))  # the machine's matmul FLOP/s, measured between the steps of each round
+        peaks.append(machine_peaks(thread_counts))  # the machine's matmul FLOP/s, measured between the steps of each round
         for name in names[rnd % len(names):] + names[:rnd % len(names)]:
             adapter, threads, opts = CONFIGS[name]
             record, _ = run_block(models[name], tokenizer, rows, lengths, (threads, opts), {}, steps, seed=rnd)
