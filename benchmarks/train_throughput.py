@@ -29,7 +29,8 @@ gradient where the weight trains (so ~4 x frozen + 6 x trainable parameters), pl
 per layer forward, x3 for training).
 
 The last line is one JSON object: `speedup` and `utilisation` of the new default (Hydra r8 N=8, bf16, eager
-attention, the library's levers) with their spreads, the same under "lora32" and "full", and per configuration
+attention, the library's levers; one seed) with their spreads, the same under "lora32" and "full", under
+"hydra_5_seeds" and "lora32_5_seeds" for five seeds trained together (hydralib.seed_groups), and per configuration
 tokens_per_s, ratio_to_default and utilisation.
 """
 from __future__ import annotations
@@ -56,6 +57,7 @@ from hydralib.data.synthetic import make_corpus
 from hydralib.inject import add_adapters
 from hydralib.layers import AdapterLayer
 from hydralib.models import build_tiny
+from hydralib.seed_groups import train_seed_group
 from hydralib.train import TrainConfig, batch_indices, train
 
 ADAPTERS = {"hydra": AdapterConfig(method="hydra", r=8, alpha=16, heads=8, targets="all-linear"),
@@ -66,11 +68,13 @@ LEVERS = ("adamw", "frozen", "forward")  # what `legacy` can turn back to the li
 NEW = {"mixed_precision": "bf16", "attention": "eager"}  # the default step now (runs.execute_run on a CPU)
 
 # name: (adapter, threads, TrainConfig options, plus "attention": the model's attention implementation, as
-# runs.execute_run sets it, and "legacy": levers turned back to the library before issue 27 (LEVERS)).
+# runs.execute_run sets it, "legacy": levers turned back to the library before issue 27 (LEVERS), and "seed_group":
+# k seeds trained as one stacked model by hydralib.seed_groups, each step counting every seed's tokens).
 CONFIGS = {
     "default": ("hydra", 1, {"legacy": LEVERS}),
     "bf16_eager_before": ("hydra", 1, {**NEW, "legacy": LEVERS}),
     "bf16_eager": ("hydra", 1, NEW),
+    "bf16_eager_5_seeds": ("hydra", 1, {**NEW, "seed_group": 5}),
     "bf16_eager_loop_adamw": ("hydra", 1, {**NEW, "legacy": ("adamw",)}),
     "bf16_eager_cast_frozen": ("hydra", 1, {**NEW, "legacy": ("frozen",)}),
     "bf16_eager_old_forward": ("hydra", 1, {**NEW, "legacy": ("forward",)}),
@@ -83,15 +87,17 @@ CONFIGS = {
     "lora32_default": ("lora32", 1, {"legacy": LEVERS}),
     "lora32_bf16_eager_before": ("lora32", 1, {**NEW, "legacy": LEVERS}),
     "lora32_bf16_eager": ("lora32", 1, NEW),
+    "lora32_bf16_eager_5_seeds": ("lora32", 1, {**NEW, "seed_group": 5}),
     "full_default": ("full", 1, {"legacy": LEVERS}),
     "full_bf16_eager_before": ("full", 1, {**NEW, "legacy": LEVERS}),
     "full_bf16_eager": ("full", 1, NEW),
 }
 # the configurations run without --configs; the JSON's headline pairs (new default, old default) per method
-STANDARD = ["default", "bf16_eager_before", "bf16_eager", "lora32_default", "lora32_bf16_eager", "full_default",
-            "full_bf16_eager"]
+STANDARD = ["default", "bf16_eager_before", "bf16_eager", "bf16_eager_5_seeds", "lora32_default", "lora32_bf16_eager",
+            "lora32_bf16_eager_5_seeds", "full_default", "full_bf16_eager"]
 HEADLINE = {"hydra": ("bf16_eager", "default"), "lora32": ("lora32_bf16_eager", "lora32_default"),
-            "full": ("full_bf16_eager", "full_default")}
+            "full": ("full_bf16_eager", "full_default"), "hydra_5_seeds": ("bf16_eager_5_seeds", "default"),
+            "lora32_5_seeds": ("lora32_bf16_eager_5_seeds", "lora32_default")}
 
 
 def legacy_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -178,27 +184,40 @@ def matmul_flops(shapes, dtype, threads: int, seconds: float = 0.4) -> float:
 
 
 def run_block(model, tokenizer, rows, lengths, adapter_threads, options, steps, seed):
-    """Train `steps` steps; per step (real tokens, seconds)."""
+    """Train `steps` steps; per step (real tokens, seconds). A list of models (a seed group) trains together,
+    seeds seed*k .. seed*k+k-1, and a step counts the tokens of every seed."""
     threads, opts = adapter_threads
     opts = dict(opts)
-    model.set_attn_implementation(opts.pop("attention", "sdpa"))
+    group = model if isinstance(model, list) else [model]
+    attention = opts.pop("attention", "sdpa")
+    for m in group:
+        m.set_attn_implementation(attention)
     torch.set_num_threads(threads)
+    opts.pop("seed_group", None)
     with legacy(opts.pop("legacy", ())):
-        config = TrainConfig(steps=steps, progress=False, device="cpu", seed=seed, lr=1e-3, **{**options, **opts})
-        result = train(model, tokenizer, rows, config)
+        configs = [TrainConfig(steps=steps, progress=False, device="cpu", seed=seed * len(group) + s, lr=1e-3,
+                               **{**options, **opts}) for s in range(len(group))]
+        if isinstance(model, list):
+            results = train_seed_group(group, tokenizer, rows, configs)
+        else:
+            results = [train(model, tokenizer, rows, configs[0])]
     out = []
-    for i, record in enumerate(result.metrics):
-        ids = batch_indices(len(rows), i * config.batch_size, config.batch_size, seed)
-        tokens = sum(lengths[j] for j in ids)
+    for i, record in enumerate(results[0].metrics):
+        tokens = sum(lengths[j] for c in configs for j in batch_indices(len(rows), i * c.batch_size, c.batch_size, c.seed))
         out.append((tokens, tokens / record["tokens_per_s"]))
-    return out, [m["loss"] for m in result.metrics]
+    return out, [m["loss"] for m in results[0].metrics]
 
 
 def measure(names, rounds, steps):
     models, tokenizer = {}, None
     for name in names:
-        adapter = CONFIGS[name][0]
-        models[name], tokenizer = build(adapter)
+        adapter, _, opts = CONFIGS[name]
+        if opts.get("seed_group"):  # one base, each seed's own adapters
+            base, tokenizer = build_tiny(seed=0)
+            models[name] = [add_adapters(copy.deepcopy(base), ADAPTERS[adapter], seed=s)
+                            for s in range(opts["seed_group"])]
+        else:
+            models[name], tokenizer = build(adapter)
     rows, lengths = rows_and_lengths(tokenizer)
     mean_len = {}
     per_round = {n: [] for n in names}
@@ -222,7 +241,7 @@ def measure(names, rounds, steps):
         mult = CONFIGS[name][2].get("pad_to_multiple", 1)
         widths = []
         for s in range(steps):
-            ids = batch_indices(len(rows), s * bs, bs, 0)
+            ids = [j for seed in range(CONFIGS[name][2].get("seed_group", 1)) for j in batch_indices(len(rows), s * bs, bs, seed)]
             w = max(lengths[j] for j in ids)
             widths.append(-(-w // mult) * mult)
         mean_len[name] = statistics.mean(widths)
@@ -383,10 +402,11 @@ def main():
         adapter, threads, opts = CONFIGS[name]
         tps = statistics.median(per_round[name])
         ratios = [a / b for a, b in zip(per_round[name], per_round["default"])]
-        achieved = tps * flops_per_token(models[name], mean_len[name])
+        model = models[name][0] if isinstance(models[name], list) else models[name]
+        achieved = tps * flops_per_token(model, mean_len[name])
         dtype = "bf16" if opts.get("mixed_precision") == "bf16" else "fp32"
         # per round, over the matmul rate measured in that round
-        utils = [t * flops_per_token(models[name], mean_len[name]) / p[(dtype, threads)]
+        utils = [t * flops_per_token(model, mean_len[name]) / p[(dtype, threads)]
                  for t, p in zip(per_round[name], peaks)]
         summary[name] = {"adapter": adapter, "threads": threads, "options": opts, "tokens_per_s": round(tps),
                          "ratio_to_default": round(statistics.median(ratios), 3), "ratio_spread": spread(ratios),
@@ -419,7 +439,8 @@ def main():
         extra["bf16_quality"] = quality(args.quality)
     hydra = headline.get("hydra", {})
     print(json.dumps({"speedup": hydra.get("speedup"), "utilisation": hydra.get("utilisation"), **hydra,
-                      **{m: headline[m] for m in ("lora32", "full") if m in headline}, "configs": summary, **extra}))
+                      **{m: headline[m] for m in HEADLINE if m != "hydra" and m in headline}, "configs": summary,
+                      **extra}))
 
 
 if __name__ == "__main__":
