@@ -79,7 +79,8 @@ def main():
     print(f"model={args.model} device={args.device} threads={args.threads} (pinned, cpus={args.cpus or 'any'}) "
           f"batch={args.batch}x{args.seq} r={args.r} heads={args.heads} {args.rounds} rounds x {args.steps} steps "
           f"(after {args.warmup} warm-up)")
-    print(f"{'method':<12}{'trainable':>12}{'step ms':>10}{'tokens/s':>11}{'peak MB':>10}{'vs lora':>9}  spread over rounds")
+    print(f"{'method':<12}{'trainable':>12}{'step ms':>10}{'tokens/s':>11}{'peak MB':>10}{'vs lora':>9}"
+          "  spread over rounds")
     for name, r in results.items():
         print(f"{name:<12}{r['trainable']:>12,}{1e3 * r['step_s']:>10.1f}{r['tokens_per_s']:>11,.0f}"
               f"{r['peak_bytes'] / 2**20:>10.1f}{time_ratio[name]:>9.3f}  {spread[name][0]:.3f}-{spread[name][1]:.3f}")

@@ -1,6 +1,6 @@
 """Tokens/s and utilisation of a default-profile training step, today's configuration against the levers.
 
-    python benchmarks/train_throughput.py                      # the old and new defaults: Hydra r8 N=8, LoRA r32, full FT
+    python benchmarks/train_throughput.py              # old and new defaults: Hydra r8 N=8, LoRA r32, full FT
     python benchmarks/train_throughput.py --configs all --rounds 5    # + every lever on its own
     python benchmarks/train_throughput.py --profile 5          # + torch.profiler of 5 steps of the new default
     python benchmarks/train_throughput.py --compile-cost       # + first/warm torch.compile cost (subprocesses)
@@ -203,7 +203,8 @@ def run_block(model, tokenizer, rows, lengths, adapter_threads, options, steps, 
             results = [train(model, tokenizer, rows, configs[0])]
     out = []
     for i, record in enumerate(results[0].metrics):
-        tokens = sum(lengths[j] for c in configs for j in batch_indices(len(rows), i * c.batch_size, c.batch_size, c.seed))
+        tokens = sum(lengths[j] for c in configs
+                     for j in batch_indices(len(rows), i * c.batch_size, c.batch_size, c.seed))
         out.append((tokens, tokens / record["tokens_per_s"]))
     return out, [m["loss"] for m in results[0].metrics]
 
@@ -225,7 +226,7 @@ def measure(names, rounds, steps):
     peaks = []
     thread_counts = sorted({CONFIGS[n][1] for n in names})
     for rnd in range(rounds):
-        peaks.append(machine_peaks(thread_counts))  # the machine's matmul FLOP/s, measured between the steps of each round
+        peaks.append(machine_peaks(thread_counts))  # the machine's matmul FLOP/s, measured in each round
         for name in names[rnd % len(names):] + names[:rnd % len(names)]:
             adapter, threads, opts = CONFIGS[name]
             record, _ = run_block(models[name], tokenizer, rows, lengths, (threads, opts), {}, steps, seed=rnd)
@@ -241,7 +242,8 @@ def measure(names, rounds, steps):
         mult = CONFIGS[name][2].get("pad_to_multiple", 1)
         widths = []
         for s in range(steps):
-            ids = [j for seed in range(CONFIGS[name][2].get("seed_group", 1)) for j in batch_indices(len(rows), s * bs, bs, seed)]
+            ids = [j for seed in range(CONFIGS[name][2].get("seed_group", 1))
+                   for j in batch_indices(len(rows), s * bs, bs, seed)]
             w = max(lengths[j] for j in ids)
             widths.append(-(-w // mult) * mult)
         mean_len[name] = statistics.mean(widths)
@@ -397,7 +399,8 @@ def main():
           + f"; 1024^3 at 1 thread: fp32 {big['fp32'] / 1e9:.1f}, bf16 {big['bf16'] / 1e9:.1f}")
 
     summary = {}
-    print(f"\n{'configuration':26s} {'tokens/s':>9s} {'ratio':>6s} {'spread':>11s} {'GFLOP/s':>8s} {'util':>6s}  options")
+    print(f"\n{'configuration':26s} {'tokens/s':>9s} {'ratio':>6s} {'spread':>11s} {'GFLOP/s':>8s} {'util':>6s}  "
+          "options")
     for name in names:
         adapter, threads, opts = CONFIGS[name]
         tps = statistics.median(per_round[name])
@@ -427,7 +430,8 @@ def main():
                                 "tokens_per_s": summary[new]["tokens_per_s"],
                                 "tokens_per_s_before": summary[old]["tokens_per_s"], "new": new, "old": old}
             print(f"{method}: speedup {headline[method]['speedup']:.2f} (rounds {speedups_text(speedups)}), "
-                  f"utilisation {headline[method]['utilisation']:.1%} (before {headline[method]['utilisation_before']:.1%})")
+                  f"utilisation {headline[method]['utilisation']:.1%} "
+                  f"(before {headline[method]['utilisation_before']:.1%})")
     extra = {"matmul_gflops": {f"{d}_{t}thread": round(v / 1e9, 2) for (d, t), v in peak.items()},
              "matmul_gflops_1024_1thread": {d: round(v / 1e9, 2) for d, v in big.items()},
              "mean_real_tokens_per_row": round(mean_tokens, 2), "rounds": args.rounds, "steps": args.steps}
