@@ -8,13 +8,13 @@ and each seed's adapters act on its own rows through matrix products batched ove
 keeps its own batches (a function of its TrainConfig.seed and the step, as in hydralib.train), its own
 initialisation (the models come in with their adapters drawn), its own loss normalisation, gradient clipping
 and AdamW state (one fused AdamW over the stacked tensors: AdamW is elementwise), and comes back as its own
-TrainResult with its own model. On the default profile's shapes (tiny LLaMA, batch 32, Hydra r8 N=8, bf16) a
-step of 5 stacked seeds trains 1.2-1.3x the tokens/s of 5 separate steps (benchmarks/seed_groups.py); in fp32
-the results equal separate hydralib.train runs bit for bit (tests/test_seed_groups.py).
+TrainResult with its own model. On the default profile's shapes (tiny LLaMA, batch 32, Hydra r8 N=8, bf16) 5
+stacked seeds train 1.48x the tokens/s of 5 separate hydralib.train runs (benchmarks/seed_groups.py, on a busy
+machine); in fp32 the results equal separate hydralib.train runs bit for bit (tests/test_seed_groups.py).
 
-Supported: LoRA, Split and HydraLoRA with a fixed-free gate (heads = 1, or a learned per-token router reading x,
-without top-k), no dropout, one process, no gradient accumulation, no compile, no balance loss, no run folder
-(the run store keeps one folder per seed: it trains the group, then stores each result as its own run).
+Supported: LoRA, Split and HydraLoRA with heads = 1 or a learned per-token router reading x (no top-k), no
+dropout, one process, no gradient accumulation, no compile, no balance loss; no run folder, checkpoint or
+stop_at (the run store would store each seed's result as its own run), and no gate statistics in the metrics.
 """
 from __future__ import annotations
 
