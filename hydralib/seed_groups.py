@@ -44,10 +44,11 @@ class StackedAdapterLayer(nn.Module):
         super().__init__()
         first = layers[0]
         self.base, self.config, self.heads = first.base, first.config, first.heads
-        self.lora_A = nn.Parameter(torch.stack([layer.lora_A.detach() for layer in layers]))  # (k, a*r, in)
-        self.lora_B = nn.Parameter(torch.stack([layer.lora_B.detach() for layer in layers]))  # (k, out, N*r)
-        self.router = (None if first.router is None
-                       else nn.Parameter(torch.stack([layer.router.detach() for layer in layers])))  # (k, N, in)
+        # (k, a*r, in), (k, out, N*r), (k, N, in); a tensor the seeds do not train (e.g. a frozen A) stays frozen
+        for name in ("lora_A", "lora_B", "router"):
+            tensors = [getattr(layer, name) for layer in layers]
+            setattr(self, name, None if tensors[0] is None else nn.Parameter(
+                torch.stack([t.detach() for t in tensors]), requires_grad=tensors[0].requires_grad))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         autocast = torch.is_autocast_enabled(x.device.type)
@@ -86,6 +87,13 @@ def check_seed_group(models: list[nn.Module], configs: list[TrainConfig]) -> Non
             or adapter.top_k is not None)):
         raise ValueError("seed groups support LoRA, Split and HydraLoRA with no dropout, the fused implementation, and "
                          f"(heads > 1) a learned per-token router reading x without top-k; got {adapter.to_dict()}")
+    if getattr(adapter, "head_dropout", 0):
+        raise ValueError("seed groups support no head dropout; got head_dropout="
+                         f"{adapter.head_dropout}")
+    for name, layer in adapter_layers(models[0]).items():
+        other = sorted({n for n, _ in layer.named_parameters(recurse=False)} - {"lora_A", "lora_B", "router"})
+        if other:
+            raise ValueError(f"{name} has adapter tensors a seed group does not stack: {other} (a router of its own?)")
     first = {k: v for k, v in configs[0].to_dict().items() if k not in SEED_FREE}
     for s, (model, config) in enumerate(zip(models, configs)):
         if adapter_config_of(model) != adapter:
@@ -94,7 +102,8 @@ def check_seed_group(models: list[nn.Module], configs: list[TrainConfig]) -> Non
         changed = sorted(k for k in first if first[k] != other[k])
         if changed:
             raise ValueError(f"configs[{s}] differs from configs[0] in {changed}: only {', '.join(SEED_FREE)} may")
-        frozen = [(n, p) for n, p in model.named_parameters() if not p.requires_grad]
+        own = {id(p) for layer in adapter_layers(model).values() for p in layer.parameters(recurse=False)}
+        frozen = [(n, p) for n, p in model.named_parameters() if not p.requires_grad and id(p) not in own]
         reference = dict(models[0].named_parameters())
         if any(not torch.equal(p, reference[n]) for n, p in frozen):
             raise ValueError(f"models[{s}] has other frozen (base) weights than models[0]: one base per group")

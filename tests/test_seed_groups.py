@@ -82,3 +82,21 @@ def test_groups_that_cannot_stack_are_refused_by_name():
         next(p for p in models[2].parameters() if not p.requires_grad).add_(1.0)
     with pytest.raises(ValueError, match=r"models\[2\] has other frozen"):
         train_seed_group(models, tokenizer, CORPUS["train"], configs())
+
+
+def test_a_tensor_the_seeds_do_not_train_stays_as_it_was():
+    """A frozen A (as a freeze-A ablation leaves it) is not trained by the group either: the grouped run still
+    equals separate runs, and A is unchanged."""
+    models, tokenizer = seed_models(HYDRA)
+    for model in models:
+        for layer in adapter_layers(model).values():
+            layer.lora_A.requires_grad_(False)
+    before = [adapters(m) for m in models]
+    alone = [train(copy.deepcopy(m), tokenizer, CORPUS["train"], c)
+             for m, c in zip(models, configs(mixed_precision="no"))]
+    together = train_seed_group(models, tokenizer, CORPUS["train"], configs(mixed_precision="no"))
+    for start, one, grouped in zip(before, alone, together):
+        a, b = adapters(one.model), adapters(grouped.model)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert all(torch.equal(b[k], start[k]) for k in b if k.endswith("lora_A"))
+        assert not all(torch.equal(b[k], start[k]) for k in b if k.endswith("lora_B"))
