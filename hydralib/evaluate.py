@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import re
 from collections import defaultdict
@@ -17,7 +18,7 @@ from .data.formatting import (IGNORE_INDEX, collate, encode_prompt, encode_row, 
                               routing_fields)
 from .data.lengths import GENERATED_SOURCES
 from .data.sources import extract_gsm8k_answer
-from .inject import adapter_layers, batch_routing, recorded_gates, routing
+from .inject import adapter_layers, batch_routing, frozen_linear_weights_in, recorded_gates, routing
 
 SCORERS = ("exact",)
 MIXED_PRECISIONS = ("no", "bf16", "fp16", "auto")
@@ -121,6 +122,21 @@ class StopWhenLooping(StoppingCriteria):
         return looping
 
 
+def without_weight_casts(function):
+    """Run `function(model, ...)` with the model's frozen linear weights stored in bf16 when it is called under CPU
+    autocast to bf16 (the real-data lane scores so): autocast would otherwise cast every frozen weight at every
+    forward pass, every generated token included. The products are the same (inject.frozen_linear_weights_in),
+    and the weights are put back when the call returns."""
+    @functools.wraps(function)
+    def wrapper(model, *args, **kwargs):
+        device = next(model.parameters()).device
+        bf16 = (device.type == "cpu" and torch.is_autocast_enabled("cpu")
+                and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        with frozen_linear_weights_in(model, torch.bfloat16) if bf16 else contextlib.nullcontext():
+            return function(model, *args, **kwargs)
+    return wrapper
+
+
 def _batches(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -157,6 +173,7 @@ def _prompt_gates(layers: list, prompts: torch.Tensor) -> torch.Tensor:
     return torch.stack(per_layer, 1)
 
 
+@without_weight_casts
 @torch.no_grad()
 def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact", max_length: int = 64,
                   batch_size: int = 32, choice_ids: list[int] | None = None, gates: bool = False) -> dict:
@@ -248,6 +265,7 @@ def gate_profile(model, tokenizer, rows: list[dict], template: str = "compact", 
     return {"layers": list(adapter_layers(model)), "gates": torch.stack(gates)}
 
 
+@without_weight_casts
 @torch.no_grad()
 def generate(model, tokenizer, rows: list[dict], template: str = "compact", max_new_tokens: int = 16,
              batch_size: int = 32, max_length: int = 128, with_endings: bool = False, stop: str | None = None,
@@ -320,6 +338,7 @@ def mmlu_prompt(row: dict, shots: list[dict] = ()) -> str:
     return head + body + f"{row['instruction']}\nAnswer:"
 
 
+@without_weight_casts
 @torch.no_grad()
 def multiple_choice_accuracy(model, tokenizer, rows: list[dict], shots: dict[str, list[dict]] | None = None,
                              k_shot: int = 0, template: str | None = None) -> dict:

@@ -77,6 +77,28 @@ def add_adapters(model: nn.Module, config: AdapterConfig, seed: int | None = Non
     return model
 
 
+@contextlib.contextmanager
+def frozen_linear_weights_in(model: nn.Module, dtype: torch.dtype):
+    """Store the frozen weights (and biases) of the model's linear layers in `dtype` for the block, and put the
+    originals back, bit for bit, when it ends. Under autocast to `dtype` a linear product casts a weight that does
+    not train at every call (autocast caches the casts of trained weights only): stored in `dtype`, nothing is
+    cast, and the product is the same, since autocast rounds the weight to `dtype` as `.to(dtype)` does. A weight
+    that a non-linear module shares (a tied embedding) keeps its dtype: its other uses would change."""
+    shared = {id(p) for m in model.modules() if not isinstance(m, ADAPTABLE_TYPES) for p in m.parameters(recurse=False)}
+    originals = []
+    for module in model.modules():
+        if isinstance(module, ADAPTABLE_TYPES):
+            for p in module.parameters(recurse=False):
+                if not p.requires_grad and p.is_floating_point() and p.dtype != dtype and id(p) not in shared:
+                    originals.append((p, p.data))
+                    p.data = p.data.to(dtype)
+    try:
+        yield model
+    finally:
+        for p, data in originals:
+            p.data = data
+
+
 def adapter_config_of(model: nn.Module) -> AdapterConfig | None:
     """The AdapterConfig the model's adapter layers were built with (read from the layers), None without adapters."""
     layer = next(iter(adapter_layers(model).values()), None)

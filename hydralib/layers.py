@@ -212,12 +212,16 @@ class AdapterLayer(nn.Module):
 
     # --- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = self.base(x)
+        autocast = torch.is_autocast_enabled(x.device.type) and self.config.implementation == "fused"
+        # Under autocast, one cast of x for both products (autocast would cast it for each, and x.to(float32)
+        # would first widen a bf16 input only for autocast to narrow it again); the gate still reads x as given.
+        narrow = x.to(torch.get_autocast_dtype(x.device.type)) if autocast and not self.merged else x
+        result = self.base(narrow)
         if self.merged:
             return result
         if self.config.implementation == "loop":
             return result + self.loop_update(x.to(self.lora_A.dtype)).to(result.dtype)
-        h, logits = self.project(x.to(self.lora_A.dtype))
+        h, logits = self.project(narrow if autocast else x.to(self.lora_A.dtype))
         if self.heads > 1:
             g = self.gate(x, h, logits)
             per_head = self.config.method == "split" or (self.config.head_dropout and self.training)

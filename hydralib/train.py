@@ -34,7 +34,8 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from .data.formatting import IGNORE_INDEX, TEMPLATES, collate, encode_row, prompt_mask
 from .adapter_files import save_adapters
-from .inject import adapter_config_of, adapter_layers, batch_routing, router_statistics, routing
+from .inject import (adapter_config_of, adapter_layers, batch_routing, frozen_linear_weights_in, router_statistics,
+                     routing)
 from .layers import Router
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -152,6 +153,12 @@ def resolve_mixed_precision(setting: str, device: str = "auto") -> str:
     return "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
 
 
+def make_optimizer(parameters, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW, fused: one kernel per step for all tensors (torch's default on a CPU updates tensor by tensor,
+    about ten operations each)."""
+    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+
+
 def token_losses(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token cross-entropy of the next token and its mask (response tokens only), (batch, T-1)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -196,8 +203,8 @@ def _train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir, res
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # accelerate keeps one process-wide state; a new call may ask for another device or precision
         AcceleratorState._reset_state(reset_partial_state=True)
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(config.mixed_precision, config.device),
-                              cpu=config.device == "cpu")
+    precision = resolve_mixed_precision(config.mixed_precision, config.device)
+    accelerator = Accelerator(mixed_precision=precision, cpu=config.device == "cpu")
     world, rank = accelerator.num_processes, accelerator.process_index
     micro = config.batch_size // (config.grad_accum * world)
     if micro * config.grad_accum * world != config.batch_size:
@@ -222,7 +229,7 @@ def _train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir, res
     encoded = [encode_row(r, tokenizer, config.template, config.max_length) for r in rows]
     fingerprint = inputs_fingerprint(model, encoded) if run_dir is not None else None
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(trainable, config)
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps, min_lr_rate=config.lr_floor)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -240,82 +247,84 @@ def _train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir, res
         (run_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
     accelerator.wait_for_everyone()
 
-    model.train()
-    last = config.steps if stop_at is None else min(stop_at, config.steps)
-    bar = tqdm(range(start_step, last), initial=start_step, total=config.steps, desc="train", mininterval=5.0,
-               disable=not (config.progress and accelerator.is_main_process))
-    started = time.perf_counter()
-    for step in bar:
-        tick = time.perf_counter()
-        global_ids = batch_indices(len(encoded), step * config.batch_size, config.batch_size, config.seed)
-        global_tokens = sum(_response_tokens(encoded[i]) for i in global_ids)
-        if global_tokens == 0:
-            raise ValueError(f"step {step + 1}: the batch has no response tokens; max_length={config.max_length} "
-                             "leaves no room for the answers")
-        comp_loss = torch.zeros(len(names))
-        comp_tokens = torch.zeros(len(names))
-        step_loss, step_tokens, gate_stats = 0.0, 0, []
-        for m in range(config.grad_accum):
-            first = (m * world + rank) * micro
-            batch = collate([encoded[i] for i in global_ids[first:first + micro]], tokenizer.pad_token_id)
-            batch = _pad_to_multiple(batch, config.pad_to_multiple, tokenizer.pad_token_id)
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            with batch_routing(model, batch["route"], prompt_mask(batch)), \
-                    routing(inner, record=record_gates) if routed else contextlib.nullcontext():
-                with accelerator.autocast():
-                    losses, mask = token_losses(step_model, batch)
-                loss = losses.sum() * world / global_tokens
-                if routed:
-                    stats = router_statistics(inner, batch["attention_mask"])
-                    loss = loss + config.balance_weight * stats["balance_loss"] / config.grad_accum
-                    if router_losses:
-                        own = [l.router_loss() for l in layers]
-                        loss = loss + sum(x for x in own if x is not None) / config.grad_accum
-                    gate_stats.append(stats)
-                sync = m == config.grad_accum - 1
-                with contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(model):
-                    accelerator.backward(loss)
-            per_sample = losses.detach().sum(1).float().cpu()
-            comp_loss.index_add_(0, batch["component"].cpu(), per_sample)
-            comp_tokens.index_add_(0, batch["component"].cpu(), mask.sum(1).float().cpu())
-            step_loss += losses.detach().sum().item()
-            step_tokens += int(batch["attention_mask"].sum())
-        totals = accelerator.reduce(torch.tensor([step_loss, step_tokens], dtype=torch.float64,
-                                                 device=accelerator.device), "sum").cpu()
-        comp = accelerator.reduce(torch.stack([comp_loss, comp_tokens]).to(accelerator.device), "sum").cpu()
-        mean_loss = totals[0].item() / global_tokens
-        if not math.isfinite(mean_loss):
-            raise FloatingPointError(
-                f"loss is {mean_loss} at step {step + 1}: training diverged. Try a lower lr (now {config.lr}), "
-                f"gradient clipping (max_grad_norm, now {config.max_grad_norm}) or mixed_precision='no'")
-        max_norm = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
-        grad_norm = float(accelerator.clip_grad_norm_(trainable, max_norm))
-        if not math.isfinite(grad_norm):
-            raise FloatingPointError(
-                f"gradient norm is {grad_norm} at step {step + 1} (loss {mean_loss:.4g}): an overflow in backward. "
-                f"Try mixed_precision='no' or a lower lr (now {config.lr})")
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        seconds = time.perf_counter() - tick
-        record = {"step": step + 1, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
-                  "tokens_per_s": totals[1].item() / seconds, "grad_norm": grad_norm,
-                  "component_loss": {names[c]: (comp[0, c] / comp[1, c]).item()
-                                     for c in range(len(names)) if comp[1, c] > 0}}
-        if gate_stats:  # this process's micro-batches: how the learned routers spread the tokens
-            record.update(gate_entropy=sum(s["entropy"] for s in gate_stats) / len(gate_stats),
-                          balance_loss=sum(s["balance_loss"].item() for s in gate_stats) / len(gate_stats),
-                          head_usage=(sum(s["usage"] for s in gate_stats) / len(gate_stats)).tolist())
-        metrics.append(record)
-        bar.set_postfix(loss=f"{mean_loss:.4f}")
-        if run_dir is not None and accelerator.is_main_process:
-            with open(run_dir / METRICS_NAME, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            every = config.checkpoint_every
-            if (every and (step + 1) % every == 0) or step + 1 == last:
-                _save_checkpoint(run_dir, inner, optimizer, scheduler, step + 1, config, fingerprint)
-        accelerator.wait_for_everyone()
-    bar.close()
+    with frozen_linear_weights_in(inner, torch.bfloat16) if precision == "bf16" and accelerator.device.type == "cpu" \
+            else contextlib.nullcontext():
+        model.train()
+        last = config.steps if stop_at is None else min(stop_at, config.steps)
+        bar = tqdm(range(start_step, last), initial=start_step, total=config.steps, desc="train", mininterval=5.0,
+                   disable=not (config.progress and accelerator.is_main_process))
+        started = time.perf_counter()
+        for step in bar:
+            tick = time.perf_counter()
+            global_ids = batch_indices(len(encoded), step * config.batch_size, config.batch_size, config.seed)
+            global_tokens = sum(_response_tokens(encoded[i]) for i in global_ids)
+            if global_tokens == 0:
+                raise ValueError(f"step {step + 1}: the batch has no response tokens; max_length={config.max_length} "
+                                 "leaves no room for the answers")
+            comp_loss = torch.zeros(len(names))
+            comp_tokens = torch.zeros(len(names))
+            step_loss, step_tokens, gate_stats = 0.0, 0, []
+            for m in range(config.grad_accum):
+                first = (m * world + rank) * micro
+                batch = collate([encoded[i] for i in global_ids[first:first + micro]], tokenizer.pad_token_id)
+                batch = _pad_to_multiple(batch, config.pad_to_multiple, tokenizer.pad_token_id)
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                with batch_routing(model, batch["route"], prompt_mask(batch)), \
+                        routing(inner, record=record_gates) if routed else contextlib.nullcontext():
+                    with accelerator.autocast():
+                        losses, mask = token_losses(step_model, batch)
+                    loss = losses.sum() * world / global_tokens
+                    if routed:
+                        stats = router_statistics(inner, batch["attention_mask"])
+                        loss = loss + config.balance_weight * stats["balance_loss"] / config.grad_accum
+                        if router_losses:
+                            own = [l.router_loss() for l in layers]
+                            loss = loss + sum(x for x in own if x is not None) / config.grad_accum
+                        gate_stats.append(stats)
+                    sync = m == config.grad_accum - 1
+                    with contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(model):
+                        accelerator.backward(loss)
+                per_sample = losses.detach().sum(1).float().cpu()
+                comp_loss.index_add_(0, batch["component"].cpu(), per_sample)
+                comp_tokens.index_add_(0, batch["component"].cpu(), mask.sum(1).float().cpu())
+                step_loss += losses.detach().sum().item()
+                step_tokens += int(batch["attention_mask"].sum())
+            totals = accelerator.reduce(torch.tensor([step_loss, step_tokens], dtype=torch.float64,
+                                                     device=accelerator.device), "sum").cpu()
+            comp = accelerator.reduce(torch.stack([comp_loss, comp_tokens]).to(accelerator.device), "sum").cpu()
+            mean_loss = totals[0].item() / global_tokens
+            if not math.isfinite(mean_loss):
+                raise FloatingPointError(
+                    f"loss is {mean_loss} at step {step + 1}: training diverged. Try a lower lr (now {config.lr}), "
+                    f"gradient clipping (max_grad_norm, now {config.max_grad_norm}) or mixed_precision='no'")
+            max_norm = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
+            grad_norm = float(accelerator.clip_grad_norm_(trainable, max_norm))
+            if not math.isfinite(grad_norm):
+                raise FloatingPointError(
+                    f"gradient norm is {grad_norm} at step {step + 1} (loss {mean_loss:.4g}): an overflow in backward. "
+                    f"Try mixed_precision='no' or a lower lr (now {config.lr})")
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - tick
+            record = {"step": step + 1, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
+                      "tokens_per_s": totals[1].item() / seconds, "grad_norm": grad_norm,
+                      "component_loss": {names[c]: (comp[0, c] / comp[1, c]).item()
+                                         for c in range(len(names)) if comp[1, c] > 0}}
+            if gate_stats:  # this process's micro-batches: how the learned routers spread the tokens
+                record.update(gate_entropy=sum(s["entropy"] for s in gate_stats) / len(gate_stats),
+                              balance_loss=sum(s["balance_loss"].item() for s in gate_stats) / len(gate_stats),
+                              head_usage=(sum(s["usage"] for s in gate_stats) / len(gate_stats)).tolist())
+            metrics.append(record)
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
+            if run_dir is not None and accelerator.is_main_process:
+                with open(run_dir / METRICS_NAME, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                every = config.checkpoint_every
+                if (every and (step + 1) % every == 0) or step + 1 == last:
+                    _save_checkpoint(run_dir, inner, optimizer, scheduler, step + 1, config, fingerprint)
+            accelerator.wait_for_everyone()
+        bar.close()
     seconds = time.perf_counter() - started
     if run_dir is not None and accelerator.is_main_process and last == config.steps:
         _save_weights(inner, run_dir)

@@ -1,4 +1,5 @@
 """Scoring: loss per component, exact match, GSM8K numbers, multiple choice, sandboxed HumanEval."""
+import contextlib
 import math
 from types import SimpleNamespace
 
@@ -261,3 +262,30 @@ def test_a_generated_source_without_a_budget_is_named():
              "component_name": "gsm8k"}]
     with pytest.raises(ValueError, match="max_new_tokens=\\{'humaneval': 8\\} has no budget for 'gsm8k'"):
         evaluate_real(model, tokenizer, rows, {"max_new_tokens": {"humaneval": 8}}, "alpaca", 64)
+
+
+def test_bf16_autocast_scoring_stores_frozen_weights_in_bf16_with_the_same_results(monkeypatch):
+    """Under CPU autocast to bf16, scoring stores the frozen linear weights in bf16 for the call (no cast at each
+    forward pass): the same losses and generations as casting at every call, and the fp32 weights come back."""
+    import hydralib.evaluate as evaluate_module
+    from hydralib import AdapterConfig, add_adapters
+    from hydralib.evaluate import generate
+    model, tokenizer = load_model("tiny-random", **SMALL)
+    add_adapters(model, AdapterConfig(method="hydra", r=4, heads=2), seed=0)
+    rows = make_corpus(n_components=2, n_train=10, n_test=6, seed=0)["test"]
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    seen = []
+    model.model.layers[0].self_attn.q_proj.base.register_forward_pre_hook(lambda m, args: seen.append(m.weight.dtype))
+
+    def score():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return evaluate_loss(model, tokenizer, rows), generate(model, tokenizer, rows, max_new_tokens=4)
+
+    stored = score()
+    assert set(seen) == {torch.bfloat16}
+    monkeypatch.setattr(evaluate_module, "frozen_linear_weights_in", lambda model, dtype: contextlib.nullcontext())
+    seen.clear()
+    cast_each_call = score()
+    assert set(seen) == {torch.float32}
+    assert stored[0]["loss"] == cast_each_call[0]["loss"] and stored[1] == cast_each_call[1]
+    assert all(p.dtype == torch.float32 and torch.equal(p, weights[n]) for n, p in model.named_parameters())

@@ -311,3 +311,23 @@ def test_the_router_loss_is_trained_on_and_a_router_without_one_records_no_graph
     plain.routing.record = "graph"
     plain(x)
     assert plain.router_loss() is None
+
+
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])
+def test_fused_layer_under_bf16_autocast_stays_within_bf16_rounding_of_the_fp32_loop(input_dtype):
+    """Under autocast the fused layer casts x once for both products (a bf16 input is not widened first); its
+    output and gradients stay within bf16 rounding of the fp32 per-head loop."""
+    torch.manual_seed(0)
+    base = nn.Linear(48, 40).requires_grad_(False)
+    fused, loop = make_pair(base, method="hydra", r=4, heads=4, gate="learned")
+    x = torch.randn(3, 7, 48)
+    y_loop, gx_loop, g_loop = run(loop, x, None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, gx, g = run(fused, x.to(input_dtype), None)
+    assert y.dtype == torch.bfloat16 and gx.dtype == input_dtype
+    scale = y_loop.abs().max()
+    assert (y.float() - y_loop).abs().max() < 0.03 * scale
+    assert (gx.float() - gx_loop).abs().max() < 0.03 * gx_loop.abs().max()
+    for name in g_loop:
+        assert g[name].dtype == torch.float32  # the adapters train in fp32
+        assert (g[name] - g_loop[name]).abs().max() < 0.05 * g_loop[name].abs().max(), name

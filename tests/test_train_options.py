@@ -3,14 +3,18 @@
 Each must train (the loss falls), bf16 must stay close to fp32, padding must not change the loss, and bad
 settings must be refused with the option's name. Their cost and benefit: benchmarks/train_throughput.py.
 """
+import contextlib
 import copy
+import importlib
 import os
 import statistics
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from hydralib import AdapterConfig, add_adapters, load_model
+from hydralib.inject import frozen_linear_weights_in
 from hydralib.data import make_corpus
 from hydralib.train import TrainConfig, _pad_to_multiple, train
 
@@ -91,3 +95,41 @@ def test_compiled_step_trains_like_the_eager_step(tmp_path, monkeypatch):
     compiled = run(copy.deepcopy(base), tokenizer, steps=6, pad_to_multiple=32, compile=True)
     assert losses(compiled) == pytest.approx(eager, rel=1e-3, abs=1e-4)
     assert not hasattr(compiled.model, "_orig_mod")  # callers get the plain model back
+
+
+def test_frozen_weights_stored_in_bf16_train_exactly_as_autocast_casts_them(monkeypatch):
+    """bf16 training on the CPU stores the frozen linear weights in bf16 for the run: autocast rounds them to bf16
+    at every call anyway, so the losses are bit for bit those of casting at every call, and the model comes back
+    with its fp32 base weights untouched."""
+    base, tokenizer = adapted()
+    frozen = {n: p.detach().clone() for n, p in base.named_parameters() if not p.requires_grad}
+    seen = []  # the dtype a frozen weight has while the model trains
+
+    def trained(model):
+        model.model.layers[0].mlp.up_proj.base.register_forward_pre_hook(lambda m, args: seen.append(m.weight.dtype))
+        return model
+
+    stored = run(trained(copy.deepcopy(base)), tokenizer, steps=5, mixed_precision="bf16")
+    train_module = importlib.import_module("hydralib.train")
+    monkeypatch.setattr(train_module, "frozen_linear_weights_in", lambda model, dtype: contextlib.nullcontext())
+    cast_each_call = run(trained(copy.deepcopy(base)), tokenizer, steps=5, mixed_precision="bf16")
+    assert seen == [torch.bfloat16] * 5 + [torch.float32] * 5
+    assert losses(stored) == losses(cast_each_call)
+    after = dict(stored.model.named_parameters())
+    assert all(after[n].dtype == torch.float32 and torch.equal(after[n], w) for n, w in frozen.items())
+
+
+def test_frozen_linear_weights_in_leaves_trained_and_tied_weights_alone():
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True))
+    add_adapters(model, AdapterConfig(method="hydra", r=4, heads=2), seed=0)
+    q = model.model.layers[0].self_attn.q_proj
+    originals = {"q": q.base.weight.data, "head": model.lm_head.weight.data}
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied
+    with frozen_linear_weights_in(model, torch.bfloat16):
+        assert q.base.weight.dtype == torch.bfloat16
+        assert q.lora_A.dtype == torch.float32 and q.router.dtype == torch.float32  # trained: never narrowed
+        assert model.lm_head.weight.dtype == torch.float32  # shared with the embedding
+        assert torch.equal(q.base.weight.float(), originals["q"].to(torch.bfloat16).float())
+    for weight, original in ((q.base.weight, originals["q"]), (model.lm_head.weight, originals["head"])):
+        assert weight.dtype == torch.float32 and weight.data_ptr() == original.data_ptr()  # the original storage
