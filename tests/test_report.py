@@ -140,3 +140,12 @@ def test_plot_dbscan_eps_draws_count_and_noise_and_finds_the_eps_of_the_true_cou
     assert sweeps["groups"]["n_clusters"] == [0, 3, 1] and sweeps["groups"]["closest"] == 1
     assert (tmp_path / "eps.png").exists()
     assert plot_dbscan_eps({"groups": dbscan_eps_sweep(groups, [1.5])}, true_count=3)["groups"]["closest"] is None
+
+
+def test_crossover_level_is_the_first_level_where_the_better_mean_stops_exceeding():
+    from hydralib.report import crossover_level
+    better = {1.0: [0.7, 0.8], 0.67: [0.6, 0.6], 0.33: [0.4], 0.0: [0.5, 0.6]}
+    worse = {1.0: [0.5, 0.5], 0.67: [0.55, 0.55], 0.33: [0.4], 0.0: [0.3, 0.3]}
+    assert crossover_level([1.0, 0.67, 0.33, 0.0], better, worse) == 0.33  # equal means: no longer above
+    assert crossover_level([1.0, 0.0], better, worse) is None
+    assert crossover_level([0.0, 0.33], better, worse) == 0.33  # in the order given
