@@ -193,7 +193,7 @@ def plot_score_curves(curves: dict[str, dict[float, list[float]]], xlabel: str, 
     seeds), ticks at the swept values, each tick's label followed by its line of `notes` (e.g. the clustering's
     ARI at that level), dotted vertical lines at `marks` ({label: x}); reverse: x decreasing to the right. Saved to
     path if given; returns the figure."""
-    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9, 4.4), layout="constrained")
     xs = sorted({x for curve in curves.values() for x in curve})
     for name, curve in curves.items():
         at = sorted(curve)
@@ -205,6 +205,7 @@ def plot_score_curves(curves: dict[str, dict[float, list[float]]], xlabel: str, 
     ax.xaxis.set_major_formatter(FixedFormatter([f"{x:g}" + (f"\n{notes[x]}" if notes and x in notes else "")
                                                  for x in xs]))
     ax.xaxis.set_minor_locator(NullLocator())
+    ax.tick_params(axis="x", labelsize=8 if notes else 10)
     if reverse:
         ax.invert_xaxis()
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
