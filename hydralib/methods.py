@@ -10,9 +10,19 @@ ablation is one setting of AdapterConfig and, if it deserves a name, one line he
 """
 from __future__ import annotations
 
+import inspect
+
 from .config import AdapterConfig
+from .data.corpus import CLUSTER_TEXTS
+from .data.synthetic import make_corpus
 
 FULL_FINETUNING = "full fine-tuning"
+# What a cluster gate clusters (the data spec's cluster_text), in the words of its label.
+CLUSTER_TEXT_WORDS = {"prompt": "whole prompt", "instruction": "instruction"}
+# Data keys that synthetic_spec writes only when asked, at their defaults: with_data leaves a key at its default out
+# of the data spec, so that the run is the one every notebook that never names the key runs (the store shares it).
+UNWRITTEN_DEFAULTS = {"identifiability": inspect.signature(make_corpus).parameters["identifiability"].default,
+                      "cluster_text": CLUSTER_TEXTS[0]}
 
 
 def adapter_config(method: str = "lora", r: int = 8, heads: int | None = None, alpha: float | None = None,
@@ -83,6 +93,37 @@ def with_lr(configs: dict[str, AdapterConfig | None], adapter_lr: float | dict[i
         out[name] = {"adapter": config, "lr": full_lr if config is None else _rate(adapter_lr, config.r, name),
                      **train_options}
     return out
+
+
+def with_data(methods: dict[str, dict], **data) -> dict[str, dict]:
+    """The methods as with_lr returns them, their runs' data specs given more keys, merged into each method's own
+    data_options (which specs.synthetic_spec adds to the data spec): with_data(methods, identifiability=0.5).
+    A key at its default (UNWRITTEN_DEFAULTS) is left out, so that identifiability=1.0 gives the very runs of the
+    notebooks that never name it."""
+    out = {}
+    for name, method in methods.items():
+        merged = {**method.get("data_options", {}), **data}
+        written = {k: v for k, v in merged.items() if k not in UNWRITTEN_DEFAULTS or UNWRITTEN_DEFAULTS[k] != v}
+        out[name] = {k: v for k, v in method.items() if k != "data_options"}
+        if written:
+            out[name]["data_options"] = written
+    return out
+
+
+def clustering_on(methods: dict[str, dict], text: str) -> dict[str, dict]:
+    """Cluster-gated methods (as with_lr returns them) set to cluster `text`, the data spec's cluster_text:
+    "prompt" (instruction and input, the default) or "instruction" (the instruction alone), each labelled with it:
+    'Hydra r8 N=8 cluster gate (whole prompt)', 'Hydra r8 N=8 cluster gate (instruction)'. A method that
+    clusters nothing (no cluster gate, no router started from clusters) is refused."""
+    if text not in CLUSTER_TEXT_WORDS:
+        raise ValueError(f"unknown cluster text {text!r}; allowed: {', '.join(CLUSTER_TEXT_WORDS)}")
+    unclustered = [name for name, method in methods.items() if method.get("adapter") is None
+                   or (method["adapter"].gate != "cluster" and method["adapter"].router_init != "clusters")]
+    if unclustered:
+        raise ValueError(f"{unclustered} cluster nothing: only a cluster gate (or a router started from clusters) "
+                         f"clusters a text")
+    return {f"{name} ({CLUSTER_TEXT_WORDS[text]})": method
+            for name, method in with_data(methods, cluster_text=text).items()}
 
 
 def _rate(adapter_lr: float | dict[int, float], r: int, name: str) -> float:

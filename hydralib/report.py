@@ -186,6 +186,44 @@ def plot_cluster_trials(trials: dict[str, dict[str, list]], true_count: int, pat
     return fig
 
 
+def plot_score_curves(curves: dict[str, dict[float, list[float]]], xlabel: str, title: str, ylabel: str = "exact match",
+                      notes: dict[float, str] | None = None, marks: dict[str, float] | None = None,
+                      reverse: bool = False, path=None):
+    """Scores against a swept setting, one line per method ({method: {x: [score per seed]}}, mean ± sd over its
+    seeds), ticks at the swept values, each tick's label followed by its line of `notes` (e.g. the clustering's
+    ARI at that level), dotted vertical lines at `marks` ({label: x}); reverse: x decreasing to the right. Saved to
+    path if given; returns the figure."""
+    fig, ax = plt.subplots(figsize=(9, 4.4), layout="constrained")
+    xs = sorted({x for curve in curves.values() for x in curve})
+    for name, curve in curves.items():
+        at = sorted(curve)
+        means, spreads = zip(*(mean_and_spread(curve[x]) for x in at))
+        ax.errorbar(at, means, yerr=spreads, marker="o", capsize=3, label=name)
+    for i, (text, x) in enumerate((marks or {}).items()):
+        ax.axvline(x, color=f"C{len(curves) + i}", ls=":", lw=1, label=text)
+    ax.xaxis.set_major_locator(FixedLocator(xs))
+    ax.xaxis.set_major_formatter(FixedFormatter([f"{x:g}" + (f"\n{notes[x]}" if notes and x in notes else "")
+                                                 for x in xs]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.tick_params(axis="x", labelsize=8 if notes else 10)
+    if reverse:
+        ax.invert_xaxis()
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if path is not None:
+        fig.savefig(path)
+    return fig
+
+
+def crossover_level(levels, better: dict[float, list[float]], worse: dict[float, list[float]]) -> float | None:
+    """The first of `levels`, in the order given, where the mean of `better` no longer exceeds the mean of
+    `worse` ({level: [score per seed]}), or None where it exceeds it at every level."""
+    for level in levels:
+        if mean_and_spread(better[level])[0] <= mean_and_spread(worse[level])[0]:
+            return level
+    return None
+
+
 NEAR_UNIFORM = 0.05  # a panel whose every mean gate lies within this of 1/N routes every component alike
 
 

@@ -3,7 +3,8 @@ import pytest
 
 from hydralib.config import AdapterConfig
 from hydralib.methods import (FULL_FINETUNING, adapter_config, figure5_methods, full_finetuning, hydra,
-                              implementation_sweep, label, lane_methods, lane_roles, lora, split, with_lr)
+                              implementation_sweep, label, lane_methods, lane_roles, lora, split, with_lr,
+                              with_data, clustering_on)
 
 
 def test_labels_and_configurations_at_equal_scale():
@@ -69,3 +70,33 @@ def test_lane_roles_name_each_method_by_its_role_not_its_place():
     assert roles == {"lora": "LoRA r8", "split": "Split 3x8 learned", "token": "Hydra r8 N=3 token router",
                      "cluster": "Hydra r8 N=3 cluster gate", "wide": "LoRA r32"}
     assert set(lane_methods(8, 3)) == {roles[k] for k in ("lora", "split", "token", "cluster")}
+
+
+def test_with_data_merges_data_keys_and_leaves_defaults_out_so_runs_are_shared():
+    from hydralib.specs import method_specs
+    methods = with_lr({**lora(8), **hydra(8, 2, gate="cluster")}, 5e-3)
+    assert with_data(methods, identifiability=1.0) == methods  # the default: the very runs that never name it
+    harder = with_data(methods, identifiability=0.5)
+    assert harder["LoRA r8"] == {**methods["LoRA r8"], "data_options": {"identifiability": 0.5}}
+    both = with_data(clustering_on({k: v for k, v in harder.items() if "cluster" in k}, "instruction"), conflict=0.5)
+    [name] = both
+    assert both[name]["data_options"] == {"identifiability": 0.5, "cluster_text": "instruction", "conflict": 0.5}
+    options = dict(n_components=2, steps=1, pretrain_steps=1, n_train=4, n_test=2)
+    [spec] = method_specs(both, [0], **options, data_options={"max_word_length": 3})[name]
+    assert spec.data["identifiability"] == 0.5 and spec.data["cluster_text"] == "instruction"
+    [plain] = method_specs(methods, [0], **options)["LoRA r8"]
+    assert plain.key == method_specs(with_data(methods, identifiability=1.0), [0], **options)["LoRA r8"][0].key
+    assert plain.key != method_specs(harder, [0], **options)["LoRA r8"][0].key
+
+
+def test_clustering_on_labels_the_clustered_text_and_refuses_what_clusters_nothing():
+    clustered = with_lr(hydra(8, 8, gate="cluster"), 5e-3)
+    on_prompt, on_instruction = clustering_on(clustered, "prompt"), clustering_on(clustered, "instruction")
+    assert list(on_prompt) == ["Hydra r8 N=8 cluster gate (whole prompt)"]
+    assert list(on_instruction) == ["Hydra r8 N=8 cluster gate (instruction)"]
+    assert "data_options" not in on_prompt["Hydra r8 N=8 cluster gate (whole prompt)"]  # the default: 03's runs
+    assert on_instruction["Hydra r8 N=8 cluster gate (instruction)"]["data_options"] == {"cluster_text": "instruction"}
+    with pytest.raises(ValueError, match=r"\['Hydra r8 N=8 token router'\] cluster nothing"):
+        clustering_on(with_lr(hydra(8, 8), 5e-3), "prompt")
+    with pytest.raises(ValueError, match="unknown cluster text 'input'; allowed: prompt, instruction"):
+        clustering_on(clustered, "input")

@@ -42,13 +42,14 @@ def test_the_papers_tables_are_labelled_as_the_papers():
 
 def test_run_methods_builds_one_spec_per_method_and_seed(monkeypatch):
     seen = []
-    monkeypatch.setattr(runs, "run_many", lambda specs, store, processes: seen.extend(specs) or
+    import hydralib.store as store
+    monkeypatch.setattr(store, "run_many", lambda specs, store, processes, executor, address: seen.extend(specs) or
                         [{"seed": s.train.seed, "lr": s.train.lr} for s in specs])
     out = specs.run_methods(with_lr({"lora": adapter_config("lora", 8), "full": None}, 1e-3, 3e-4), [0, 1],
                            store=None, n_components=2, steps=5, pretrain_steps=0, n_train=16, n_test=4)
     assert [r["seed"] for r in out["lora"]] == [0, 1] and {r["lr"] for r in out["full"]} == {3e-4}
     assert seen[0].adapter.alpha == 16 and seen[2].adapter is None  # alpha = 2r at equal scale
-    with pytest.raises(ValueError, match="unknown method 'lorra'"):
+    with pytest.raises(ValueError, match="method must be one of lora, split, hydra, got method='lorra'"):
         adapter_config("lorra")
 
 
@@ -140,3 +141,12 @@ def test_plot_dbscan_eps_draws_count_and_noise_and_finds_the_eps_of_the_true_cou
     assert sweeps["groups"]["n_clusters"] == [0, 3, 1] and sweeps["groups"]["closest"] == 1
     assert (tmp_path / "eps.png").exists()
     assert plot_dbscan_eps({"groups": dbscan_eps_sweep(groups, [1.5])}, true_count=3)["groups"]["closest"] is None
+
+
+def test_crossover_level_is_the_first_level_where_the_better_mean_stops_exceeding():
+    from hydralib.report import crossover_level
+    better = {1.0: [0.7, 0.8], 0.67: [0.6, 0.6], 0.33: [0.4], 0.0: [0.5, 0.6]}
+    worse = {1.0: [0.5, 0.5], 0.67: [0.55, 0.55], 0.33: [0.4], 0.0: [0.3, 0.3]}
+    assert crossover_level([1.0, 0.67, 0.33, 0.0], better, worse) == 0.33  # equal means: no longer above
+    assert crossover_level([1.0, 0.0], better, worse) is None
+    assert crossover_level([0.0, 0.33], better, worse) == 0.33  # in the order given

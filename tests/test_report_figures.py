@@ -86,6 +86,12 @@ FIGURES = {
         "Mean gate per component and head"),
     "plot_validation_curves": lambda: report.plot_validation_curves(
         {"LoRA r8": [validation_run(0)], "HydraLoRA": [validation_run(0.1)]}, ["gsm8k", "mmlu"], "validation"),
+    "plot_score_curves": lambda: report.plot_score_curves(
+        {"Hydra r8 N=8 oracle": {1.0: [0.7, 0.72], 0.0: [0.6, 0.62]},
+         "Hydra r8 N=8 cluster gate (instruction)": {1.0: [0.7, 0.71], 0.67: [0.5], 0.33: [0.4], 0.0: [0.3, 0.35]},
+         "LoRA r32": {1.0: [0.5, 0.52], 0.0: [0.45, 0.5]}}, "identifiability", "when does clustering help?",
+        notes={level: f"ARI instruction {ari:.2f}\nARI prompt {ari:.2f}"
+               for level, ari in ((1.0, 1.0), (0.67, 0.55), (0.33, 0.21), (0.0, -0.03))}, reverse=True),
     "plot_component_losses": lambda: report.plot_component_losses(LANE, ["gsm8k", "mmlu"], "SmolLM2: 16 steps, 1 seed"),
 }
 
@@ -155,4 +161,18 @@ def test_component_losses_draw_error_bars_only_where_seeds_give_a_spread():
     spread = {name: {k: (m, 0.1) for k, (m, _) in row.items()} for name, row in LANE.items()}
     seeds = report.plot_component_losses(spread, ["gsm8k", "mmlu"], "3 seeds")
     assert len(error_bars(seeds)) == 2 and "± sd over seeds" in seeds.axes[0].get_ylabel()
+    plt.close("all")
+
+
+def test_score_curves_draw_each_method_at_its_levels_with_the_notes_under_the_ticks():
+    fig = report.plot_score_curves({"a": {1.0: [0.5, 0.7], 0.0: [0.2, 0.2]}, "b": {1.0: [0.4], 0.5: [0.3], 0.0: [0.1]}},
+                                   "identifiability", "t", notes={0.5: "ARI 0.40"}, marks={"elbow": 0.5}, reverse=True)
+    ax = fig.axes[0]
+    lines = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert [list(c.lines[0].get_xdata()) for c in lines] == [[0.0, 1.0], [0.0, 0.5, 1.0]]
+    assert list(lines[0].lines[0].get_ydata()) == pytest.approx([0.2, 0.6])
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.5\nARI 0.40", "1"]
+    assert ax.xaxis_inverted()
+    assert "elbow" in [t.get_text() for t in ax.get_legend().get_texts()]
     plt.close("all")
