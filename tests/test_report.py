@@ -150,3 +150,12 @@ def test_crossover_level_is_the_first_level_where_the_better_mean_stops_exceedin
     assert crossover_level([1.0, 0.67, 0.33, 0.0], better, worse) == 0.33  # equal means: no longer above
     assert crossover_level([1.0, 0.0], better, worse) is None
     assert crossover_level([0.0, 0.33], better, worse) == 0.33  # in the order given
+
+
+def test_the_replications_table_labels_every_number_as_someone_elses_with_its_protocol():
+    table = paper.replications_markdown()
+    assert "their reported numbers, not ours" in table
+    assert "| the paper (Tian et al. 2024) | HydraLoRA r8 | 47.22 | 0 |" in table
+    assert "| mtLoRA (ICLR 2026) re-run | HydraLoRA | 42.4 | 5 | W_q, W_v |" in table
+    assert "~41.5" in table and "(BBH 36.9)" in table and "45.3" in table
+    assert len(table.strip().splitlines()) == 4 + len(paper.REPLICATIONS)
