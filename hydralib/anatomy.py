@@ -18,6 +18,11 @@ Beware of the initialisation: LoRA starts with a random A and B = 0. LoRAs initi
 seed (hydralib.add_adapters(..., seed=s), as hydralib.pipeline does with the training seed) start from
 the same A, so a high A similarity after training can be the shared start rather than convergence.
 
+How far A and B moved from their start (run_movement): a run's starting adapter is drawn again from its
+spec, as the pipeline drew it (the same base, add_adapters with the training seed), and compared with the
+adapter the run saved. B starts at zero, so all of B is movement; A's relative change says whether A "stays
+near its initialisation", the reading of Observation II its critics propose.
+
 Inputs here are `loras`: {LoRA name: {module name: {"A": tensor, "B": tensor}}}, one entry per
 trained LoRA, each made by adapter_tensors.
 """
@@ -40,7 +45,8 @@ from torch import nn
 
 from .checks import check_choice
 from .adapter_files import WEIGHTS_NAME
-from .inject import adapter_layers
+from .inject import adapter_layers, movement_from_init
+from .pipeline import prepare_model
 
 MATRICES = ("A", "B", "BA")
 EMBEDDINGS = ("tsne", "umap")
@@ -210,6 +216,15 @@ def tensor_points(loras: dict[str, dict[str, dict[str, torch.Tensor]]],
     return torch.stack([tensor.flatten() for tensor in rows]).numpy(), meta
 
 
+def tsne_perplexity(n: int) -> float:
+    """The perplexity embed gives t-SNE for n points: sklearn's default 30 where n allows, else (n - 1) / 3 (it
+    must stay below n), at least 1. Roughly how many neighbours each point keeps close: t-SNE preserves those
+    neighbourhoods, not distances, so gaps between groups say little."""
+    if n < 2:
+        raise ValueError(f"t-SNE needs at least 2 points, got n={n!r}")
+    return max(1.0, min(30.0, (n - 1) / 3))
+
+
 def embed(X: np.ndarray, method: str = "tsne", seed: int = 42) -> np.ndarray:
     """(n, d) -> (n, 2) coordinates, the same for the same seed.
 
@@ -224,8 +239,7 @@ def embed(X: np.ndarray, method: str = "tsne", seed: int = 42) -> np.ndarray:
         raise ValueError(f"embed needs an (n, d) array of at least 3 points, got shape {X.shape}")
     n = X.shape[0]
     if method == "tsne":
-        perplexity = max(1.0, min(30.0, (n - 1) / 3))
-        return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(X)
+        return TSNE(n_components=2, init="pca", perplexity=tsne_perplexity(n), random_state=seed).fit_transform(X)
     import umap  # heavy: numba compiles for about 20 s on first import, so only a UMAP pays for it
     reducer = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed, n_jobs=1)
     return reducer.fit_transform(X)
@@ -431,3 +445,39 @@ def permutation_similarity(loras: dict[str, dict[str, dict[str, torch.Tensor]]],
                 per_layer[start:start + draws] += np.mean(cosines, axis=0)
         result[matrix] = (per_layer / len(layers)).tolist()
     return result
+
+
+# --- movement from the initialisation ---------------------------------------------------------------
+def run_movement(spec, run_folder) -> dict[str, dict]:
+    """How far a finished run's A and B moved from where the run started, per layer.
+
+    The start is drawn again as hydralib.pipeline.prepare_model draws it (the spec's base, then add_adapters with
+    spec.train.seed), the end is the adapter the run saved under run_folder/adapter. Per layer: inject.
+    movement_from_init's "A" (||A - A0|| / ||A0||), "B" and "B_from_zero", and, relative to the trained tensor,
+    "A_of_trained" = ||A - A0|| / ||A|| and "B_of_trained" = ||B - B0|| / ||B|| (1 when B started at zero: all of
+    it was learned), the one scale on which A's and B's change can be set side by side."""
+    model, _ = prepare_model(spec)
+    initial = adapter_tensors(model)
+    trained = adapter_tensors(run_folder)
+    if set(trained) != set(initial):
+        raise ValueError(f"{run_folder} holds other adapter layers than its spec builds: missing "
+                         f"{sorted(set(initial) - set(trained))[:3]}, extra {sorted(set(trained) - set(initial))[:3]}")
+    with torch.no_grad():
+        for name, layer in adapter_layers(model).items():
+            layer.lora_A.copy_(trained[name]["A"])
+            layer.lora_B.copy_(trained[name]["B"])
+    moved = movement_from_init(model, initial)
+    for name, entry in moved.items():
+        for key in ("A", "B"):
+            change = float(torch.linalg.norm(trained[name][key].float() - initial[name][key].float()))
+            size = float(torch.linalg.norm(trained[name][key].float()))
+            entry[f"{key}_of_trained"] = change / size if size > 0 else 0.0
+    return moved
+
+
+def mean_movement(moved: dict[str, dict]) -> dict[str, float]:
+    """run_movement's numbers averaged over layers: {"A", "B", "A_of_trained", "B_of_trained"}."""
+    if not moved:
+        raise ValueError("no layers to average: give run_movement's result")
+    return {key: statistics.fmean(entry[key] for entry in moved.values())
+            for key in ("A", "B", "A_of_trained", "B_of_trained")}

@@ -46,8 +46,9 @@ class EvalConfig:
     mixed_precision: str = "no"
 
     def __post_init__(self):
+        # a dict may be empty: a real-data run with no generated source (e.g. Dolly alone) generates nothing
         budgets = self.max_new_tokens.values() if isinstance(self.max_new_tokens, dict) else [self.max_new_tokens]
-        if not budgets or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in budgets):
+        if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in budgets):
             raise ValueError(f"max_new_tokens must be an integer >= 1 or {{source: integer >= 1}}, "
                              f"got max_new_tokens={self.max_new_tokens!r}")
         for name, low in (("n_test", 1), ("validation_points", 0), ("batch_size", 1), ("generation_batch_size", 1),

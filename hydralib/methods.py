@@ -46,15 +46,36 @@ def gate_label(config: AdapterConfig) -> str:
     return {"uniform": "uniform gate", "task": "oracle", "cluster": "cluster gate"}[config.gate]
 
 
+def setting_label(config: AdapterConfig) -> str:
+    """The settings a configuration changes from the defaults the table names assume, in words, each after a
+    comma: ', router on Ax', ', dropout 0.05 per head', ', loop', ', frozen A', ', random B (std 0.001)';
+    '' when it changes none (so the names of the default methods stay as they are)."""
+    parts = []
+    if config.router_input != "x":
+        parts.append(f"router on {config.router_input}")
+    if config.dropout > 0:
+        parts.append(f"dropout {config.dropout:g}" + (" per head" if config.head_dropout else ""))
+    if config.implementation != "fused":
+        parts.append(config.implementation)
+    if config.freeze_a:
+        parts.append("frozen A")
+    if config.b_init_std > 0:
+        parts.append(f"random B (std {config.b_init_std:g})")
+    return "".join(f", {part}" for part in parts)
+
+
 def label(config: AdapterConfig | None) -> str:
-    """The table name of a configuration: 'LoRA r8', 'Split 4x8 learned', 'Hydra r8 N=8 token router'."""
+    """The table name of a configuration: 'LoRA r8', 'Split 4x8 learned', 'Hydra r8 N=8 token router', with any
+    setting it changes said after a comma ('Hydra r8 N=8 token router, dropout 0.05 per head')."""
     if config is None:
         return FULL_FINETUNING
     if config.method == "lora":
-        return f"LoRA r{config.r}"
-    if config.method == "split":
-        return f"Split {config.heads}x{config.r} {gate_label(config)}"
-    return f"Hydra r{config.r} N={config.heads} {gate_label(config)}"
+        name = f"LoRA r{config.r}"
+    elif config.method == "split":
+        name = f"Split {config.heads}x{config.r} {gate_label(config)}"
+    else:
+        name = f"Hydra r{config.r} N={config.heads} {gate_label(config)}"
+    return name + setting_label(config)
 
 
 def full_finetuning() -> dict[str, None]:
@@ -126,6 +147,21 @@ def clustering_on(methods: dict[str, dict], text: str) -> dict[str, dict]:
             for name, method in with_data(methods, cluster_text=text).items()}
 
 
+def with_rate_of_rank(configs: dict[str, AdapterConfig], adapter_lr: float | dict[int, float], rank: int,
+                      **train_options) -> dict[str, dict]:
+    """Methods as with_lr gives them, every adapter at the rate adapter_lr gives rank `rank`, whatever its own rank:
+    for a rank the sweep did not tune (e.g. Split 8x5 at rank 8's rate). Say so wherever it is used."""
+    return with_lr(configs, _rate(adapter_lr, rank, f"rank {rank}"), **train_options)
+
+
+def with_balance_loss(methods: dict[str, dict], weight: float) -> dict[str, dict]:
+    """Methods as with_lr gives them, trained with a load-balancing loss of this weight (a training option, not an
+    adapter setting), each named so: 'Hydra r8 N=8 token router, balance loss 0.1'."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+        raise ValueError(f"a balance loss weight must be a number > 0, got {weight!r}")
+    return {f"{name}, balance loss {weight:g}": {**method, "balance_weight": weight} for name, method in methods.items()}
+
+
 def _rate(adapter_lr: float | dict[int, float], r: int, name: str) -> float:
     if not isinstance(adapter_lr, dict):
         return adapter_lr
@@ -177,3 +213,27 @@ def _lane_configs(r: int, heads: int, targets, wide_rank: int) -> dict[str, Adap
     if wide_rank:
         configs["wide"] = adapter_config("lora", wide_rank, targets=targets)
     return configs
+
+
+def figure6_roles(r: int, n: int) -> dict[str, str]:
+    """The paper's Figure 6 ablations (hydralib.paper.FIGURE6's names, the paper's at its r8) and the label of our
+    method that plays each at rank r and n heads: HydraLoRA is Hydra r N=n with the official token router; w/o MoE
+    one LoRA r; w/o gate the same heads under a uniform gate; w/o Hydra n full LoRA pairs under a learned router
+    (Split n x r)."""
+    return {"HydraLoRA": label(adapter_config("hydra", r, heads=n)),
+            "w/o MoE (= LoRA r8)": label(adapter_config("lora", r)),
+            "w/o Hydra (Split)": label(adapter_config("split", r, heads=n)),
+            "w/o gate (uniform)": label(adapter_config("hydra", r, heads=n, gate="uniform"))}
+
+
+def split_rank_matching_hydra(r: int, n: int, layer_shapes: list[tuple[int, int]]) -> int:
+    """The rank r' at which Split n x r' (n pairs A_i, B_i) holds as many adapter weights as Hydra r with n heads
+    (one A, n B) on layers of these (in, out) shapes, rounded to the nearest whole rank: Hydra holds
+    sum r (k + n d), Split sum n r' (k + d). Routers are the same n x k per layer for both and left out."""
+    if not layer_shapes or any(len(s) != 2 or min(s) < 1 for s in layer_shapes):
+        raise ValueError(f"layer_shapes must be a non-empty list of (in, out) sizes >= 1, got {layer_shapes!r}")
+    if r < 1 or n < 1:
+        raise ValueError(f"r and n must be >= 1, got r={r!r}, n={n!r}")
+    hydra_weights = sum(r * (k + n * d) for k, d in layer_shapes)
+    per_rank = sum(n * (k + d) for k, d in layer_shapes)
+    return max(1, round(hydra_weights / per_rank))

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 SOURCE = "Tian et al. 2024 (arXiv 2404.19245), LLaMA-2-7B"
 
-# Table 1: Dolly-15k -> MMLU; (scheme, r, n) -> (MMLU accuracy %, % params)
+# Table 1: Dolly-15k -> MMLU; (scheme, r, n) -> (MMLU accuracy %, % params). Table 1 writes LoRA-Split as
+# "r x n" (rank x number of pairs), Table 2 as "n x r" (its "LoRA-Split 4x8" is 4 pairs of rank 8): see SPLIT_NOTATION.
 TABLE1 = {
     ("lora", 8, 1): (43.22, 0.062),
     ("lora", 16, 1): (45.45, 0.124),
@@ -46,12 +47,31 @@ FIGURE5 = {
 }
 
 
+SPLIT_NOTATION = ("The paper writes LoRA-Split as r x n (rank x number of LoRA pairs) in Table 1 and as n x r in "
+                  "Table 2 (its \"LoRA-Split 4x8\" is 4 pairs of rank 8); we write n x r (pairs x rank) everywhere, so "
+                  "our Split 4x8 is Table 2's LoRA-Split 4x8 and Table 1's \"8 x 4\" row.")
+
+
+def our_label(scheme: str, r: int, n: int) -> str:
+    """Our name of a Table 1 row (scheme, r, n): 'LoRA r8', or 'Split nxr' (pairs x rank, Table 2's order)."""
+    if scheme not in ("lora", "split"):
+        raise ValueError(f"scheme must be 'lora' or 'split', got {scheme!r}")
+    return f"LoRA r{r}" if scheme == "lora" else f"Split {n}x{r}"
+
+
+def table1_split(heads: int, r: int) -> tuple[float, float] | None:
+    """Table 1's (MMLU %, % params) for our Split heads x r (heads pairs of rank r: Table 1's "r x heads" row);
+    None where Table 1 has no such row."""
+    return TABLE1.get(("split", r, heads))
+
+
 def table1_markdown() -> str:
-    lines = [f"The paper's Table 1 ({SOURCE}; Dolly-15k -> MMLU)", "",
-             "| scheme | r x n | MMLU (paper) | % params (paper) |", "|---|---|---|---|"]
+    lines = [f"The paper's Table 1 ({SOURCE}; Dolly-15k -> MMLU). {SPLIT_NOTATION}", "",
+             "| scheme | r x n (Table 1's order) | ours (pairs x rank) | MMLU (paper) | % params (paper) |",
+             "|---|---|---|---|---|"]
     for (scheme, r, n), (mmlu, percent) in TABLE1.items():
         name = "LoRA" if scheme == "lora" else "LoRA-Split"
-        lines.append(f"| {name} | {r} x {n} | {mmlu:.2f} | {percent:.3f} |")
+        lines.append(f"| {name} | {r} x {n} | {our_label(scheme, r, n)} | {mmlu:.2f} | {percent:.3f} |")
     return "\n".join(lines) + "\n"
 
 

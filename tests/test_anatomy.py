@@ -239,3 +239,47 @@ def test_plot_embedding_draws_every_point_with_a_legend(embedded):
     with pytest.raises(ValueError, match=r"shape \(len\(meta\), 2\) = \(24, 2\), got \(23, 2\)"):
         plot_embedding(points[:-1], meta, ax)
     plt.close(figure)
+
+
+def test_run_movement_redraws_the_runs_start_from_its_spec_and_reads_its_saved_adapter(tmp_path):
+    import dataclasses
+
+    from hydralib import add_adapters, load_model, save_adapters
+    from hydralib.anatomy import mean_movement, run_movement
+    from hydralib.data import make_corpus
+    from hydralib.inject import movement_from_init
+    from hydralib.methods import adapter_config
+    from hydralib.specs import synthetic_spec
+    from hydralib.train import TrainConfig, train
+    small = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
+                 num_key_value_heads=4, max_position_embeddings=64)
+    adapter = adapter_config("lora", 4, targets=["q_proj", "v_proj"])
+    spec = dataclasses.replace(synthetic_spec(adapter, 3, n_components=2, steps=4, lr=5e-3, pretrain_steps=0,
+                                              n_train=32, n_test=8), model={"name": "tiny-random", **small})
+    model, tokenizer = load_model("tiny-random", **small)
+    add_adapters(model, adapter, seed=3)  # the pipeline's start: the training seed
+    start = adapter_tensors(model)
+    rows = make_corpus(n_components=2, n_train=32, n_test=8, seed=0)["train"]
+    model = train(model, tokenizer, rows, TrainConfig(steps=4, batch_size=8, lr=5e-3, progress=False)).model
+    save_adapters(model, tmp_path / "adapter")
+    moved = run_movement(spec, tmp_path)
+    expected = movement_from_init(model, start)
+    assert set(moved) == set(expected)
+    for name, entry in moved.items():
+        assert entry["A"] == pytest.approx(expected[name]["A"], rel=1e-5) and entry["A"] > 0
+        assert entry["B_from_zero"] and entry["B_of_trained"] == pytest.approx(1.0)
+        assert 0 < entry["A_of_trained"] < 1
+    summary = mean_movement(moved)
+    assert summary["A"] == pytest.approx(sum(e["A"] for e in moved.values()) / len(moved))
+    # another seed draws another start: the movement is then measured from the wrong A and is far larger
+    other = dataclasses.replace(spec, train=dataclasses.replace(spec.train, seed=4))
+    assert mean_movement(run_movement(other, tmp_path))["A"] > 10 * summary["A"]
+
+
+def test_tsne_perplexity_is_the_default_30_where_the_points_allow_it():
+    from hydralib.anatomy import tsne_perplexity
+    assert tsne_perplexity(200) == 30.0
+    assert tsne_perplexity(32) == pytest.approx(31 / 3)  # the paper's panels of 32 points: about 10
+    assert tsne_perplexity(3) == 1.0
+    with pytest.raises(ValueError, match="at least 2 points, got n=1"):
+        tsne_perplexity(1)

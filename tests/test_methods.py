@@ -100,3 +100,53 @@ def test_clustering_on_labels_the_clustered_text_and_refuses_what_clusters_nothi
         clustering_on(with_lr(hydra(8, 8), 5e-3), "prompt")
     with pytest.raises(ValueError, match="unknown cluster text 'input'; allowed: prompt, instruction"):
         clustering_on(clustered, "input")
+
+
+def test_settings_beyond_the_defaults_are_said_in_the_label():
+    from hydralib.methods import setting_label
+    assert label(adapter_config("hydra", 8, heads=8, router_input="Ax")) == "Hydra r8 N=8 token router, router on Ax"
+    rlora = adapter_config("hydra", 8, heads=8, dropout=0.05, head_dropout=True, b_init_std=1e-3)
+    assert label(rlora) == "Hydra r8 N=8 token router, dropout 0.05 per head, random B (std 0.001)"
+    assert label(adapter_config("hydra", 8, heads=4, dropout=0.05, implementation="loop")) == \
+        "Hydra r8 N=4 token router, dropout 0.05, loop"
+    assert label(adapter_config("lora", 8, freeze_a=True)) == "LoRA r8, frozen A"
+    assert label(adapter_config("hydra", 8, heads=8, router_init="zeros")) == "Hydra r8 N=8 token router (zeros init)"
+    assert setting_label(adapter_config("split", 8, heads=4)) == ""
+    assert len({label(adapter_config("hydra", 8, heads=8, dropout=d)) for d in (0.0, 0.05, 0.1)}) == 3
+
+
+def test_balance_loss_is_a_training_option_named_in_the_label():
+    from hydralib.methods import with_balance_loss
+    methods = with_balance_loss(with_lr(hydra(8, 4), 5e-3), 0.1)
+    assert methods == {"Hydra r8 N=4 token router, balance loss 0.1":
+                       {"adapter": hydra(8, 4)["Hydra r8 N=4 token router"], "lr": 5e-3, "balance_weight": 0.1}}
+    with pytest.raises(ValueError, match="balance loss weight must be a number > 0, got 0"):
+        with_balance_loss(with_lr(hydra(8, 4), 5e-3), 0)
+
+
+def test_figure6_roles_name_our_method_for_each_of_the_papers_ablations():
+    from hydralib import paper
+    from hydralib.methods import figure6_roles
+    roles = figure6_roles(8, 8)
+    assert set(roles) == set(paper.FIGURE6)
+    assert roles == {"HydraLoRA": "Hydra r8 N=8 token router", "w/o MoE (= LoRA r8)": "LoRA r8",
+                     "w/o Hydra (Split)": "Split 8x8 learned", "w/o gate (uniform)": "Hydra r8 N=8 uniform gate"}
+
+
+def test_the_split_rank_that_matches_hydras_weights():
+    from hydralib.methods import split_rank_matching_hydra
+    # square layers: Hydra r8 N=2 holds 8 (d + 2d) = 24d, Split 2 x r' holds 4 r' d: r' = 6 exactly
+    assert split_rank_matching_hydra(8, 2, [(16, 16)]) == 6
+    # Hydra r8 N=8 on 16 -> 16 and 16 -> 64: 8 (16 + 128) + 8 (16 + 512) = 5376; Split 8 x r': (8 * 32 + 8 * 80) r'
+    assert split_rank_matching_hydra(8, 8, [(16, 16), (16, 64)]) == 6
+    assert split_rank_matching_hydra(8, 8, [(192, 192)]) == 4  # 72 / 16 = 4.5, rounded to even
+    with pytest.raises(ValueError, match="layer_shapes must be a non-empty list"):
+        split_rank_matching_hydra(8, 2, [])
+
+
+def test_with_rate_of_rank_gives_an_untuned_rank_a_tuned_ranks_rate():
+    from hydralib.methods import with_rate_of_rank
+    methods = with_rate_of_rank({**split(8, 5), **split(8, 5, gate="task")}, {"8": 5e-3, "32": 3e-3}, 8)
+    assert {name: m["lr"] for name, m in methods.items()} == {"Split 8x5 learned": 5e-3, "Split 8x5 oracle": 5e-3}
+    with pytest.raises(ValueError, match=r"'rank 16' has rank 16"):
+        with_rate_of_rank(split(8, 5), {8: 5e-3}, 16)
