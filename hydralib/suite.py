@@ -737,46 +737,54 @@ def _runs_02(p):
     def spec(seed, **selection):
         return json.dumps({"seed": seed, **selection}, sort_keys=True)
     ids = {x for s in p["seeds"] for family in lora_families(s, p["n_tasks"], spec).values() for x in family.values()}
-    return [RunGroup(len(ids), p["steps"], "tiny")]
+    frozen_a = len(p["seeds"])  # the mixture LoRA with a frozen random A, once a seed
+    return [RunGroup(len(ids) + frozen_a, p["steps"], "tiny")]
 
 
 def _runs_03(p):
     r, n = p["r"], p["heads"] or p["n_components"]
     configs = {**full_finetuning(), **lora(*p["ranks"]), **split(4, 8), **split(4, 8, gate="task"), **hydra(r, n),
-               **hydra(r, n, router_level="sequence"), **hydra(r, n, gate="cluster"), **hydra(r, p["paper_heads"])}
+               **hydra(r, n, router_level="sequence"), **hydra(r, n, gate="cluster"), **hydra(r, p["paper_heads"]),
+               **hydra(r, n, gate="task")}
     ids = _identities(with_lr(configs, p["lora_lr"], p["full_lr"]), p["seeds"])
-    return [RunGroup(len(set(ids)), p["steps"], "tiny")]
+    sharing = 2 * len(p["seeds"])  # Split n x r' (r' matching Hydra's size) under the oracle and the learned router
+    return [RunGroup(len(set(ids)) + sharing, p["steps"], "tiny")]
 
 
 def _runs_04(p):
-    r, seeds = p["r"], p["seeds"]
+    r, seeds, n = p["r"], p["seeds"], p["n_components"]
     configs = lora(r)
-    for n in p["head_counts"]:
-        if n > 1:
-            configs.update({**hydra(r, n), **hydra(r, n, gate="cluster")})
-    hardness = with_lr({**lora(32), **hydra(r, p["n_components"]), **hydra(r, p["n_components"], gate="cluster")},
-                       p["lr"])
-    ids = _identities(with_lr(configs, p["lr"]), seeds, conflict=1.0) + _identities(hardness, seeds, conflict=1.0)
-    hardest = min(p["harder"]) if p["harder"] else 1.0
-    for conflict in p["harder"]:
-        ids += _identities(hardness, seeds if conflict == hardest else seeds[:p["between_seeds"]], conflict=conflict)
+    for heads in p["head_counts"]:
+        if heads > 1:
+            configs.update({**hydra(r, heads), **hydra(r, heads, gate="cluster")})
+    ids = _identities(with_lr(configs, p["lr"]), seeds)
+    sweep = with_lr({**hydra(r, n, gate="task"), **hydra(r, n), **hydra(r, n, router_level="sequence"), **lora(32),
+                     **split(4, r)}, p["lr"])
+    clustered = with_lr(hydra(r, n, gate="cluster"), p["lr"])
+    for level in p["identifiability_levels"]:
+        level_seeds = seeds if level in (1.0, 0.0) else seeds[:p["curve_seeds"]]
+        data = {} if level == 1.0 else {"identifiability": level}  # level 1 is the runs of the other notebooks
+        ids += _identities(sweep, level_seeds, **data)
+        for text in ("prompt", "instruction"):
+            ids += _identities(clustered, level_seeds, **data, **({} if text == "prompt" else {"cluster_text": text}))
     return [RunGroup(len(set(ids)), p["steps"], "tiny")]
 
 
 def _runs_05(p):
-    def ablation(train=None, **setting):  # the notebook's hydra(): one setting of HydraLoRA changed
-        return {"adapter": adapter_config("hydra", p["r"], heads=p["n_components"], **setting), "lr": p["lr"],
-                **(train or {})}
-    methods = {"lora": {"adapter": adapter_config("lora", p["r"]), "lr": p["lr"]}, "token": ablation(),
-               "uniform": ablation(gate="uniform"), "zeros": ablation(router_init="zeros"),
-               "split": {"adapter": adapter_config("split", p["r"], heads=p["n_components"]), "lr": p["lr"]},
-               "sequence": ablation(router_level="sequence"), "cluster": ablation(gate="cluster"),
-               "warm": ablation(router_init="clusters"), "task": ablation(gate="task")}
+    r, n = p["r"], p["n_components"]
+    configs = {**hydra(r, n), **lora(r), **hydra(r, n, gate="uniform"), **split(n, r),
+               **hydra(r, n, router_init="zeros"), **hydra(r, n, router_level="sequence"), **hydra(r, n, gate="cluster"),
+               **hydra(r, n, router_init="clusters"), **hydra(r, n, gate="task"),
+               **hydra(r, n, dropout=p["dropout"], head_dropout=True, b_init_std=p["b_init_std"])}
     if p["code_choices_run"]:
-        methods.update({"Ax": ablation(router_input="Ax"), "top1": ablation(top_k=1), "top2": ablation(top_k=2),
-                        "balance": ablation(train={"balance_weight": p["balance_weight"]})})
+        configs.update({**hydra(r, n, router_input="Ax"), **hydra(r, n, top_k=1), **hydra(r, n, top_k=2)})
     if p["dropout_variants"]:
-        methods.update({"dropout": ablation(dropout=0.05), "loop": ablation(dropout=0.05, implementation="loop")})
+        configs.update({**hydra(r, n, dropout=p["dropout"]),
+                        **hydra(r, n, dropout=p["dropout"], implementation="loop")})
+    methods = with_lr(configs, p["lr"])
+    if p["code_choices_run"]:
+        methods.update({"balance": {**with_lr(hydra(r, n), p["lr"])[next(iter(hydra(r, n)))],
+                                    "balance_weight": p["balance_weight"]}})
     return [RunGroup(len(set(_identities(methods, p["seeds"]))), p["steps"], "tiny")]
 
 

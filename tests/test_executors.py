@@ -155,21 +155,22 @@ def test_the_dry_run_counts_each_notebooks_distinct_runs():
     # derived by hand from the notebooks' run cells, 5 seeds each:
     assert counted["01_heterogeneity_and_split"] == [(35, 150)]  # levels 1, 8 x (full, LoRA r8) = 20; Table 1 at
     #   8: LoRA r8, r32, Split 4x8 learned and oracle = 20, less LoRA r8 at 8 components, already in Figure 2
-    assert counted["02_anatomy_of_lora"] == [(50, 100)]  # (3 per task + mixture + 3 other seeds + 3 IID parts) x 5
-    assert counted["03_hydralora_vs_baselines"] == [(45, 150)]  # full, LoRA r8, r32, Split 4x8 x 2 gates, Hydra
-    #   N=8 per token, per sequence, cluster gate, Hydra N=3: 9 x 5
-    assert counted["04_intrinsic_components"] == [(54, 150)]  # LoRA r8 + N=2, 8 x 2 gates = 25; at conflict 1.0
-    #   LoRA r32 is new (Hydra N=8's two gates are Figure 8's) = 5; 0.9 on 3 seeds = 9; 0.75 on 5 = 15
-    assert counted["05_ablations"] == [(45, 150)]  # 4 paper + 1 code choice + 5 routings, less the token router
-    #   twice (paper row and routing row): 9 x 5
+    assert counted["02_anatomy_of_lora"] == [(55, 100)]  # (3 per task + mixture + 3 other seeds + 3 IID parts
+    #   + the mixture LoRA with a frozen random A) x 5
+    assert counted["03_hydralora_vs_baselines"] == [(60, 150)]  # full, LoRA r8, r32, Split 4x8 x 2 gates, Hydra
+    #   N=8 per token, per sequence, cluster gate, oracle, Hydra N=3, Split 8x5 x 2 gates (sharing A): 12 x 5
+    assert counted["04_intrinsic_components"] == [(127, 150)]  # LoRA r8 + N=2, 8 x 2 gates = 25; the sweep's 7
+    #   methods at identifiability 1 less Figure 8's two = 25; 0.67 and 0.33 on 3 seeds = 42; 0 on 5 = 35
+    assert counted["05_ablations"] == [(50, 150)]  # 4 paper + 1 code choice + R-LoRA + 5 routings, less the token
+    #   router twice (paper row and routing row): 10 x 5
     assert counted["07_routing"] == [(15, 150)]
     assert counted["08_real_data"] == [(4, 16), (1, 0)]  # LoRA, Split, Hydra x 2 gates on 1 seed; the base scored
     assert counted["06_efficiency"] == [] and counted["00_quickstart"] == [(1, 60)]
     more = _counted(plan_suite("default", ["05_ablations"], ["05_ablations.code_choices_run=true",
                                                              "05_ablations.dropout_variants=true"]))
-    assert more["05_ablations"] == [(75, 150)]  # + router on Ax, top-1, top-2, balance loss, 2 dropout rows: 15 x 5
+    assert more["05_ablations"] == [(80, 150)]  # + router on Ax, top-1, top-2, balance loss, 2 dropout rows: 16 x 5
     fewer = _counted(plan_suite("default", ["05_ablations"], ["05_ablations.dropout_variants=true", "seeds=[0, 1]"]))
-    assert fewer["05_ablations"] == [(22, 150)]  # 11 x 2 seeds: the overrides are what is counted
+    assert fewer["05_ablations"] == [(24, 150)]  # 12 x 2 seeds: the overrides are what is counted
 
 
 def test_device_hours_and_wall_time_on_k_devices(monkeypatch):
@@ -201,6 +202,6 @@ def test_a_dry_run_on_gpus_prints_runs_device_hours_and_wall_times(capsys):
     assert "cost of smollm2-135m on a gpu: " in out and "(estimate, not measured" in out
     total = out.strip().splitlines()[-1]
     hours = re.search(r"(\d+) run\(s\) and 2 scoring\(s\) of a base model, about ([\d.]+) device-hours", total)
-    assert hours and int(hours.group(1)) == 1 + 35 + 50 + 45 + 54 + 45 + 15 + 8 and float(hours.group(2)) > 0, total
+    assert hours and int(hours.group(1)) == 1 + 35 + 55 + 60 + 127 + 50 + 15 + 8 and float(hours.group(2)) > 0, total
     walls = dict(re.findall(r"(\d): ([\d.]+ (?:h|min))", total))
     assert set(walls) == {"1", "2", "4", "8"}, total
