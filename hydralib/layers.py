@@ -212,7 +212,8 @@ class AdapterLayer(nn.Module):
 
     # --- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        autocast = torch.is_autocast_enabled(x.device.type) and self.config.implementation == "fused"
+        autocast = x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type) and \
+            self.config.implementation == "fused"  # the meta device (shape checks) has no autocast
         # Under autocast, one cast of x for both products (autocast would cast it for each, and x.to(float32)
         # would first widen a bf16 input only for autocast to narrow it again); the gate still reads x as given.
         narrow = x.to(torch.get_autocast_dtype(x.device.type)) if autocast and not self.merged else x
