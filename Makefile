@@ -54,7 +54,7 @@ suite: $(KERNEL)
 
 test: pytest notebooks-ci
 
-pytest: $(KERNEL)
+pytest: $(KERNEL) $(VENV)/.cluster   # the tests run the local Ray cluster, so they install the extra
 	$(PY) -m pytest -q
 
 notebooks-ci: $(KERNEL)
