@@ -34,7 +34,6 @@ from typing import NamedTuple
 
 import yaml
 
-from .methods import adapter_config, full_finetuning, hydra, lane_methods, lora, split, with_lr
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -719,6 +718,7 @@ def _runs_00(p):
 
 
 def _runs_01(p):
+    from .methods import full_finetuning, lora, split, with_lr  # lazy: loads torch (data)
     figure2 = with_lr({**full_finetuning(), **lora(p["r"])}, p["lora_lr"], p["full_lr"])
     ids = [i for k in p["levels"] for i in _identities(figure2, p["seeds"], n_components=k)]
     table1 = lora(*p["ranks"])
@@ -742,6 +742,7 @@ def _runs_02(p):
 
 
 def _runs_03(p):
+    from .methods import full_finetuning, hydra, lora, split, with_lr  # lazy: loads torch (data)
     r, n = p["r"], p["heads"] or p["n_components"]
     configs = {**full_finetuning(), **lora(*p["ranks"]), **split(4, 8), **split(4, 8, gate="task"), **hydra(r, n),
                **hydra(r, n, router_level="sequence"), **hydra(r, n, gate="cluster"), **hydra(r, p["paper_heads"]),
@@ -752,6 +753,7 @@ def _runs_03(p):
 
 
 def _runs_04(p):
+    from .methods import hydra, lora, split, with_lr  # lazy: loads torch (data)
     r, seeds, n = p["r"], p["seeds"], p["n_components"]
     configs = lora(r)
     for heads in p["head_counts"]:
@@ -771,6 +773,7 @@ def _runs_04(p):
 
 
 def _runs_05(p):
+    from .methods import hydra, lora, split, with_lr  # lazy: loads torch (data)
     r, n = p["r"], p["n_components"]
     configs = {**hydra(r, n), **lora(r), **hydra(r, n, gate="uniform"), **split(n, r),
                **hydra(r, n, router_init="zeros"), **hydra(r, n, router_level="sequence"), **hydra(r, n, gate="cluster"),
@@ -793,6 +796,7 @@ def _runs_07(p):
 
 
 def _runs_08(p):
+    from .methods import lane_methods  # lazy: loads torch (data)
     methods = lane_methods(p["r"], p["heads"] or 2, p["targets"], p["wide_rank"])  # N does not change the count
     seeds = len(p["seeds"])
     return [RunGroup(len(methods) * seeds, p["steps"], p["model"]),

