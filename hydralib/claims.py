@@ -515,11 +515,13 @@ def _number(v, fmt: str) -> str:
 
 
 def _comparison_key(r: dict):
-    """What makes two records one comparison: a shared `comparison` name, else equal values on both sides."""
+    """What makes two records one comparison: a shared `comparison` name, else equal values on both sides. Rows of
+    0/1 outcomes over trials (agreement) are never merged by their values: two different clusterings can agree in
+    0 of 15 trials alike."""
     if r.get("comparison"):
         return "name", r["comparison"]
     better, worse = r.get("better_values"), r.get("worse_values")
-    if not better:
+    if not better or r.get("kind") == "agreement":
         return None
     return "values", r.get("kind", "paired"), tuple(round(v, 12) for v in better), tuple(round(v, 12) for v in worse)
 

@@ -320,3 +320,11 @@ def test_the_bootstrap_has_its_own_p_value():
     better, worse = [float(b.mean()) for b in better_rows], [float(w.mean()) for w in worse_rows]
     boot = compare(better, worse, better_rows=better_rows, worse_rows=worse_rows, method="bootstrap")
     assert boot["p"] == pytest.approx(1 / 2000)
+
+
+def test_agreement_rows_with_equal_outcomes_from_different_clusterings_stay_two_rows(tmp_path):
+    never = {"elbow": {"n_clusters": [8] * 15}, "dbscan": {"n_clusters": [1] * 15}}
+    record_verdicts(tmp_path, "04_x", [agreement_claim("prompt TF-IDF: they agree", never, true_n=8)])
+    record_verdicts(tmp_path, "08_y", [agreement_claim("real mixture: they agree", never, true_n=3)])
+    table = claims_table([tmp_path])
+    assert "prompt TF-IDF: they agree" in table and "real mixture: they agree" in table and "also in" not in table
