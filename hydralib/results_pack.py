@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path, PurePosixPath
 
-from .store import code_version  # the code key: the one name this module takes from the run store
+from .store import code_version, file_sha256  # the code key, and how the store checksums a file
 from .suite import BUILD_DIR, NOTEBOOK_DIR, PROFILE_DIR, _plan_dirs, plan_suite
 
 FORMAT = "hydralib-results-pack/1"
@@ -66,14 +66,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _git_commit(repo_root: Path) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=repo_root)
@@ -103,7 +95,7 @@ def export_pack(profile: str, output: Path | None = None, build_dir: Path = BUIL
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "folders": {kind: sorted({_archive_name(f, build_dir, repo_root) for f in found})
                             for kind, found in folders.items()},
-                "files": {name: _file_sha256(path) for name, path in names.items()}}
+                "files": {name: file_sha256(path) for name, path in names.items()}}
     output = Path(output) if output is not None else build_dir / f"{profile}-results.tar.gz"
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")

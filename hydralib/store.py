@@ -146,7 +146,8 @@ class RunStore:
             files = record["files"] if isinstance(record, dict) else None
             if not isinstance(files, dict) or not files or RESULTS_NAME not in files:
                 return None  # a completion record of the wrong shape: damaged, run again
-            if any(not isinstance(digest, str) or _sha256(folder / name) != digest for name, digest in files.items()):
+            if any(not isinstance(digest, str) or file_sha256(folder / name) != digest
+                   for name, digest in files.items()):
                 return None
             results = json.loads((folder / RESULTS_NAME).read_text())
             return results if isinstance(results, dict) else None
@@ -185,7 +186,7 @@ class RunStore:
         (folder / RESULTS_NAME).write_text(json.dumps(results, indent=2))
         (folder / CHECKPOINT_NAME).unlink(missing_ok=True)  # finished runs keep weights, not optimizer state
         files = [p for p in folder.rglob("*") if p.is_file() and p.name != DONE_NAME]
-        record = {"files": {str(p.relative_to(folder)): _sha256(p) for p in files}}
+        record = {"files": {str(p.relative_to(folder)): file_sha256(p) for p in files}}
         tmp = folder / (DONE_NAME + ".tmp")
         tmp.write_text(json.dumps(record, indent=2))
         os.replace(tmp, folder / DONE_NAME)
@@ -198,7 +199,8 @@ def _resumable(folder: Path) -> bool:
     return checkpoint_loads(folder / CHECKPOINT_NAME)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
