@@ -53,7 +53,7 @@ ALPHA = 1 - CONFIDENCE  # the false discovery rate the table's Benjamini-Hochber
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 ONE_SEED = "inconclusive (1 seed)"
-NOT_RUN = "not decided here"
+NOT_RUN = "not run"
 CLAIM_OPTIONS = ("better_rows", "worse_rows", "test_rows", "method", "sizes", "decided_by", "baseline", "agreement",
                  "unit", "replicates", "comparison")
 # Options kept in the record (and shown in the table) as they are given.
@@ -341,7 +341,8 @@ def record_verdict(folder, notebook: str, claim: str, result: dict, paper: str =
     """Add one verdict (from compare, compare_to_baseline, agreement_result or not_decided) to
     folder/verdicts.json, replacing an earlier one for the same claim (which keeps its place).
 
-    decided_by: the profile that decides a claim this one cannot (e.g. "gpu"), shown in the table.
+    decided_by: what decides a claim this profile cannot: a profile name ("gpu") or needs_profile's text with
+    its cost; the table says the row has not run there.
     sizes: (better's count, worse's count) as ParameterCount, run "parameters" dicts or ints.
     unit: what the compared values are, where not a score (e.g. "speed-up over LoRA r8's step time, x").
     replicates: what the values are replicates of, where not seeds (e.g. "timing repeats").
@@ -593,8 +594,19 @@ def _size_short(size: dict) -> str:
     return f"{size['exact']:,}; {paper}"
 
 
+def needs_profile(profile: str, device_hours: float | None = None) -> str:
+    """What a claim this profile cannot decide needs, for decided_by: the command, with its estimated cost."""
+    cost = f" (about {device_hours:.2g} device-hours, estimated)" if device_hours is not None else ""
+    return f"`make suite PROFILE={profile}`{cost}"
+
+
 def _verdict_cell(r: dict) -> str:
-    return r["verdict"] + (f"; decided by: {r['decided_by']}" if r.get("decided_by") else "")
+    """The verdict; a row this profile cannot decide says what would decide it and that it has not run."""
+    needs = r.get("decided_by")
+    if not needs:
+        return r["verdict"]
+    needs = needs if " " in needs else needs_profile(needs)  # a bare profile name, as older tables stored it
+    return f"not run: needs {needs}" if r["verdict"] == NOT_RUN else f"{r['verdict']}; needs {needs} to decide"
 
 
 def _rows_note(r: dict) -> str:

@@ -32,7 +32,9 @@ class EvalConfig:
     number or {source: number} (real data). scorer: how a generation is compared with its answer.
     validation_points: measure the validation loss at k evenly spaced steps (0: never). batch_size,
     generation_batch_size: rows per scoring and per generation batch. execute_code: run HumanEval's
-    generated programs (sandboxed; opt-in). mmlu_shots: also k-shot MMLU (0: zero-shot only).
+    generated programs (sandboxed; opt-in). mmlu_shots: also k-shot MMLU (0: zero-shot only). generation: False
+    scores a real-data run without generating (losses, token accuracy and MMLU, which reads the likeliest letter;
+    no GSM8K exact match or HumanEval pass@1), where greedy decoding would cost more than the training.
     mixed_precision: autocast while scoring ("no": full precision; "auto" as in TrainConfig)."""
 
     n_test: int | None = None
@@ -44,6 +46,7 @@ class EvalConfig:
     execute_code: bool = False
     mmlu_shots: int = 0
     mixed_precision: str = "no"
+    generation: bool = True
 
     def __post_init__(self):
         # a dict may be empty: a real-data run with no generated source (e.g. Dolly alone) generates nothing
@@ -63,8 +66,12 @@ class EvalConfig:
         if self.mixed_precision not in MIXED_PRECISIONS:
             raise ValueError(f"unknown mixed_precision {self.mixed_precision!r}; allowed: "
                              f"{', '.join(map(repr, MIXED_PRECISIONS))}")
-        if not isinstance(self.execute_code, bool):
-            raise ValueError(f"execute_code must be true or false, got execute_code={self.execute_code!r}")
+        for name in ("execute_code", "generation"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {name}={getattr(self, name)!r}")
+        if self.execute_code and not self.generation:
+            raise ValueError("execute_code=True runs generated code, so it needs generation=True; "
+                             "got generation=False")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -398,6 +405,7 @@ def evaluate_real(model, tokenizer, rows: list[dict], evaluation: EvalConfig | d
       budget and the share stopped in a loop (StopWhenLooping);
     - HumanEval rows: pass@1 and its shares cut off and looping, only when evaluation.execute_code is true (it
       runs the generated code, sandboxed);
+    - with evaluation.generation false, nothing is generated: GSM8K and HumanEval are scored by their losses only;
     - gates: also "gates", each row's routing (gate_profile's), from the loss pass."""
     evaluation = EvalConfig.from_dict(evaluation)
     batch_size = evaluation.batch_size
@@ -433,7 +441,7 @@ def evaluate_real(model, tokenizer, rows: list[dict], evaluation: EvalConfig | d
         return chosen, texts, {f"{source}_cut_off": endings.count("cut off") / len(endings),
                                f"{source}_looping": endings.count("loop") / len(endings)}
 
-    if any(r["source"] == "gsm8k" for r in rows):
+    if evaluation.generation and any(r["source"] == "gsm8k" for r in rows):
         gsm8k, texts, endings = generated("gsm8k")
         correct = [float(is_correct(r, t, "gsm8k")) for r, t in zip(gsm8k, texts)]
         scores.update(gsm8k_exact_match=sum(correct) / len(correct), gsm8k_correct=correct, gsm8k_n=len(gsm8k),

@@ -53,7 +53,7 @@ figcaption{font-size:.9em;color:#555} .ok{color:#176b2c} .failed{color:#b00020} 
 .cell{margin:1em 0} .prompt{color:#888;font-size:.8em} .err{background:#fdecea}
 .older{color:#8a5a00} .partial{background:#fff6e0;border:1px solid #f0d9a0;padding:.5em .8em}
 td.verdict-held{background:#e3f4e6;color:#176b2c;font-weight:600} td.verdict-not-held{background:#fdecea;color:#b00020;
-font-weight:600} td.verdict-inconclusive{background:#fff6e0;color:#8a5a00} td.verdict-not-decided-here{color:#777}
+font-weight:600} td.verdict-inconclusive{background:#fff6e0;color:#8a5a00} td.verdict-not-run{color:#777}
 """
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # MathJax 2 from the jupyter-server-mathjax package, copied beside the rendered notebooks (without its
@@ -61,7 +61,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MATHJAX_PACKAGE = "jupyter_server_mathjax"
 MATHJAX_SKIPPED = ("a11y", "SVG")
 MATHJAX_URL = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
-VERDICTS = ("not decided here", "not held", "inconclusive", "held")  # claims.verdict_of's and claims.NOT_RUN
+VERDICTS = ("not run", "not held", "inconclusive", "held")  # claims.verdict_of's and claims.NOT_RUN
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
@@ -349,7 +349,7 @@ def _figure_html(path: Path, out_dir: Path, older: str = "") -> str:
 def colour_verdicts(table_html: str) -> str:
     """Each verdict cell of a rendered claims table classed by its outcome (verdict-held, verdict-not-held, ...)."""
     pattern = "|".join(re.escape(v) for v in VERDICTS)
-    return re.sub(rf"<td>(({pattern})(; [^<]*)?)</td>",
+    return re.sub(rf"<td>(({pattern})([;:] (?:(?!</td>).)*)?)</td>",
                   lambda m: f'<td class="verdict-{m.group(2).replace(" ", "-")}">{m.group(1)}</td>', table_html)
 
 

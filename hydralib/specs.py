@@ -31,11 +31,12 @@ def real_spec(adapter: AdapterConfig | None, seed: int, *, model: str, sources: 
               steps: int, lr: float, eval_sources: list[str] = (), batch_size: int = 4, max_length: int = 192,
               template: str = "alpaca", device: str = "cpu", download: bool = False, model_options: dict | None = None,
               cluster_features: str = "sentence", max_new_tokens: int | dict = 128, execute_code: bool = False,
-              n_val: int = 0, validation_points: int = 0, mmlu_shots: int = 0, **train_options) -> RunSpec:
+              generation: bool = True, n_val: int = 0, validation_points: int = 0, mmlu_shots: int = 0, **train_options) -> RunSpec:
     """The run spec of the real-data lane: `model` (a built-in name, a transformers id or a path) adapted on a
     mixture of real sets. One seed drives the rows drawn, the adapter init and the batch order. n_test: rows
     per source, "all", or {source: either}; max_new_tokens: one budget or {source: budget}; n_val validation
-    rows per source, scored at validation_points evenly spaced steps; mmlu_shots > 0 adds k-shot MMLU accuracy."""
+    rows per source, scored at validation_points evenly spaced steps; mmlu_shots > 0 adds k-shot MMLU accuracy;
+    generation False scores without generating (see EvalConfig)."""
     return RunSpec(model={"name": model, **(model_options or {})},
                    data={"kind": "real", "sources": list(sources), "eval_sources": list(eval_sources),
                          "n_train": n_train, "n_test": n_test, "n_val": n_val, "seed": seed, "download": download,
@@ -44,7 +45,7 @@ def real_spec(adapter: AdapterConfig | None, seed: int, *, model: str, sources: 
                    train=TrainConfig(steps=steps, batch_size=batch_size, seed=seed, device=device, lr=lr,
                                      max_length=max_length, template=template, **train_options),
                    eval=EvalConfig(max_new_tokens=max_new_tokens, execute_code=execute_code,
-                                   validation_points=validation_points, mmlu_shots=mmlu_shots,
+                                   generation=generation, validation_points=validation_points, mmlu_shots=mmlu_shots,
                                    # scored in the precision it trains in (bf16 halves a CPU's forward pass)
                                    mixed_precision=train_options.get("mixed_precision", "auto")))
 

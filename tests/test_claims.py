@@ -8,7 +8,7 @@ from scipy import stats
 
 from hydralib.claims import (adjust_verdicts, agreement_claim, agreement_result, bootstrap_interval, bootstrap_p_value,
                              claims_table, compare, compare_to_baseline, mean_and_spread, record_verdict,
-                             record_verdicts, size_text, sizes_text, t_interval, verdict_of)
+                             needs_profile, record_verdicts, size_text, sizes_text, t_interval, verdict_of)
 
 
 def test_mean_and_spread():
@@ -163,9 +163,11 @@ def test_the_table_shows_interval_seeds_rows_sizes_and_the_deciding_profile(tmp_
     assert cells[4].startswith("+0.062 [+0.0") and cells[5] == cells[6] == "0.006"
     assert cells[7:9] == ["5 seeds", "500"]
     assert cells[9] == "614,400; 4.61% vs 466,944; 4.1%" and cells[10] == "held"
-    assert "not decided here; decided by: gpu" in lines[5] and "| — vs — |" in lines[5]
+    assert "not run: needs `make suite PROFILE=gpu`" in lines[5] and "| — vs — |" in lines[5]
     assert "chance 0.000" in lines[6] and "| held |" in lines[6]
-    assert lines[7].endswith("| inconclusive (1 seed); decided by: gpu |") and "| — | — |" in lines[7]
+    assert lines[7].endswith("| inconclusive (1 seed); needs `make suite PROFILE=gpu` to decide |")
+    assert "| — | — |" in lines[7]
+    assert needs_profile("gpu", 1.43) == "`make suite PROFILE=gpu` (about 1.4 device-hours, estimated)"
     stored = json.loads((tmp_path / "verdicts.json").read_text())
     assert stored[1]["decided_by"] == "gpu" and stored[3]["lo"] is None and stored[3]["p"] is None  # no NaN
     with pytest.raises(ValueError, match="decided_by"):

@@ -107,7 +107,7 @@ def test_a_partial_run_says_what_ran_when_the_rest_last_ran_and_colours_verdicts
     claims.write_text("# Claims of the paper, checked by the notebooks\n\nText.\n\n| notebook | claim | verdict |\n"
                       "|---|---|---|\n| 00_quick | a | held |\n| 01_gap | b | not held |\n"
                       "| 01_gap | c | inconclusive |\n"
-                      "| 01_gap | d | not decided here; decided by: gpu |\n")
+                      "| 01_gap | d | not run: needs `make suite PROFILE=gpu` |\n")
     page = write_report(out, "p", records=[{"notebook": "01_gap.ipynb", "seconds": 3.0, "status": "ok"}],
                         plan=[(tmp_path / "01_gap.ipynb", {"store_dir": str(out / "run_store"), "steps": 2})],
                         figures_dirs=[figures], claims_path=claims, env={"python": "3.x"})
@@ -121,7 +121,7 @@ def test_a_partial_run_says_what_ran_when_the_rest_last_ran_and_colours_verdicts
     assert "checked by the notebooks" not in text
     assert '<td class="verdict-held">held</td>' in text and '<td class="verdict-not-held">not held</td>' in text
     assert '<td class="verdict-inconclusive">inconclusive</td>' in text
-    assert '<td class="verdict-not-decided-here">not decided here; decided by: gpu</td>' in text
+    assert '<td class="verdict-not-run">not run: needs <code>make suite PROFILE=gpu</code></td>' in text
     assert str(tmp_path) not in text and "/home/someone" not in text  # no machine paths
     assert "<h3>../../figures</h3>" in text and "&quot;store_dir&quot;: &quot;run_store&quot;" in text
 
