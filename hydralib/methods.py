@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 
+from .checks import check_choice
 from .config import AdapterConfig
 from .data.corpus import CLUSTER_TEXTS
 from .data.synthetic import make_corpus
@@ -190,11 +191,19 @@ def implementation_sweep(r: int, head_counts: list[int]) -> dict[str, AdapterCon
             for impl in ("fused", "loop") for n in head_counts}
 
 
-def lane_methods(r: int, heads: int, targets="all-linear", wide_rank: int = 0) -> dict[str, AdapterConfig]:
-    """The real-data lane's methods: LoRA r; Split heads x r with a learned gate; HydraLoRA r with `heads`
-    heads under the official per-token router and under the cluster gate; with wide_rank > 0, LoRA of that rank
-    too (the paper's larger baseline, r32). lane_roles names each one's role."""
-    return {label(config): config for config in _lane_configs(r, heads, targets, wide_rank).values()}
+LANE_ROLES = ("lora", "split", "token", "cluster")
+
+
+def lane_methods(r: int, heads: int, targets="all-linear", wide_rank: int = 0,
+                 roles=LANE_ROLES) -> dict[str, AdapterConfig]:
+    """The real-data lane's methods, those of `roles` (all by default): "lora" LoRA r; "split" Split heads x r
+    with a learned gate; "token" and "cluster" HydraLoRA r with `heads` heads under the official per-token router
+    and under the cluster gate; with wide_rank > 0, LoRA of that rank too (the paper's larger baseline, r32).
+    lane_roles names each one's role."""
+    for role in roles:
+        check_choice("role", role, LANE_ROLES)
+    configs = _lane_configs(r, heads, targets, wide_rank)
+    return {label(config): config for role, config in configs.items() if role in roles or role == "wide"}
 
 
 def lane_roles(r: int, heads: int, targets="all-linear", wide_rank: int = 32) -> dict[str, str]:

@@ -75,9 +75,12 @@ def load_profile(name: str, profile_dir: Path = PROFILE_DIR) -> dict:
     if not isinstance(profile, dict):
         raise ValueError(f"{path}: holds a YAML {type(profile).__name__}; a profile is a mapping with the keys "
                          "common and notebooks")
-    unknown = sorted(map(str, set(profile) - {"common", "notebooks"}))
+    unknown = sorted(map(str, set(profile) - {"common", "notebooks", "only"}))
     if unknown:
-        raise ValueError(f"{path}: unknown top-level keys {unknown}; allowed: common, notebooks")
+        raise ValueError(f"{path}: unknown top-level keys {unknown}; allowed: common, notebooks, only")
+    only = profile.get("only")  # a profile made for some notebooks (e.g. 08 alone) runs only those
+    if only is not None and (not isinstance(only, list) or not only or not all(isinstance(x, str) for x in only)):
+        raise ValueError(f"{path}: only must be a list of notebook names, got only={_short(only)}")
     common, notebooks = profile.get("common") or {}, profile.get("notebooks") or {}
     _check_mapping(path, "common", common)
     _check_mapping(path, "notebooks", notebooks)
@@ -86,7 +89,7 @@ def load_profile(name: str, profile_dir: Path = PROFILE_DIR) -> dict:
         _check_mapping(path, f"notebooks.{stem}", values)
     for section in (common, notebooks):
         _numbers_from_exponents(section)
-    return {"common": common, "notebooks": notebooks}
+    return {"common": common, "notebooks": notebooks, "only": only}
 
 
 def _check_mapping(path: Path, where: str, section) -> None:
@@ -306,6 +309,7 @@ def plan_suite(profile_name: str, only: list[str] | None = None, overrides: list
         raise ValueError(f"profile {profile_name!r} names notebooks {strangers} that do not exist; "
                          f"notebooks: {', '.join(stems)}")
     chosen = set(stems)
+    only = profile["only"] if only is None else only
     if only is not None:
         if not only:
             raise ValueError(f"--only needs at least one notebook name; notebooks: {', '.join(stems)}")
@@ -607,7 +611,7 @@ def run_suite(profile_name: str, only: list[str] | None = None, overrides: list[
     (out_dir / "suite_report.json").write_text(json.dumps(records, indent=2))
     figures = _plan_dirs(plan, "figures_dir", notebook_dir) or [_figures_dir(profile_name, notebook_dir, profile_dir)]
     claims_dirs = _plan_dirs(plan, "claims_dir", notebook_dir) or [out_dir / "claims"]
-    claims = write_claims(claims_dirs, figures[0])
+    claims = write_claims(claims_dirs, figures[0], profile_name)
     if claims is not None:
         print(f"{tag} claims table: {_display_path(claims)}", flush=True)
     if report:
@@ -642,9 +646,9 @@ def _figures_dir(profile_name: str, notebook_dir: Path, profile_dir: Path) -> Pa
     return (notebook_dir / figures).resolve()
 
 
-def write_claims(claims_dirs, figures_dir: Path) -> Path | None:
+def write_claims(claims_dirs, figures_dir: Path, profile_name: str | None = None) -> Path | None:
     """Gather the verdicts the notebooks wrote into the claims folders into figures_dir/claims.md (None if
-    there are none)."""
+    there are none), tagged with the profile that ran them."""
     from .claims import VERDICT_NAME, claims_table  # lazy: a run's libraries, not needed to check arguments (scipy)
     if isinstance(claims_dirs, (str, Path)):
         claims_dirs = [claims_dirs]
@@ -663,6 +667,7 @@ def write_claims(claims_dirs, figures_dir: Path) -> Path | None:
                     "and carry an exact (Clopper-Pearson) interval; efficiency rows state their unit. Similarities\n"
                     "and NMIs are compared with a chance baseline. The paper's figures are its own, for reference\n"
                     "(hydralib/claims.py says more).\n\n"
+                    + (f"Profile: `{profile_name}`.\n\n" if profile_name else "")
                     + claims_table(claims_dirs))
     return path
 
@@ -682,6 +687,7 @@ def write_claims(claims_dirs, figures_dir: Path) -> Path | None:
 STEP_COSTS = {
     ("tiny", "cpu"): (0.15, 5.0),
     ("tiny", "gpu"): (0.03, 15.0),
+    ("smollm2-135m", "cpu"): (3.9, 90.0),
     ("smollm2-135m", "gpu"): (0.15, 1200.0),
     ("meta-llama/Llama-2-7b-hf", "gpu"): (0.6, 180.0),
 }
@@ -689,6 +695,10 @@ COST_BASIS = {
     ("tiny", "cpu"): "measured 2026-12-03 on one thread of a loaded 2-core CPU, the default profile's runs (batch "
                      "32, bf16): HydraLoRA r8 N=8 0.16 s a step, LoRA r32 0.14 s; 3-5 s a run besides",
     ("tiny", "gpu"): "estimate, not measured: a 4-layer model at batch 32 is bound by kernel launches, not FLOPs",
+    ("smollm2-135m", "cpu"): "measured 2026-12-03 on a quiet 2-core CPU, two one-thread workers, 4 rows of up to "
+                             "about 500 tokens a step, one row at a time, bf16, adapters on every linear layer: LoRA "
+                             "r8 3.7 s a step, HydraLoRA r8 N=3 4.2 s, LoRA r32 3.4 s; a run besides (loading, "
+                             "scoring about 240 test rows without generating, validation) estimated",
     ("smollm2-135m", "gpu"): "estimate, not measured: 30 layers at batch 16, launch-bound; per run, scoring every "
                              "test split, MMLU's 14,042 rows one at a time, zero- and few-shot, dominates",
     ("meta-llama/Llama-2-7b-hf", "gpu"): "estimate, not measured: 4 x 6.7e9 parameters x 16 x 512 tokens per "
@@ -797,7 +807,8 @@ def _runs_07(p):
 
 def _runs_08(p):
     from .methods import lane_methods  # lazy: loads torch (data)
-    methods = lane_methods(p["r"], p["heads"] or 2, p["targets"], p["wide_rank"])  # N does not change the count
+    # N does not change the count
+    methods = lane_methods(p["r"], p["heads"] or 2, p["targets"], p["wide_rank"], roles=p["roles"])
     seeds = len(p["seeds"])
     return [RunGroup(len(methods) * seeds, p["steps"], p["model"]),
             RunGroup(seeds, 0, p["model"], parallel=False)]  # the base model scored in the kernel, once a seed
@@ -852,6 +863,28 @@ def run_estimate(plan) -> dict:
                 estimate["wall_seconds"][k] += rounds * entry["seconds"][-1]
         estimate["notebooks"].append(entry)
     return estimate
+
+
+def notebook_estimate(stem: str, params: dict, workers: int = 1) -> str:
+    """One line for a notebook to print before it trains: its runs (counted from `params`, its parameter values)
+    and their expected wall time on `workers` parallel workers, with the cost's basis."""
+    estimate = run_estimate([(NOTEBOOK_DIR / f"{stem}.ipynb", params)])
+    entry = estimate["notebooks"][0]
+    parts = [(f"{g.runs} run(s) of {g.steps} steps" if g.steps else f"{g.runs} scoring(s) of the base model")
+             for g in entry["groups"]]
+    if estimate["unknown"]:
+        return f"expected: {', '.join(parts)}; no cost is known for {', '.join(estimate['unknown'])}"
+    seconds = sum(s * (g.runs if not g.parallel else -(-g.runs // workers))
+                  for g, s in zip(entry["groups"], entry["seconds"]))
+    model, kind = estimate["costs"][0]
+    return (f"expected: {', '.join(parts)}, about {format_duration(seconds)} on {workers} worker(s) "
+            f"({STEP_COSTS[(model, kind)][0]} s a step, {format_duration(STEP_COSTS[(model, kind)][1])} a run "
+            f"besides: {COST_BASIS[(model, kind)]})")
+
+
+def profile_device_hours(profile_name: str, stem: str) -> float:
+    """The device-hours the dry run estimates for one notebook on a profile (e.g. 08 on gpu)."""
+    return run_estimate(plan_suite(profile_name, only=[stem]))["device_seconds"] / 3600
 
 
 def write_run_estimate(plan, out) -> dict:
