@@ -171,6 +171,24 @@ def test_the_dry_run_counts_each_notebooks_distinct_runs():
     assert more["05_ablations"] == [(80, 150)]  # + router on Ax, top-1, top-2, balance loss, 2 dropout rows: 16 x 5
     fewer = _counted(plan_suite("default", ["05_ablations"], ["05_ablations.dropout_variants=true", "seeds=[0, 1]"]))
     assert fewer["05_ablations"] == [(24, 150)]  # 12 x 2 seeds: the overrides are what is counted
+    real = _counted(plan_suite("real-cpu"))  # a profile of one notebook: 08 alone
+    assert real == {"08_real_data": [(20, 128), (5, 0)]}  # LoRA r8, Hydra x 2 gates, LoRA r32 on 5 seeds; 5 bases
+
+
+def test_a_notebook_prints_its_runs_and_their_expected_time_on_its_workers(monkeypatch):
+    from hydralib import suite
+    from hydralib.suite import RunGroup
+    monkeypatch.setattr(suite, "notebook_parameters", lambda nb: {})
+    monkeypatch.setattr(suite, "RUN_COUNTERS", {"08_x": lambda p: [RunGroup(5, 10, "tiny"),
+                                                                   RunGroup(2, 0, "tiny", parallel=False)]})
+    monkeypatch.setattr(suite, "STEP_COSTS", {("tiny", "cpu"): (1.0, 5.0)})
+    monkeypatch.setattr(suite, "COST_BASIS", {("tiny", "cpu"): "a test's"})
+    line = suite.notebook_estimate("08_x", {"device": "cpu"}, workers=2)
+    # 3 rounds of 2 parallel runs at 15 s, then 2 scorings of 5 s one after the other
+    assert line.startswith("expected: 5 run(s) of 10 steps, 2 scoring(s) of the base model, about 55 s on 2 worker")
+    assert "(1.0 s a step, 5 s a run besides: a test's)" in line
+    monkeypatch.setattr(suite, "STEP_COSTS", {})
+    assert "no cost is known" in suite.notebook_estimate("08_x", {"device": "cpu"}, workers=2)
 
 
 def test_device_hours_and_wall_time_on_k_devices(monkeypatch):

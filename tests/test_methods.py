@@ -70,6 +70,10 @@ def test_lane_roles_name_each_method_by_its_role_not_its_place():
     assert roles == {"lora": "LoRA r8", "split": "Split 3x8 learned", "token": "Hydra r8 N=3 token router",
                      "cluster": "Hydra r8 N=3 cluster gate", "wide": "LoRA r32"}
     assert set(lane_methods(8, 3)) == {roles[k] for k in ("lora", "split", "token", "cluster")}
+    chosen = lane_methods(8, 3, wide_rank=32, roles=["token", "lora"])  # the roles a profile trains, LoRA r32 too
+    assert set(chosen) == {roles["lora"], roles["token"], roles["wide"]}
+    with pytest.raises(ValueError, match="role must be one of lora, split, token, cluster, got role='hydra'"):
+        lane_methods(8, 3, roles=["hydra"])
 
 
 def test_with_data_merges_data_keys_and_leaves_defaults_out_so_runs_are_shared():

@@ -30,6 +30,20 @@ def test_a_real_run_is_trained_and_scored_through_the_store(small_data, tmp_path
     assert sum(result["clusters"]["train_sizes"]) == 12 and "nmi" in result["routing"]
 
 
+def test_a_real_run_without_generation_is_scored_by_its_losses_and_mmlu_only(small_data, tmp_path):
+    small = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
+                 num_key_value_heads=4, max_position_embeddings=512)
+    run = real_spec(adapter_config("lora", 4), 0, model="tiny-random", model_options=small,
+                    sources=["gsm8k", "mmlu", "humaneval"], n_train=4, n_test=2, steps=1, lr=1e-3, max_length=256,
+                    max_new_tokens=4, generation=False)
+    (result,) = run_many([run], RunStore(tmp_path / "store"), processes=1)
+    assert set(result["test_loss"]["per_component"]) == {"gsm8k", "mmlu", "humaneval"}
+    assert result["mmlu_n"] == 2 and "gsm8k_n" not in result and "gsm8k_generations" not in result
+    with pytest.raises(ValueError, match="execute_code=True runs generated code, so it needs generation=True"):
+        real_spec(None, 0, model="tiny-random", sources=["humaneval"], n_train=4, n_test=2, steps=1, lr=1e-3,
+                  execute_code=True, generation=False)
+
+
 def test_paper_scale_parameter_counts_match_the_papers_percentages():
     """LLaMA-2-7B on the meta device: Hydra r8 on q_proj and v_proj with 3 heads is 0.124 % of the model in
     the paper's convention, with 10 heads 0.342 % (the paper prints 0.341: it multiplies LoRA's rounded 0.062 %)."""

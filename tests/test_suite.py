@@ -127,6 +127,17 @@ def test_only_with_no_names_is_an_error_that_lists_the_notebooks(suite_dirs):
         plan_suite("quick", only=[], notebook_dir=notebooks, profile_dir=profiles)
 
 
+def test_a_profile_made_for_one_notebook_runs_it_alone_unless_only_names_others(suite_dirs):
+    notebooks, profiles, _ = suite_dirs
+    (profiles / "second.yaml").write_text("only: [01_second]\ncommon:\n  profile: second\n")
+    assert [nb.stem for nb, _ in plan_suite("second", notebook_dir=notebooks, profile_dir=profiles)] == ["01_second"]
+    chosen = plan_suite("second", only=["00_first"], notebook_dir=notebooks, profile_dir=profiles)
+    assert [nb.stem for nb, _ in chosen] == ["00_first"]
+    (profiles / "bad.yaml").write_text("only: 01_second\n")
+    with pytest.raises(ValueError, match="only must be a list of notebook names, got only='01_second'"):
+        plan_suite("bad", notebook_dir=notebooks, profile_dir=profiles)
+
+
 def test_a_suite_run_gathers_the_notebooks_verdicts_into_claims_md(tmp_path):
     notebooks = tmp_path / "notebooks"
     (notebooks / "profiles").mkdir(parents=True)
