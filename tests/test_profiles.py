@@ -53,7 +53,7 @@ from hydralib.claims import VERDICT_NAME
 from hydralib.suite import REPO_ROOT, SuiteFailure, list_notebooks, load_profile, notebook_parameters, plan_suite, \
     run_suite
 
-PROFILES = ("gpu", "paper")
+PROFILES = ("gpu", "paper", "real-cpu")
 BUILT_IN_TINY = ("tiny", "tiny-random")
 SYNTHETIC_SIZES = {"n_train": 32, "n_val": 8, "n_test": 8}
 REAL_SIZES = {"n_train": 8, "n_val": 2, "n_test": 2}  # rows per source
