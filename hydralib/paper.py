@@ -356,9 +356,9 @@ PROTOCOL = [
      "official": "OpenCompass perplexity of each completion: 'The following are multiple choice questions (with "
                  "answers) about <subject>.', the question, options A-D, 'Answer: <letter>'; the likeliest wins",
      "ours": _mmlu_scoring,
-     "why": "zero-shot asks the way the adapters were trained; notebook 08 has no parameter for the prompt. The prompts "
-            "of the four options differ in the letter only, so ranking them by the letter's probability ranks them as "
-            "their perplexities do"},
+     "why": "zero-shot asks the way the adapters were trained; notebook 08 has no parameter for the prompt. The "
+            "prompts of the four options differ in the letter only, so ranking them by the letter's probability "
+            "ranks them as their perplexities do"},
     {"setting": "adapted modules", "paper": "not stated (its % params fit r8 on q_proj and v_proj; Figure 3 analyses "
                                             "q_proj and v_proj)",
      "official": "gate_proj, up_proj, down_proj (issues #7, #26)", "ours": _targets,
@@ -398,8 +398,8 @@ PROTOCOL = [
     {"setting": "max length", "paper": "not stated",
      "official": "1024 tokens; longer rows cut at 1024", "ours": _max_length, "why": _max_length_why},
     {"setting": "prompt format", "paper": "not stated",
-     "official": "instruction, a newline and the context, then the end-of-sequence token; the response and that token again "
-                 "(build_dataset.py)",
+     "official": "instruction, a newline and the context, then the end-of-sequence token; the response and that "
+                 "token again (build_dataset.py)",
      "ours": _template,
      "why": "notebook 08 trains every source in one template and has no parameter for it"},
     {"setting": "precision", "paper": "not stated", "official": "bf16 (weights bfloat16, --bf16)", "ours": _precision,

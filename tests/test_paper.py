@@ -49,7 +49,8 @@ def test_the_protocol_table_reads_our_column_from_the_parameters_it_is_given():
                                                      "n_test": {"dolly": 200, "mmlu": "all"}, "heads": 4}))
     assert changed["learning rate"][2:] == ["0.001", "set lr: 2e-4 to follow"]
     assert changed["MMLU shots"][2:] == ["zero-shot, always", "follows both"]
-    assert changed["MMLU questions scored"][2:] == ["the whole test split (57 subjects)", "follows the official scripts"]
+    assert changed["MMLU questions scored"][2:] == ["the whole test split (57 subjects)",
+                                                    "follows the official scripts"]
     assert changed["heads N"][2:] == ["N=4", "follows the official scripts"]
     assert changed["effective batch"][2] == "16 rows a step"
     # twice the rows a step: half an epoch's steps make the same rows two epochs' worth
