@@ -22,6 +22,7 @@ change, e.g. a per-source `n_test` dict keeps its keys):
     n_trials        -> 2 (notebook 04's resampled clusterings)
     pretrain_steps  -> 300: the `ci` base, shipped in data/bases/, so nothing pretrains
     repeats, warmup, latency_passes -> 2, 1, 2;  batch_size -> 2;  seq_len -> 32 (notebook 06's timed batch)
+    grad_accum      -> at most 2, so that a step's 2 rows still split into its micro-batches (real-cpu: 4)
   place:
     device          -> "cpu" (`mixed_precision` stays as the profile says: "auto" must mean no bf16 on a CPU)
     every *_dir     -> a temporary folder (store, claims, figures, runs); the suite's build folder too, so
@@ -95,6 +96,8 @@ def smoke_overrides(profile: str, stem: str, work: Path, stand_in: Path) -> dict
             changed[key] = STEPS
         elif key in sizes:
             changed[key] = small(value[key], sizes[key])
+        elif key == "grad_accum":
+            changed[key] = min(value[key], SIZES["batch_size"])
         elif key == "seeds":
             changed[key] = list(value[key])[:2]
         elif key == "device":
