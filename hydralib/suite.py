@@ -833,13 +833,13 @@ def device_kind(device) -> str:
     return "cpu" if str(device) == "cpu" else "gpu"
 
 
-def run_estimate(plan) -> dict:
+def run_estimate(plan, device_counts=DEVICE_COUNTS) -> dict:
     """What a plan's runs cost: {"notebooks": [{"stem", "groups": [RunGroup], "seconds": per group or None}],
     "runs", "scorings" (of a base model only), "device_seconds", "wall_seconds": {k devices: seconds}, "unknown":
     [groups without a cost], "costs": [(model, device kind) used]}. Wall time: notebooks in turn; a notebook's
-    parallel runs spread over k devices, ceil(runs / k) rounds (its runs cost alike), the others one by one."""
+    parallel runs spread over k devices, ceil(runs / k) rounds (its runs cost alike), the others one by one; device_counts: the k to give."""
     estimate = {"notebooks": [], "runs": 0, "scorings": 0, "device_seconds": 0.0,
-                "wall_seconds": {k: 0.0 for k in DEVICE_COUNTS}, "unknown": [], "costs": []}
+                "wall_seconds": {k: 0.0 for k in device_counts}, "unknown": [], "costs": []}
     for nb, params in plan:
         groups = planned_runs(nb, params)
         if groups is None:
@@ -858,7 +858,7 @@ def run_estimate(plan) -> dict:
             if (model, kind) not in estimate["costs"]:
                 estimate["costs"].append((model, kind))
             estimate["device_seconds"] += group.runs * entry["seconds"][-1]
-            for k in DEVICE_COUNTS:
+            for k in device_counts:
                 rounds = -(-group.runs // k) if group.parallel else group.runs
                 estimate["wall_seconds"][k] += rounds * entry["seconds"][-1]
         estimate["notebooks"].append(entry)
@@ -868,14 +868,13 @@ def run_estimate(plan) -> dict:
 def notebook_estimate(stem: str, params: dict, workers: int = 1) -> str:
     """One line for a notebook to print before it trains: its runs (counted from `params`, its parameter values)
     and their expected wall time on `workers` parallel workers, with the cost's basis."""
-    estimate = run_estimate([(NOTEBOOK_DIR / f"{stem}.ipynb", params)])
+    estimate = run_estimate([(NOTEBOOK_DIR / f"{stem}.ipynb", params)], device_counts=(workers,))
     entry = estimate["notebooks"][0]
     parts = [(f"{g.runs} run(s) of {g.steps} steps" if g.steps else f"{g.runs} scoring(s) of the base model")
              for g in entry["groups"]]
     if estimate["unknown"]:
         return f"expected: {', '.join(parts)}; no cost is known for {', '.join(estimate['unknown'])}"
-    seconds = sum(s * (g.runs if not g.parallel else -(-g.runs // workers))
-                  for g, s in zip(entry["groups"], entry["seconds"]))
+    seconds = estimate["wall_seconds"][workers]
     model, kind = estimate["costs"][0]
     return (f"expected: {', '.join(parts)}, about {format_duration(seconds)} on {workers} worker(s) "
             f"({STEP_COSTS[(model, kind)][0]} s a step, {format_duration(STEP_COSTS[(model, kind)][1])} a run "
