@@ -837,7 +837,8 @@ def run_estimate(plan, device_counts=DEVICE_COUNTS) -> dict:
     """What a plan's runs cost: {"notebooks": [{"stem", "groups": [RunGroup], "seconds": per group or None}],
     "runs", "scorings" (of a base model only), "device_seconds", "wall_seconds": {k devices: seconds}, "unknown":
     [groups without a cost], "costs": [(model, device kind) used]}. Wall time: notebooks in turn; a notebook's
-    parallel runs spread over k devices, ceil(runs / k) rounds (its runs cost alike), the others one by one; device_counts: the k to give."""
+    parallel runs spread over k devices, ceil(runs / k) rounds (its runs cost alike), the others one by one.
+    device_counts: the k to estimate for."""
     estimate = {"notebooks": [], "runs": 0, "scorings": 0, "device_seconds": 0.0,
                 "wall_seconds": {k: 0.0 for k in device_counts}, "unknown": [], "costs": []}
     for nb, params in plan:
