@@ -6,7 +6,8 @@ official code never shipped this step; this module rebuilds it with scikit-learn
 two alternatives (the best silhouette, and DBSCAN with eps at the knee of the k-distance curve).
 
 The same clusters give *cluster routing*: each training sample goes to the head of its k-means
-cluster, and a new sample to the head of its nearest centroid, so inference needs no labels.
+cluster, and a new sample to the head of its nearest centroid, so inference needs no labels. route_rows
+gives a run's rows their heads this way, or by their true component for a task gate (the oracle).
 
 Features are L2-normalised rows: TF-IDF (character 1-3-grams within word boundaries by default,
 which see the one-character cues of the synthetic corpus) or mean-pooled all-MiniLM-L6-v2 sentence
@@ -33,6 +34,7 @@ from sklearn.neighbors import NearestNeighbors
 from transformers import AutoModel, AutoTokenizer
 
 from .checks import check_choice, check_int
+from .config import AdapterConfig
 from .data.corpus import CLUSTER_TEXTS
 from .data.formatting import format_prompt
 
@@ -391,6 +393,31 @@ def assign_routes(train_rows: Sequence[dict], test_rows: Sequence[dict], k: int,
             "train_sizes": np.bincount(train_routes, minlength=k).tolist(),
             "test_sizes": np.bincount(test_routes, minlength=k).tolist()}
     return _with_routes(train_rows, train_routes), _with_routes(test_rows, test_routes), info
+
+
+def route_rows(data: dict, adapter: AdapterConfig | None, features: str, seed: int, template: str,
+               text: str = "prompt") -> tuple[dict, dict]:
+    """The data with each row's head ("route") for a task or cluster gate, and what the routing found.
+
+    task: the true component; with fewer heads than components, component c shares head c mod heads
+    (an oracle that still mixes components: which ones share a head is fixed, not chosen).
+    cluster (and a learned router with router_init "clusters"): the k-means cluster (k = heads) of the row's
+    prompt (text "prompt": instruction and input; "instruction": the instruction alone), fitted on the training
+    rows; test rows go to the nearest centroid, so no labels are used."""
+    if adapter is None or (adapter.gate not in ("task", "cluster") and adapter.router_init != "clusters"):
+        return data, {}
+    held_out = data["test"] + data.get("validation", [])  # validation rows are routed as test rows are
+    if adapter.gate == "task":
+        def with_route(rows):
+            return [{**r, "route": int(r.get("component", 0)) % adapter.heads} for r in rows]
+        train_rows, routed = with_route(data["train"]), with_route(held_out)
+        info = {}
+    else:
+        train_rows, routed, clusters = assign_routes(data["train"], held_out, k=adapter.heads, features=features,
+                                                     seed=seed, template=template, part=text)
+        info = {"clusters": clusters}
+    n_test = len(data["test"])
+    return {**data, "train": train_rows, "test": routed[:n_test], "validation": routed[n_test:]}, info
 
 
 def cluster_composition(rows: Sequence[dict]) -> dict[int, dict[str, int]]:

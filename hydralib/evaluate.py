@@ -14,11 +14,11 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from . import sandbox
-from .data.formatting import (IGNORE_INDEX, collate, encode_prompt, encode_row, format_prompt, prompt_mask,
-                              routing_fields)
+from .data.formatting import (IGNORE_INDEX, collate, encode_prompt, encode_row, format_prompt, length_batches,
+                              prompt_mask, routing_fields)
 from .data.lengths import GENERATED_SOURCES
 from .data.sources import extract_gsm8k_answer
-from .inject import adapter_layers, batch_routing, frozen_linear_weights_in, recorded_gates, routing
+from .inject import adapter_layers, batch_logits, batch_routing, frozen_linear_weights_in, prompt_gates
 
 SCORERS = ("exact",)
 MIXED_PRECISIONS = ("no", "bf16", "fp16", "auto")
@@ -145,40 +145,12 @@ def without_weight_casts(function):
     return wrapper
 
 
-def _batches(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
-def _by_length(encoded: list[list[int]], size: int):
-    """Batches of indices into `encoded`, rows of similar length together, so a batch pads little; every
-    row's own result does not depend on its batch (padding is masked), so callers put results back by index."""
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    return _batches(order, size)
-
-
 def _name_of(row: dict) -> str:
     return str(row.get("component_name", row.get("component", 0)))
 
 
 def _summaries(values: dict[str, list[float]]) -> dict[str, float]:
     return {name: sum(v) / len(v) for name, v in sorted(values.items())}
-
-
-def _routed_layers(model) -> list:
-    layers = list(adapter_layers(model).values())
-    if not layers:
-        raise ValueError("this model has no hydralib adapters, so nothing routes")
-    return layers
-
-
-def _prompt_gates(layers: list, prompts: torch.Tensor) -> torch.Tensor:
-    """(batch, layers, heads): each row's recorded gate averaged over its prompt tokens (`prompts`, 1 on them)."""
-    per_layer = []
-    for layer in layers:
-        g, weights = recorded_gates(layer, prompts)
-        per_layer.append(((g * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)).cpu())
-    return torch.stack(per_layer, 1)
 
 
 @without_weight_casts
@@ -196,21 +168,17 @@ def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact",
     device = next(model.parameters()).device
     sums, hits, counts = defaultdict(float), defaultdict(float), defaultdict(int)
     choices, row_gates = [None] * len(rows), [None] * len(rows)
-    layers = _routed_layers(model) if gates else []
     encoded = [encode_row(r, tokenizer, template, max_length) for r in rows]
-    for indices in _by_length([e["input_ids"] for e in encoded], batch_size):
+    for indices, batch in length_batches(encoded, batch_size, tokenizer.pad_token_id):
         chunk = [rows[i] for i in indices]
-        batch = collate([encoded[i] for i in indices], tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
-        prompts = prompt_mask(batch)
-        with batch_routing(model, batch["route"], prompts), \
-                (routing(model, record="detached") if gates else contextlib.nullcontext()):
-            logits = response_logits(model, batch, mask)  # (response tokens of every row, vocabulary), row by row
-            if gates:
-                for i, gate in zip(indices, _prompt_gates(layers, prompts.float())):
-                    row_gates[i] = gate
+        # the response tokens' logits (row by row), and with gates each layer's gate recorded in the same pass
+        logits = batch_logits(model, batch, mask, record="detached" if gates else "off")
+        if gates:
+            for i, gate in zip(indices, prompt_gates(model, prompt_mask(batch).float())):
+                row_gates[i] = gate
         target = labels[mask]
         row_of = mask.nonzero()[:, 0]
         token_loss = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none")
@@ -234,22 +202,6 @@ def evaluate_loss(model, tokenizer, rows: list[dict], template: str = "compact",
             **({"gates": {"layers": list(adapter_layers(model)), "gates": torch.stack(row_gates)}} if gates else {})}
 
 
-# Model families whose logits are the LM head applied to the last hidden state, nothing more (no soft-capping or
-# scaling): for them response_logits applies the head to the response positions only.
-PLAIN_HEAD_MODELS = ("llama", "mistral", "qwen2")
-
-
-def response_logits(model, batch: dict, mask: torch.Tensor) -> torch.Tensor:
-    """The logits predicting each response token (positions where `mask`, over input positions 0..T-2), in row
-    order. Where the model is a plain decoder plus a linear head, the head (a 576 x 49,152 product for SmolLM2)
-    runs on those positions only, not on every prompt token: an MMLU row has 2 response tokens out of ~80."""
-    head = model.get_output_embeddings()
-    if getattr(model.config, "model_type", None) in PLAIN_HEAD_MODELS and type(head) is torch.nn.Linear:
-        hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return head(hidden.last_hidden_state[:, :-1][mask])
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][mask]
-
-
 @torch.no_grad()
 def gate_profile(model, tokenizer, rows: list[dict], template: str = "compact", max_length: int = 64,
                  batch_size: int = 32) -> dict:
@@ -260,16 +212,12 @@ def gate_profile(model, tokenizer, rows: list[dict], template: str = "compact", 
     prompts are run: in a causal model a prompt token's gate does not depend on the response after it."""
     model.eval()
     device = next(model.parameters()).device
-    layers = _routed_layers(model)
     prompts = [{"input_ids": encode_prompt(r, tokenizer, template, max_length), **routing_fields(r)} for r in rows]
     gates = [None] * len(rows)
-    for indices in _by_length([p["input_ids"] for p in prompts], batch_size):
-        batch = collate([prompts[i] for i in indices], tokenizer.pad_token_id)
-        mask = prompt_mask(batch).float()
-        with batch_routing(model, batch["route"], mask), routing(model, record="detached"):
-            model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-            for i, row_gates in zip(indices, _prompt_gates(layers, mask)):
-                gates[i] = row_gates
+    for indices, batch in length_batches(prompts, batch_size, tokenizer.pad_token_id):
+        batch_logits(model, {k: v.to(device) for k, v in batch.items()}, record="detached")
+        for i, row_gates in zip(indices, prompt_gates(model, prompt_mask(batch).float())):
+            gates[i] = row_gates
     return {"layers": list(adapter_layers(model)), "gates": torch.stack(gates)}
 
 
@@ -288,13 +236,12 @@ def generate(model, tokenizer, rows: list[dict], template: str = "compact", max_
     device = next(model.parameters()).device
     outputs, endings = [None] * len(rows), [None] * len(rows)
     prompts = [{"input_ids": encode_prompt(r, tokenizer, template, max_length), **routing_fields(r)} for r in rows]
-    for indices in _by_length([p["input_ids"] for p in prompts], batch_size):
-        batch = collate([prompts[i] for i in indices], tokenizer.pad_token_id, padding_side="left")
+    for indices, batch in length_batches(prompts, batch_size, tokenizer.pad_token_id, padding_side="left"):
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         loops = StopWhenLooping(ids.shape[1])
         criteria = StoppingCriteriaList(([StopWhenMatched(tokenizer, ids.shape[1], stop)] if stop else [])
                                         + ([loops] if stop_loops else []))
-        with batch_routing(model, batch["route"], mask, hold=True):
+        with batch_routing(model, batch, hold=True):
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  do_sample=False, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id, stopping_criteria=criteria)
@@ -367,8 +314,9 @@ def multiple_choice_accuracy(model, tokenizer, rows: list[dict], shots: dict[str
         ids = tokenizer.encode(prompt, add_special_tokens=False) + prefix
         if tokenizer.bos_token_id is not None:
             ids = [tokenizer.bos_token_id] + ids
-        with batch_routing(model, torch.tensor([routing_fields(row)["route"]]), torch.ones(1, len(ids))):
-            logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1]
+        batch = collate([{"input_ids": ids, **routing_fields(row)}], tokenizer.pad_token_id)
+        with batch_routing(model, batch):
+            logits = model(input_ids=batch["input_ids"].to(device)).logits[0, -1]
         choice = MMLU_LETTERS[int(logits[letter_ids].argmax())]
         correct.append(float(choice == row["answer"]))
         per[row.get("subject", _name_of(row))].append(correct[-1])

@@ -159,18 +159,38 @@ def routing(model: nn.Module, routes=None, gate=None, prompt_mask=None, hold: bo
                 setattr(layer.routing, name, value)
 
 
-def batch_routing(model: nn.Module, routes, prompt_mask=None, hold: bool = False):
-    """What a batch must tell the adapters, and nothing when they need nothing: each sample's head (its
-    component or cluster) for a task or cluster gate, the prompt mask (and hold, for generation) for a sequence-level router. The one place
-    training and evaluation decide it."""
+def batch_routing(model: nn.Module, batch: dict, hold: bool = False, record: str = "off"):
+    """The one path by which a batch (data.formatting.collate's) tells the adapters how to route it, for the block:
+    its "route" ids (each sample's component or cluster) for a task or cluster gate, its prompt mask (and hold,
+    for generation) for a sequence-level router, and nothing the adapters do not need; record as in routing."""
     config = adapter_config_of(model)
-    if config is None:
-        return contextlib.nullcontext()
-    if config.gate in ("task", "cluster"):
-        return routing(model, routes=routes)
-    if config.router_level == "sequence":
-        return routing(model, prompt_mask=prompt_mask, hold=hold)
-    return contextlib.nullcontext()
+    given = {"record": record} if record != "off" else {}
+    if config is not None and config.gate in ("task", "cluster"):
+        given["routes"] = batch["route"]
+    elif config is not None and config.router_level == "sequence":
+        given.update(prompt_mask=prompt_mask(batch), hold=hold)
+    return routing(model, **given) if given else contextlib.nullcontext()
+
+
+# Model families whose logits are the LM head applied to the last hidden state, nothing more (no soft-capping or
+# scaling): for them batch_logits applies the head to the asked positions only.
+PLAIN_HEAD_MODELS = ("llama", "mistral", "qwen2")
+
+
+def batch_logits(model: nn.Module, batch: dict, positions: torch.Tensor | None = None,
+                 record: str = "off") -> torch.Tensor:
+    """The model's logits on a collated batch, its adapters routed as the batch says (batch_routing): (batch,
+    tokens, vocabulary); with `positions`, a (batch, tokens - 1) mask, only the logits predicting the next token
+    at those positions, in row order. Where the model is a plain decoder plus a linear head, the head (a 576 x
+    49,152 product for SmolLM2) then runs on those positions only: an MMLU row has 2 response tokens out of ~80."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with batch_routing(model, batch, record=record):
+        if positions is None:
+            return model(**inputs).logits
+        head = model.get_output_embeddings()
+        if getattr(model.config, "model_type", None) in PLAIN_HEAD_MODELS and type(head) is torch.nn.Linear:
+            return head(model.get_decoder()(**inputs).last_hidden_state[:, :-1][positions])
+        return model(**inputs).logits[:, :-1][positions]
 
 
 # --- merging ------------------------------------------------------------------------------------
@@ -250,6 +270,16 @@ def recorded_gates(layer: AdapterLayer, attention_mask: torch.Tensor) -> tuple[t
     return g, weights
 
 
+def prompt_gates(model: nn.Module, prompts: torch.Tensor) -> torch.Tensor:
+    """(batch, layers, heads): each row's gate recorded by the last forward (see recorded_gates), averaged over its
+    prompt tokens (`prompts`, 1 on them), at every adapter layer in order."""
+    per_layer = []
+    for layer in adapter_layers(model).values():
+        g, weights = recorded_gates(layer, prompts)
+        per_layer.append(((g * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)).cpu())
+    return torch.stack(per_layer, 1)
+
+
 @torch.no_grad()
 def mean_gates(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict:
     """Each adapter layer's gate averaged over the real (non-padding) tokens of a batch: {layer name: (heads,)}.
@@ -298,8 +328,7 @@ def warm_start_routers(model: nn.Module, tokenizer, rows: list[dict], template: 
             batch = collate([encode_row(r, tokenizer, template, max_length) for r in rows[start:start + batch_size]],
                             tokenizer.pad_token_id)
             mask = prompt_mask(batch).to(device).double()
-            with routing(model, prompt_mask=mask):
-                model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+            batch_logits(model, {k: v.to(device) for k, v in batch.items()})
             one_hot = F.one_hot(batch["route"], heads).double()
             counts += one_hot.sum(0)
             for name in layers:
@@ -428,7 +457,7 @@ def count_parameters(model: nn.Module) -> ParameterCount:
 
     Without adapters (full fine-tuning) every trainable weight counts as adapter, and the
     paper's convention is the same number."""
-    layers = adapter_layers(model)
+    layers, config = adapter_layers(model), adapter_config_of(model)
     adapter_ids = {id(p) for l in layers.values() for p in l.adapter_tensors().values()}
     base = sum(p.numel() for p in model.parameters() if id(p) not in adapter_ids)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -437,6 +466,5 @@ def count_parameters(model: nn.Module) -> ParameterCount:
     adapter = sum(l.lora_A.numel() + l.lora_B.numel() for l in layers.values())
     router = sum(p.numel() for l in layers.values() for name, p in l.adapter_tensors().items()
                  if name not in ADAPTER_TENSORS)
-    config = get_adapter_config(model)
     one_lora = sum(config.r * sum(linear_features(l.base)) for l in layers.values())
     return ParameterCount(base, trainable, adapter, router, one_lora, (config.num_a + config.heads) / 2)

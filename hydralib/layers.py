@@ -212,11 +212,12 @@ class AdapterLayer(nn.Module):
 
     # --- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        autocast = x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type) and \
-            self.config.implementation == "fused"  # the meta device (shape checks) has no autocast
+        device = x.device.type  # a device without autocast (the meta device of shape checks) is never narrowed
+        autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device) and \
+            self.config.implementation == "fused"
         # Under autocast, one cast of x for both products (autocast would cast it for each, and x.to(float32)
         # would first widen a bf16 input only for autocast to narrow it again); the gate still reads x as given.
-        narrow = x.to(torch.get_autocast_dtype(x.device.type)) if autocast and not self.merged else x
+        narrow = x.to(torch.get_autocast_dtype(device)) if autocast and not self.merged else x
         result = self.base(narrow)
         if self.merged:
             return result

@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 
 from .bases import load_spec_model
-from .clustering import assign_routes, routing_summary
-from .config import AdapterConfig
+from .clustering import route_rows, routing_summary
 from .data.corpus import build_data
 from .data.lengths import fitting_rows
 from .data.real import mmlu_shots
@@ -36,13 +35,13 @@ def execute_run(spec, run_dir: Path) -> dict:
     if spec.adapter is not None and spec.adapter.router_init == "clusters":
         warm_start_routers(model, tokenizer, data["train"], config.template, config.max_length)
     result, validation = train_with_validation(model, tokenizer, data, spec, run_dir)
+    count = count_parameters(result.model)
     test = eval_rows(data, spec)
     routed = spec.adapter is not None and spec.adapter.heads > 1
     with evaluation_precision(spec, result.model):
         scores = score_rows(result.model, tokenizer, test, spec, gates=routed)
     if routed:
         routes = {**routes, "routing": routing_summary(scores.pop("gates"), test, data["components"])}
-    count = count_parameters(result.model)
     return {
         "key": run_dir.name,
         "components": data["components"],
@@ -73,31 +72,6 @@ def prepare_model(spec):
     return model, tokenizer
 
 
-def route_rows(data: dict, adapter: AdapterConfig | None, features: str, seed: int, template: str,
-               text: str = "prompt") -> tuple[dict, dict]:
-    """The data with each row's head ("route") for a task or cluster gate, and what the routing found.
-
-    task: the true component; with fewer heads than components, component c shares head c mod heads
-    (an oracle that still mixes components: which ones share a head is fixed, not chosen).
-    cluster (and a learned router with router_init "clusters"): the k-means cluster (k = heads) of the row's
-    prompt (text "prompt": instruction and input; "instruction": the instruction alone), fitted on the training
-    rows; test rows go to the nearest centroid, so no labels are used."""
-    if adapter is None or (adapter.gate not in ("task", "cluster") and adapter.router_init != "clusters"):
-        return data, {}
-    held_out = data["test"] + data.get("validation", [])  # validation rows are routed as test rows are
-    if adapter.gate == "task":
-        def with_route(rows):
-            return [{**r, "route": int(r.get("component", 0)) % adapter.heads} for r in rows]
-        train_rows, routed = with_route(data["train"]), with_route(held_out)
-        info = {}
-    else:
-        train_rows, routed, clusters = assign_routes(data["train"], held_out, k=adapter.heads, features=features,
-                                                     seed=seed, template=template, part=text)
-        info = {"clusters": clusters}
-    n_test = len(data["test"])
-    return {**data, "train": train_rows, "test": routed[:n_test], "validation": routed[n_test:]}, info
-
-
 def evaluation_precision(spec, model):
     """Autocast for scoring where spec.eval.mixed_precision asks for it ("bf16", "fp16", or "auto" as in
     TrainConfig): the real-data lane scores in the precision it trains in, which halves a forward pass on a CPU
@@ -118,10 +92,9 @@ def train_with_validation(model, tokenizer, data: dict, spec, run_dir: Path):
     """Train as the spec says; with spec.eval.validation_points = k > 0 and validation rows, stop at k evenly
     spaced steps (a checkpoint, then resuming, as an interruption would) and measure the loss on the validation
     rows per component, before training too. Returns (TrainResult, [{"step", "loss", "per_component"}])."""
-    config, points = spec.train, spec.eval.validation_points
-    rows = data.get("validation", [])
-    if not points or not rows:
-        return train(model, tokenizer, data["train"], config, run_dir, run_record={"spec": spec.to_dict()}), []
+    config, rows = spec.train, data.get("validation", [])
+    points = spec.eval.validation_points if rows else 0
+    stops = validation_steps(config.steps, points) if points else [config.steps]
 
     def measure(step: int, model) -> dict:
         with evaluation_precision(spec, model):
@@ -130,14 +103,14 @@ def train_with_validation(model, tokenizer, data: dict, spec, run_dir: Path):
         return {"step": step, "loss": loss["loss"],
                 "per_component": {name: v["loss"] for name, v in loss["per_component"].items()}}
 
-    # the points an interrupted attempt passed cannot be measured again: such a run starts over
-    for name in (CHECKPOINT_NAME, METRICS_NAME):
-        (run_dir / name).unlink(missing_ok=True)
+    if points:  # the points an interrupted attempt passed cannot be measured again: such a run starts over
+        for name in (CHECKPOINT_NAME, METRICS_NAME):
+            (run_dir / name).unlink(missing_ok=True)
     # a resume checks that it starts from the same weights as the run did, so each segment starts from them
     # (the checkpoint then restores the trained state)
-    initial = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-    curve, seconds = [measure(0, model)], 0.0
-    for stop in validation_steps(config.steps, points):
+    initial = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad} if points else {}
+    curve, seconds = [measure(0, model)] if points else [], 0.0
+    for stop in stops:
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if name in initial:
@@ -145,8 +118,9 @@ def train_with_validation(model, tokenizer, data: dict, spec, run_dir: Path):
         result = train(model, tokenizer, data["train"], config, run_dir, run_record={"spec": spec.to_dict()},
                        stop_at=stop)
         seconds += result.seconds
-        curve.append(measure(stop, result.model))
         model = result.model
+        if points:
+            curve.append(measure(stop, model))
     return dataclasses.replace(result, seconds=seconds), curve
 
 

@@ -88,7 +88,7 @@ class RunSpec:
         if isinstance(adapter, dict):
             adapter = AdapterConfig.from_dict(adapter)
         train_config = spec["train"] if isinstance(spec["train"], TrainConfig) else TrainConfig(**spec["train"])
-        return cls(spec["model"], spec["data"], adapter, train_config, EvalConfig.from_dict(spec.get("eval") or {}))
+        return cls(spec["model"], spec["data"], adapter, train_config, spec.get("eval") or {})
 
     def to_dict(self) -> dict:
         return {"model": self.model, "data": self.data, "adapter": None if self.adapter is None else self.adapter.to_dict(),

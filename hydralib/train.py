@@ -32,10 +32,9 @@ from safetensors.torch import save_model
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from .data.formatting import IGNORE_INDEX, TEMPLATES, collate, encode_row, prompt_mask
+from .data.formatting import IGNORE_INDEX, TEMPLATES, collate, encode_row
 from .adapter_files import save_adapters
-from .inject import (adapter_config_of, adapter_layers, batch_routing, frozen_linear_weights_in, router_statistics,
-                     routing)
+from .inject import adapter_config_of, adapter_layers, batch_logits, frozen_linear_weights_in, router_statistics
 from .layers import Router
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -159,9 +158,10 @@ def make_optimizer(parameters, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
 
-def token_losses(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token cross-entropy of the next token and its mask (response tokens only), (batch, T-1)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+def token_losses(model, batch: dict, record: str = "off") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token cross-entropy of the next token and its mask (response tokens only), (batch, T-1); the adapters
+    routed as the batch says (inject.batch_logits), recording their gates as `record` asks."""
+    logits = batch_logits(model, batch, record=record)
     labels = batch["labels"][:, 1:]
     mask = labels != IGNORE_INDEX
     losses = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
@@ -178,9 +178,18 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
     stop_at: stop after this step (as an interruption would), leaving a checkpoint to resume from.
     run_record: extra description (model, data, adapter) written into config.json beside the training config.
     """
+    run_dir = Path(run_dir) if run_dir is not None else None
+    with _training_lock(run_dir):
+        return _train(model, tokenizer, rows, config, run_dir, resume, stop_at, run_record)
+
+
+@contextlib.contextmanager
+def _training_lock(run_dir: Path | None):
+    """Hold run_dir's training lock for the block (nothing to hold without a run_dir); refuse at once if another
+    process holds it."""
     if run_dir is None:
-        return _train(model, tokenizer, rows, config, None, resume, stop_at, run_record)
-    run_dir = Path(run_dir)
+        yield
+        return
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(run_dir) + ".train.lock")
     try:
@@ -189,7 +198,7 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
         raise RuntimeError(f"another process is training in {run_dir} (it holds {lock.lock_file}); wait for it, "
                            "or give this training another run_dir") from None
     try:
-        return _train(model, tokenizer, rows, config, run_dir, resume, stop_at, run_record)
+        yield
     finally:
         lock.release()
 
@@ -211,10 +220,13 @@ def _train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir, res
         raise ValueError(f"batch_size={config.batch_size} must be divisible by grad_accum={config.grad_accum} "
                          f"x processes={world}")
     seed_everything(config.seed)
-    run_dir = Path(run_dir) if run_dir is not None else None
     has_adapters = bool(adapter_layers(model))
     if not has_adapters:
         model.requires_grad_(True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(trainable, config)
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps, min_lr_rate=config.lr_floor)
     adapter_config = adapter_config_of(model)
     routed = has_adapters and adapter_config.has_router
     if config.balance_weight and not routed:
@@ -228,10 +240,6 @@ def _train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir, res
 
     encoded = [encode_row(r, tokenizer, config.template, config.max_length) for r in rows]
     fingerprint = inputs_fingerprint(model, encoded) if run_dir is not None else None
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(trainable, config)
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps, min_lr_rate=config.lr_floor)
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # callers get a plain model back
     step_model = torch.compile(model) if config.compile else model
@@ -269,21 +277,19 @@ def _train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir, res
                 batch = collate([encoded[i] for i in global_ids[first:first + micro]], tokenizer.pad_token_id)
                 batch = _pad_to_multiple(batch, config.pad_to_multiple, tokenizer.pad_token_id)
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                with batch_routing(model, batch["route"], prompt_mask(batch)), \
-                        routing(inner, record=record_gates) if routed else contextlib.nullcontext():
-                    with accelerator.autocast():
-                        losses, mask = token_losses(step_model, batch)
-                    loss = losses.sum() * world / global_tokens
-                    if routed:
-                        stats = router_statistics(inner, batch["attention_mask"])
-                        loss = loss + config.balance_weight * stats["balance_loss"] / config.grad_accum
-                        if router_losses:
-                            own = [l.router_loss() for l in layers]
-                            loss = loss + sum(x for x in own if x is not None) / config.grad_accum
-                        gate_stats.append(stats)
-                    sync = m == config.grad_accum - 1
-                    with contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(model):
-                        accelerator.backward(loss)
+                with accelerator.autocast():
+                    losses, mask = token_losses(step_model, batch, record_gates if routed else "off")
+                loss = losses.sum() * world / global_tokens
+                if routed:
+                    stats = router_statistics(inner, batch["attention_mask"])
+                    loss = loss + config.balance_weight * stats["balance_loss"] / config.grad_accum
+                    if router_losses:
+                        own = [l.router_loss() for l in layers]
+                        loss = loss + sum(x for x in own if x is not None) / config.grad_accum
+                    gate_stats.append(stats)
+                sync = m == config.grad_accum - 1
+                with contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(model):
+                    accelerator.backward(loss)
                 per_sample = losses.detach().sum(1).float().cpu()
                 comp_loss.index_add_(0, batch["component"].cpu(), per_sample)
                 comp_tokens.index_add_(0, batch["component"].cpu(), mask.sum(1).float().cpu())

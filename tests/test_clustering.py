@@ -12,9 +12,11 @@ from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
 from hydralib.clustering import (Clusterer, Featurizer, _sentence_encoder, assign_routes, choose_n, cluster_trials,
-                                 dbscan_clusters, elbow_k, kmeans_sweep, make_featurizer, prompt_texts,
+                                 dbscan_clusters, elbow_k, kmeans_sweep, make_featurizer, prompt_texts, route_rows,
                                  routing_mutual_information, sentence_features, silhouette_k, tfidf_features)
 from hydralib.data import format_prompt, make_corpus
+from hydralib.data.corpus import build_data
+from hydralib.methods import adapter_config
 
 # 8 components need 800 rows: at 400 (50 words per cue, each word under all 8 cues) k-means at k=8
 # often groups prompts by shared input letters instead of by cue (ARI ~0 for 3 of 6 seeds measured).
@@ -347,3 +349,11 @@ def test_assign_routes_clusters_the_part_it_is_told():
     by_prompt, _, _ = assign_routes(rows, rows, k=2, part="prompt")
     assert adjusted_rand_score([r["instruction"] for r in rows], [r["route"] for r in by_instruction]) == 1.0
     assert adjusted_rand_score([r["input"] for r in rows], [r["route"] for r in by_prompt]) == 1.0
+
+
+def test_task_routes_fold_components_onto_fewer_heads():
+    data = build_data({"kind": "synthetic", "n_components": 4, "n_train": 40, "n_test": 8, "seed": 0})
+    adapter = adapter_config("split", 4, heads=2, gate="task")
+    routed, info = route_rows(data, adapter, "tfidf", 0, "compact")
+    assert info == {} and all(r["route"] == r["component"] % 2 for r in routed["train"] + routed["test"])
+    assert "route" not in data["train"][0]  # the input rows are not changed

@@ -111,7 +111,7 @@ def test_gate_profile_gives_each_row_its_gate_per_layer():
         assert torch.allclose(from_loss["gates"], profile["gates"], atol=1e-5)
         if gate == "learned":
             assert not torch.allclose(profile["gates"][0], profile["gates"][1], atol=1e-3)  # rows route differently
-    with pytest.raises(ValueError, match="this model has no hydralib adapters, so nothing routes"):
+    with pytest.raises(ValueError, match="this model has no hydralib adapters to route"):
         evaluate_loss(load_model("tiny-random", **small)[0], tokenizer, rows, gates=True)
 
 
@@ -237,16 +237,16 @@ def test_a_row_in_a_loop_stops_there_and_is_counted_apart_from_the_budget():
 
 
 def test_the_head_on_response_positions_only_gives_the_full_forwards_scores(monkeypatch):
-    """response_logits applies a plain LM head to the response positions only: loss, token accuracy and the
+    """batch_logits applies a plain LM head to the response positions only: loss, token accuracy and the
     multiple-choice answer equal those of the full forward pass."""
-    import hydralib.evaluate as evaluate
+    import hydralib.inject as inject
     from hydralib import AdapterConfig, add_adapters
     model, tokenizer = load_model("tiny-random", **SMALL)
     add_adapters(model, AdapterConfig(method="hydra", r=4, heads=3, gate="learned"), seed=0)
     rows = [{"instruction": "q" * n, "input": "", "output": "AB" * (n % 5 + 1), "component": n % 2,
              "component_name": f"c{n % 2}"} for n in (3, 30, 7, 12, 1, 25)]
     fast = evaluate_loss(model, tokenizer, rows, "alpaca", 128, 4, choice_ids=[65, 66, 67])
-    monkeypatch.setattr(evaluate, "PLAIN_HEAD_MODELS", ())  # the full forward pass, logits at every position
+    monkeypatch.setattr(inject, "PLAIN_HEAD_MODELS", ())  # the full forward pass, logits at every position
     full = evaluate_loss(model, tokenizer, rows, "alpaca", 128, 4, choice_ids=[65, 66, 67])
     assert fast["choices"] == full["choices"] and fast["per_component"].keys() == full["per_component"].keys()
     for key in ("loss", "token_accuracy"):

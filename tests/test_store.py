@@ -8,8 +8,6 @@ from pathlib import Path
 import hydralib
 import hydralib.pipeline as pipeline
 from hydralib.config import AdapterConfig
-from hydralib.data.corpus import build_data
-from hydralib.methods import adapter_config
 from hydralib.code_key import code_fingerprint, dependency_files
 from hydralib.evaluate import EvalConfig
 from hydralib.store import RunSpec, RunStore, run_key, run_many
@@ -95,14 +93,6 @@ def test_bad_spec_is_refused_before_anything_runs(tmp_path):
         run_many([{**SPEC, "optimizer": "sgd"}], RunStore(tmp_path))
     with pytest.raises(ValueError, match="unknown data kind"):
         RunStore(tmp_path).run({**SPEC, "data": {"kind": "imagenet"}})
-
-
-def test_task_routes_fold_components_onto_fewer_heads():
-    data = build_data({"kind": "synthetic", "n_components": 4, "n_train": 40, "n_test": 8, "seed": 0})
-    adapter = adapter_config("split", 4, heads=2, gate="task")
-    routed, info = pipeline.route_rows(data, adapter, "tfidf", 0, "compact")
-    assert info == {} and all(r["route"] == r["component"] % 2 for r in routed["train"] + routed["test"])
-    assert "route" not in data["train"][0]  # the input rows are not changed
 
 
 @pytest.mark.parametrize("adapter", [{"method": "hydra", "r": 4, "heads": 2, "gate": "cluster"},

@@ -78,6 +78,16 @@ def collate(examples: list[dict], pad_token_id: int, padding_side: str = "right"
     }
 
 
+def length_batches(examples: list[dict], size: int, pad_token_id: int, padding_side: str = "right"):
+    """(indices, collated batch) for batches of up to `size` encoded rows, rows of similar length together, so a
+    batch pads little; a row's own result does not depend on its batch (padding is masked), so callers put
+    results back by index."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    for start in range(0, len(order), size):
+        indices = order[start:start + size]
+        yield indices, collate([examples[i] for i in indices], pad_token_id, padding_side)
+
+
 def prompt_mask(batch: dict) -> torch.Tensor:
     """1 on the real tokens before the response: what a sequence-level router may look at."""
     return batch["attention_mask"] * (batch["labels"] == IGNORE_INDEX)
