@@ -159,6 +159,13 @@ def make_optimizer(parameters, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
 
+def make_scheduler(optimizer, config: TrainConfig):
+    """The learning-rate schedule: linear warm-up over config.warmup_ratio of the steps, then cosine down to
+    config.lr_floor x lr at the last step."""
+    return get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps, min_lr_rate=config.lr_floor)
+
+
 def token_losses(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token cross-entropy of the next token and its mask (response tokens only), (batch, T-1)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -180,7 +187,13 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
     """
     if run_dir is None:
         return _train(model, tokenizer, rows, config, None, resume, stop_at, run_record)
-    run_dir = Path(run_dir)
+    with training_in(Path(run_dir)):
+        return _train(model, tokenizer, rows, config, Path(run_dir), resume, stop_at, run_record)
+
+
+@contextlib.contextmanager
+def training_in(run_dir: Path):
+    """Hold run_dir for one training for the block (a lock beside it); refuses a run_dir another training holds."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(run_dir) + ".train.lock")
     try:
@@ -189,7 +202,7 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
         raise RuntimeError(f"another process is training in {run_dir} (it holds {lock.lock_file}); wait for it, "
                            "or give this training another run_dir") from None
     try:
-        return _train(model, tokenizer, rows, config, run_dir, resume, stop_at, run_record)
+        yield run_dir
     finally:
         lock.release()
 
@@ -230,8 +243,7 @@ def _train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir, res
     fingerprint = inputs_fingerprint(model, encoded) if run_dir is not None else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, config)
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps, min_lr_rate=config.lr_floor)
+    scheduler = make_scheduler(optimizer, config)
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # callers get a plain model back
     step_model = torch.compile(model) if config.compile else model
