@@ -15,6 +15,11 @@ A run two notebooks need is trained once, re-executing a notebook reuses finishe
 figure, a claim, this module or a docstring retrains nothing. An entry is used only if its completion
 record exists and every file it lists still has the recorded checksum; anything else is removed and run
 again.
+
+With RunStore(root, seed_groups=True), run_many trains the pending runs that differ only in their seeds as one
+stacked model (hydralib.seed_groups) and stores each seed as its own run, under the key, in the folder and with
+the files its separate run has (its train_seconds is its share of the group's, its tokens_per_s the group's);
+seed_group_refusal says which runs train alone and why.
 """
 from __future__ import annotations
 
