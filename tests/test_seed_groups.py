@@ -152,13 +152,15 @@ def executions(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("precision", ["no", "bf16"])
-def test_a_grouped_store_run_stores_each_seed_as_its_separate_run_would(tmp_path, executions, precision):
+@pytest.mark.parametrize("precision, adapter", [
+    ("no", STORE_SPEC["adapter"]), ("bf16", STORE_SPEC["adapter"]),
+    ("no", {**STORE_SPEC["adapter"], "router_init": "clusters"})], ids=["fp32", "bf16", "fp32-router-from-clusters"])
+def test_a_grouped_store_run_stores_each_seed_as_its_separate_run_would(tmp_path, executions, precision, adapter):
     """fp32: every stored result field but the timings, the log, and the adapter tensors equal separate runs bit
-    for bit. bf16 (the CPU default's step): losses within 1e-3 relative and adapter tensors within 1e-3 of their
-    largest entry, with the same generations and exact match (measured: equal bit for bit at these sizes too,
-    and the evaluation of synthetic runs is in fp32)."""
-    specs = [seed_spec(s, mixed_precision=precision) for s in SEEDS]
+    for bit (a router warm-started from each seed's own clusters too). bf16 (the CPU default's step): losses
+    within 1e-3 relative and adapter tensors within 1e-3 of their largest entry, with the same generations and
+    exact match (measured: equal bit for bit at these sizes too; synthetic runs are evaluated in fp32)."""
+    specs = [seed_spec(s, adapter=adapter, mixed_precision=precision) for s in SEEDS]
     separate, grouped = RunStore(tmp_path / "separate"), RunStore(tmp_path / "grouped", seed_groups=True)
     run_many(specs, separate, processes=1)
     run_many(specs, grouped, processes=1)
