@@ -19,12 +19,35 @@ from .data.lengths import fitting_rows
 from .data.real import mmlu_shots
 from .evaluate import evaluate_generation, evaluate_loss, evaluate_real
 from .inject import add_adapters, count_parameters, warm_start_routers
+from .seed_groups import train_seed_group
 from .train import CHECKPOINT_NAME, METRICS_NAME, resolve_device, resolve_mixed_precision, train
 
 
 def execute_run(spec, run_dir: Path) -> dict:
     """Build model and data from the spec (a store.RunSpec), train (resuming a checkpoint in run_dir),
     evaluate; the results."""
+    model, tokenizer, data, routes, dropped = prepare_run(spec)
+    result, validation = train_with_validation(model, tokenizer, data, spec, run_dir)
+    return run_results(spec, run_dir, tokenizer, data, routes, dropped, result, validation)
+
+
+def execute_seed_group(specs: list, run_dirs: list[Path]) -> list[dict]:
+    """The results of specs that differ only in their seeds (store.seed_group_refusal allows each), each built
+    as execute_run builds it (its own data and initialisation), trained together as one stacked model
+    (seed_groups.train_seed_group, each seed writing its run_dir as train does), and scored as execute_run
+    scores it; one result per spec, in order."""
+    prepared = [prepare_run(spec) for spec in specs]
+    trained = train_seed_group([p[0] for p in prepared], prepared[0][1], [p[2]["train"] for p in prepared],
+                               [spec.train for spec in specs], run_dirs,
+                               run_records=[{"spec": spec.to_dict()} for spec in specs])
+    return [run_results(spec, run_dir, tokenizer, data, routes, dropped, result, [])
+            for spec, run_dir, (_, tokenizer, data, routes, dropped), result
+            in zip(specs, run_dirs, prepared, trained)]
+
+
+def prepare_run(spec) -> tuple:
+    """(model, tokenizer, data, routes, dropped): the spec's model with its adapters, its data with each row's
+    route (route_rows), what the routing found, and the real-data rows left out for their length."""
     model, tokenizer = prepare_model(spec)
     config = spec.train
     data, routes = route_rows(build_data(spec.data), spec.adapter, spec.data.get("cluster_features", "tfidf"),
@@ -34,7 +57,12 @@ def execute_run(spec, run_dir: Path) -> dict:
         data["train"], dropped = fitting_rows(data["train"], tokenizer, config.template, config.max_length)
     if spec.adapter is not None and spec.adapter.router_init == "clusters":
         warm_start_routers(model, tokenizer, data["train"], config.template, config.max_length)
-    result, validation = train_with_validation(model, tokenizer, data, spec, run_dir)
+    return model, tokenizer, data, routes, dropped
+
+
+def run_results(spec, run_dir: Path, tokenizer, data: dict, routes: dict, dropped: dict, result,
+                validation: list[dict]) -> dict:
+    """A trained run's results: its model scored on the test rows, with what training and routing recorded."""
     count = count_parameters(result.model)
     test = eval_rows(data, spec)
     routed = spec.adapter is not None and spec.adapter.heads > 1

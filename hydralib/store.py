@@ -15,9 +15,15 @@ A run two notebooks need is trained once, re-executing a notebook reuses finishe
 figure, a claim, this module or a docstring retrains nothing. An entry is used only if its completion
 record exists and every file it lists still has the recorded checksum; anything else is removed and run
 again.
+
+With RunStore(root, seed_groups=True), run_many trains the pending runs that differ only in their seeds as one
+stacked model (hydralib.seed_groups) and stores each seed as its own run, under the key, in the folder and with
+the files its separate run has (its train_seconds is its share of the group's, its tokens_per_s the group's);
+seed_group_refusal says which runs train alone and why.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -28,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from . import pipeline
 from .bases import load_spec_model
@@ -37,6 +43,7 @@ from .config import AdapterConfig
 from .data.corpus import check_data_spec
 from .evaluate import EvalConfig
 from .executors import run_parallel, visible_devices, worker_count
+from .seed_groups import group_refusal
 from .train import CHECKPOINT_NAME, TrainConfig, checkpoint_loads
 
 DONE_NAME = "done.json"
@@ -124,13 +131,18 @@ def code_version() -> str:
 class RunStore:
     """Finished runs on disk, keyed by RunSpec.key; every method takes a RunSpec (or its dict form)."""
 
-    def __init__(self, root, read_only: bool | None = None):
+    def __init__(self, root, read_only: bool | None = None, seed_groups: bool = False):
         """read_only: serve finished runs only, never lock or write (a class's shared store); None: so when the
-        folder cannot be written (a read-only mount, or no write permission)."""
+        folder cannot be written (a read-only mount, or no write permission).
+        seed_groups: run_many trains the pending runs that differ only in their seeds together, one stacked model
+        per group (run_seed_group), each stored as its own run under the key its separate run has. Off by
+        default: in bf16 a grouped run's result agrees with its separate run's to bf16 rounding, not bit for bit
+        (in fp32 bit for bit), so turning it on for a store changes what runs trained from then on hold."""
         self.root = Path(root)
         if not self.root.is_dir() and not read_only:
             self.root.mkdir(parents=True, exist_ok=True)
         self.read_only = not os.access(self.root, os.W_OK) if read_only is None else read_only
+        self.seed_groups = seed_groups
 
     def path(self, spec: RunSpec | dict) -> Path:
         return self.root / as_spec(spec).key
@@ -182,6 +194,42 @@ class RunStore:
             self._finish(folder, results)
             return results
 
+    def run_seed_group(self, specs: list) -> list[dict]:
+        """Results for specs that differ only in their seeds (seed_groups_of puts them in one group), in order:
+        the unfinished ones trained together (pipeline.execute_seed_group) and each stored as its own run, as
+        run(spec) stores it, so a later run(spec) finds it. A member whose lock another process holds is left
+        to it (and waited for, as run waits); a member's partial folder that cannot resume starts over. Each
+        member is marked done (done.json, written last) only when its results are written: an interrupted group
+        leaves its members' checkpoints (seed_groups.train_seed_group resumes them) and nothing marked done
+        that is not."""
+        specs = [as_spec(s) for s in specs]
+        if len(seed_groups_of(specs)) != 1 or len({s.key for s in specs}) != len(specs):
+            raise ValueError("run_seed_group takes distinct specs that differ only in their seeds and may train in "
+                             "a seed group (see seed_group_refusal); use run_many to group specs")
+        if not self.read_only:
+            with contextlib.ExitStack() as held:
+                members = []
+                for spec in specs:
+                    lock = FileLock(str(self.path(spec)) + ".lock")
+                    try:
+                        lock.acquire(timeout=0)
+                    except Timeout:
+                        continue  # another process is training it: run() below waits for it
+                    held.callback(lock.release)
+                    if self.get(spec) is None:
+                        members.append(spec)
+                folders = [self.path(spec) for spec in members]
+                for folder in folders:
+                    if folder.exists() and not _resumable(folder):
+                        shutil.rmtree(folder)
+                if len(members) > 1:
+                    results = pipeline.execute_seed_group(members, folders)
+                else:
+                    results = [pipeline.execute_run(spec, folder) for spec, folder in zip(members, folders)]
+                for folder, result in zip(folders, results):
+                    self._finish(folder, result)
+        return [self.run(spec) for spec in specs]
+
     def _finish(self, folder: Path, results: dict) -> None:
         (folder / RESULTS_NAME).write_text(json.dumps(results, indent=2))
         (folder / CHECKPOINT_NAME).unlink(missing_ok=True)  # finished runs keep weights, not optimizer state
@@ -190,6 +238,34 @@ class RunStore:
         tmp = folder / (DONE_NAME + ".tmp")
         tmp.write_text(json.dumps(record, indent=2))
         os.replace(tmp, folder / DONE_NAME)
+
+
+def seed_group_refusal(spec: RunSpec | dict) -> str | None:
+    """Why a run trains alone even in a store with seed groups on, or None if it may train in one: the reasons of
+    seed_groups.group_refusal (its adapter and training configuration: full fine-tuning, dropout, a task or
+    cluster gate, ...), and validation points: such a run stops at k steps to be measured on its validation rows
+    (pipeline.train_with_validation), which a group would have to do seed by seed; not done, so it trains alone."""
+    spec = as_spec(spec)
+    if spec.eval.validation_points:
+        return (f"validation_points={spec.eval.validation_points}: a run measured on its validation rows during "
+                "training trains alone")
+    return group_refusal(spec.adapter, spec.train)
+
+
+def seed_groups_of(specs: list) -> list[list[RunSpec]]:
+    """The specs in groups that may train together: those seed_group_refusal allows that differ only in their
+    seeds (train.seed and data.seed) share a group, in order of first appearance; every other spec is a group of
+    its own."""
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in map(as_spec, specs):
+        if seed_group_refusal(spec) is None:
+            settings = spec.to_dict()
+            settings["train"] = {k: v for k, v in settings["train"].items() if k != "seed"}
+            settings["data"] = {k: v for k, v in settings["data"].items() if k != "seed"}
+            groups.setdefault(json.dumps(settings, sort_keys=True, default=str), []).append(spec)
+        else:
+            groups[spec.key] = [spec]
+    return list(groups.values())
 
 
 def _resumable(folder: Path) -> bool:
@@ -208,10 +284,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _train_one(job) -> dict:
-    """What a worker does with one job (root, spec): the run, through the store at root."""
-    root, spec = job
-    return RunStore(root).run(spec)
+def _train_one(job) -> list[dict]:
+    """What a worker does with one job (root, specs): one run, or a seed group, through the store at root."""
+    root, specs = job
+    return RunStore(root).run_seed_group(specs) if len(specs) > 1 else [RunStore(root).run(specs[0])]
 
 
 def _prepare_models(specs: list[RunSpec]) -> None:
@@ -236,22 +312,27 @@ def run_many(specs: list, store: RunStore, processes: int | str = 2, threads_per
              executor: str = "process", address: str | None = None) -> list[dict]:
     """Results of every spec, in order; unfinished ones trained by hydralib.executors.run_parallel: `processes`
     workers here ("auto": one per visible GPU, 2 one-thread workers on a CPU) or tasks on a Ray cluster
-    (executor "ray", the store on a folder every node mounts). Prints one progress line per finished run
-    ("[runs] run 14/40, 9 from the store"), which the suite shows."""
+    (executor "ray", the store on a folder every node mounts). With store.seed_groups, the unfinished runs that
+    differ only in their seeds train as one job each (RunStore.run_seed_group); the others alone. Prints one
+    progress line per finished job ("[runs] run 14/40, 9 from the store"), which the suite shows."""
     specs = [as_spec(s) for s in specs]  # refuse a bad spec before starting anything
     unique = list({s.key: s for s in specs}.values())
     pending = [s for s in unique if store.get(s) is None]
     cached = len(unique) - len(pending)
     started = time.perf_counter()
 
-    def report(done: int) -> None:
+    def report(_jobs_done: int) -> None:
+        done = sum((store.path(s) / DONE_NAME).exists() for s in pending)  # a job may finish a group of runs
         print(f"[runs] run {cached + done}/{len(unique)}, {cached} from the store "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
     if pending:
         print(f"[runs] {len(unique)} runs: {cached} from the store, {len(pending)} to train", flush=True)
-        if executor == "ray" or len(pending) > 1 and worker_count(processes, visible_devices()) > 1:
+        jobs = seed_groups_of(pending) if store.seed_groups else [[s] for s in pending]
+        if store.seed_groups:
+            _print_seed_groups(jobs)
+        if executor == "ray" or len(jobs) > 1 and worker_count(processes, visible_devices()) > 1:
             _prepare_models(pending)
-        run_parallel(_train_one, [(str(store.root.resolve()), s) for s in pending], processes=processes,
+        run_parallel(_train_one, [(str(store.root.resolve()), job) for job in jobs], processes=processes,
                      executor=executor, address=address, threads_per_process=threads_per_process, on_done=report)
         missing = [s.key for s in pending if store.get(s) is None]
         if missing:
@@ -259,3 +340,17 @@ def run_many(specs: list, store: RunStore, processes: int | str = 2, threads_per
                                f"{missing[0]}): with executor ray the store must be on a folder every node mounts "
                                "at the same path")
     return [store.run(s) for s in specs]
+
+
+def _print_seed_groups(jobs: list[list[RunSpec]]) -> None:
+    """One line for the seed groups about to train, and one per reason that leaves runs alone."""
+    groups = [len(job) for job in jobs if len(job) > 1]
+    alone = [job[0] for job in jobs if len(job) == 1]
+    print(f"[runs] seed groups: {sum(groups)} runs in {len(groups)} groups ({', '.join(map(str, groups))} seeds), "
+          f"{len(alone)} alone", flush=True)
+    reasons: dict[str, int] = {}
+    for spec in alone:
+        reason = seed_group_refusal(spec) or "no other seed of its method to train"
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in reasons.items():
+        print(f"[runs]   {count} alone: {reason}", flush=True)

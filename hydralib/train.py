@@ -158,6 +158,13 @@ def make_optimizer(parameters, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
 
+def make_scheduler(optimizer, config: TrainConfig):
+    """The learning-rate schedule: linear warm-up over config.warmup_ratio of the steps, then cosine down to
+    config.lr_floor x lr at the last step."""
+    return get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps, min_lr_rate=config.lr_floor)
+
+
 def token_losses(model, batch: dict, record: str = "off") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token cross-entropy of the next token and its mask (response tokens only), (batch, T-1); the adapters
     routed as the batch says (inject.batch_logits), recording their gates as `record` asks."""
@@ -179,12 +186,12 @@ def train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir=None,
     run_record: extra description (model, data, adapter) written into config.json beside the training config.
     """
     run_dir = Path(run_dir) if run_dir is not None else None
-    with _training_lock(run_dir):
+    with training_in(run_dir):
         return _train(model, tokenizer, rows, config, run_dir, resume, stop_at, run_record)
 
 
 @contextlib.contextmanager
-def _training_lock(run_dir: Path | None):
+def training_in(run_dir: Path | None):
     """Hold run_dir's training lock for the block (nothing to hold without a run_dir); refuse at once if another
     process holds it."""
     if run_dir is None:
@@ -225,8 +232,7 @@ def _train(model, tokenizer, rows: list[dict], config: TrainConfig, run_dir, res
         model.requires_grad_(True)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, config)
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps, min_lr_rate=config.lr_floor)
+    scheduler = make_scheduler(optimizer, config)
     adapter_config = adapter_config_of(model)
     routed = has_adapters and adapter_config.has_router
     if config.balance_weight and not routed:
