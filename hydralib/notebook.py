@@ -72,14 +72,23 @@ def sizes(results: dict[str, list[dict]], better: str, worse: str) -> tuple[dict
 
 
 def method_claim(text: str, results: dict[str, list[dict]], better: str, worse: str, paper: str,
-                 test_rows: int | None = None, value="exact_match", decided_by: str | None = None) -> tuple:
+                 test_rows: int | None = None, value="exact_match", decided_by: str | None = None,
+                 comparison: str | bool | None = None) -> tuple:
     """One "better beats worse" claim for claims.record_verdicts: both methods' scores per seed, the paper's
     figure, and the options every such claim carries (its test rows and both parameter counts).
 
     value: the score, as `scores` takes it (a result field or a function of a run's result; default: exact
     match). decided_by: the profile that decides the claim where these runs cannot (e.g. one seed); with it, a
-    claim on a method that did not run here keeps its row, without values."""
+    claim on a method that did not run here keeps its row, without values. comparison: the name under which
+    another notebook making the same comparison is recognised (the claims table shows it once): True names it
+    by its two methods, "better vs worse"; a string names it as given (e.g. the methods another notebook ran
+    under other labels)."""
+    if not (comparison is None or isinstance(comparison, bool) or (isinstance(comparison, str) and comparison)):
+        raise ValueError(f"comparison must be True (named by the two methods), a non-empty name or None, "
+                         f"got {comparison!r}")
     options = {"decided_by": decided_by} if decided_by else {}
+    if comparison:
+        options["comparison"] = f"{better} vs {worse}" if comparison is True else comparison
     if decided_by and (better not in results or worse not in results):
         return text, [], [], paper, options
     better_scores, worse_scores = scores(results, better, value), scores(results, worse, value)

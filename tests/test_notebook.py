@@ -43,6 +43,31 @@ def test_method_claim_pairs_the_scores_and_carries_sizes_and_test_rows():
         method_claim("c beats a", results, "c", "a", "-")
 
 
+def test_method_claim_names_its_comparison_so_the_table_shows_a_repeated_one_once(tmp_path):
+    import json
+
+    from hydralib.claims import adjust_verdicts, record_verdicts
+    results = {"a": [{"exact_match": v, "parameters": {"trainable": 10}} for v in (0.5, 0.6, 0.7)],
+               "b": [{"exact_match": v, "parameters": {"trainable": 20}} for v in (0.2, 0.4, 0.3)],
+               "a2": [{"exact_match": v, "parameters": {"trainable": 10}} for v in (0.6, 0.6, 0.6)]}
+    assert method_claim("a beats b", results, "a", "b", "-", comparison=True)[4]["comparison"] == "a vs b"
+    assert method_claim("a beats b", results, "a2", "b", "-", comparison="a vs b")[4]["comparison"] == "a vs b"
+    assert "comparison" not in method_claim("a beats b", results, "a", "b", "-")[4]
+    assert method_claim("c beats a", results, "c", "a", "-", decided_by="gpu", comparison=True)[4] == {
+        "decided_by": "gpu", "comparison": "c vs a"}
+    for bad in ("", 3):
+        with pytest.raises(ValueError, match=f"comparison must be True .*got {bad!r}"):
+            method_claim("a beats b", results, "a", "b", "-", comparison=bad)
+    # two notebooks make one comparison on other values (other labels, other runs): named, it is one row
+    for folder, name in ((tmp_path / "named", "a vs b"), (tmp_path / "unnamed", None)):
+        record_verdicts(folder, "03_x", [method_claim("a beats b", results, "a", "b", "-", comparison=bool(name))])
+        record_verdicts(folder, "04_y", [method_claim("a2 beats b", results, "a2", "b", "-", comparison=name)])
+    rows = {folder: [(r["notebook"], r["also_in"]) for r in
+                     adjust_verdicts(json.loads((tmp_path / folder / "verdicts.json").read_text()))]
+            for folder in ("named", "unnamed")}
+    assert rows == {"named": [("03_x", ["04_y"])], "unnamed": [("03_x", []), ("04_y", [])]}
+
+
 def test_nmis_reads_the_per_layer_nmi_by_default_and_names_the_statistics_there_are():
     runs = [{"routing": {"nmi": 0.2, "nmi_layer_mean": 0.5, "top_gate_mean": 0.3}} for _ in range(2)]
     assert nmis({"h": runs}, "h") == [0.5, 0.5] and nmis({"h": runs}, "h", "top_gate_mean") == [0.3, 0.3]
