@@ -9,11 +9,14 @@ tracked figures/); the suite's profiles point figures_dir at figures/.
 """
 from __future__ import annotations
 
+import json
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
+from .claims import VERDICT_NAME, table_verdicts, verdict_sentence
 from .store import RunStore
 
 FIGURE_DPI = 120
@@ -96,3 +99,30 @@ def method_claim(text: str, results: dict[str, list[dict]], better: str, worse: 
     if test_rows is not None:
         options["test_rows"] = test_rows
     return text, better_scores, worse_scores, paper, options
+
+
+def plain_verdicts(claims_dir, notebook: str, entries: list[dict] | None = None) -> list[str]:
+    """Print a notebook's verdicts as plain sentences (claims.verdict_sentence), each as the claims table of
+    claims_dir judges it (claims.table_verdicts), and return them.
+
+    entries: the verdicts this run recorded (record_verdicts' return); without them, the last ones recorded for
+    `notebook` in claims_dir, introduced as "from the last run" (a notebook's first cell shows them before
+    anything runs), or a line saying there are none yet."""
+    path = Path(claims_dir) / VERDICT_NAME
+    records = json.loads(path.read_text()) if path.exists() else []
+    if entries is None:
+        entries = [r for r in records if r["notebook"] == notebook]
+        if not entries:
+            print(f"No verdict of {notebook} is recorded in {Path(claims_dir).resolve()} yet: the verdict cell at "
+                  "the end prints this run's.")
+            return []
+        print(f"From the last run ({path.resolve()}); the verdict cell at the end prints this run's:")
+    missing = [e["claim"] for e in entries if not any(r["notebook"] == e["notebook"] and r["claim"] == e["claim"]
+                                                      for r in records)]
+    if missing:
+        raise ValueError(f"verdicts not recorded in {path}: {missing}; record them there first (record_verdicts)")
+    judged = {(r["notebook"], r["claim"]): r for r in table_verdicts(records)}
+    sentences = [verdict_sentence(judged[e["notebook"], e["claim"]]) for e in entries]
+    for sentence in sentences:
+        print(textwrap.fill(sentence, width=116, initial_indent="- ", subsequent_indent="  "))
+    return sentences

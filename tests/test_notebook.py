@@ -99,3 +99,38 @@ def test_every_notebook_names_the_projects_kernel():
     kernels = {nb.name: json.loads(nb.read_text())["metadata"]["kernelspec"] for nb in list_notebooks()}
     assert kernels and all(k["name"] == "hydralib" and k["display_name"] == "HydraLoRA Lab"
                            for k in kernels.values()), kernels
+
+
+def test_plain_verdicts_say_each_verdict_as_the_claims_table_judges_it(tmp_path, capsys):
+    from hydralib.claims import record_verdicts
+    from hydralib.notebook import plain_verdicts
+    assert plain_verdicts(tmp_path, "05_x") == []
+    assert "No verdict of 05_x is recorded" in capsys.readouterr().out
+    results = {name: [{"exact_match": v, "parameters": {"trainable": 10}} for v in values] for name, values in {
+        "strong": (0.5, 0.6, 0.7, 0.6, 0.65), "weak": (0.1, 0.15, 0.2, 0.1, 0.12),
+        "edge": (0.2, 0.25, 0.3, 0.2, 0.3), "below": (0.1, 0.2, 0.15, 0.2, 0.1),
+        "same": (0.3, 0.2, 0.4, 0.3, 0.3), "other": (0.31, 0.25, 0.35, 0.3, 0.28)}.items()}
+    record_verdicts(tmp_path, "03_first", [method_claim("strong beats weak", results, "strong", "weak", "-",
+                                                        comparison=True)])
+    entries = record_verdicts(tmp_path, "05_x", [
+        method_claim("edge beats below", results, "edge", "below", "-", test_rows=40),  # p 0.047 alone
+        method_claim("same beats other", results, "same", "other", "-"),
+        method_claim("strong again beats weak", results, "strong", "weak", "-", comparison=True),
+        method_claim("gpu only beats weak", results, "gpu only", "weak", "-", decided_by="gpu")])
+    capsys.readouterr()
+    said = plain_verdicts(tmp_path, "05_x", entries)
+    assert said[0].startswith("inconclusive: edge beats below: 0.250 against 0.150, higher by 0.100 (95% interval "
+                              "+0.002 to +0.198), over 5 seeds and 40 test rows. Its own interval says held; the "
+                              "claims table, which adjusts the p-values of all its rows, says inconclusive (q = 0.071)")
+    assert said[1].startswith("inconclusive: same beats other: 0.300 against 0.298, higher by 0.002")
+    assert "which holds zero), over 5 seeds." in said[1] and "Its own interval" not in said[1]
+    assert said[2].startswith("held: strong again beats weak: 0.610 against 0.134, higher by 0.476")
+    assert said[2].endswith("The claims table shows this comparison once, under 03_first.")
+    assert said[3] == "not run here: gpu only beats weak; it needs `make suite PROFILE=gpu`."
+    out = capsys.readouterr().out
+    assert "From the last run" not in out and out.count("\n- ") + out.startswith("- ") == 4
+    # without entries: the last ones recorded for the notebook, said to be from the last run
+    assert plain_verdicts(tmp_path, "05_x") == said
+    assert capsys.readouterr().out.startswith("From the last run (")
+    with pytest.raises(ValueError, match=r"verdicts not recorded in .*verdicts.json: \['elsewhere'\]"):
+        plain_verdicts(tmp_path, "05_x", [{**entries[0], "claim": "elsewhere"}])
