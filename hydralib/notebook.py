@@ -14,9 +14,13 @@ import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from .claims import VERDICT_NAME, table_verdicts, verdict_sentence
+from .clustering import layer_nmi, routing_mutual_information
+from .config import AdapterConfig
+from .layers import AdapterLayer
 from .store import RunStore
 
 FIGURE_DPI = 120
@@ -126,3 +130,84 @@ def plain_verdicts(claims_dir, notebook: str, entries: list[dict] | None = None)
     for sentence in sentences:
         print(textwrap.fill(sentence, width=116, initial_indent="- ", subsequent_indent="  "))
     return sentences
+
+
+# --- what the exercises set against the student's answer -------------------------------------------------------
+GRADIENT_TENSORS = {"A": "lora_A", "B": "lora_B", "router": "router"}
+ROUNDING = 1e-6  # a gradient below this share of the layer's largest is zero up to float rounding
+
+
+def zero_gradients(router_init: str = "kaiming", steps: int = 0, seed: int = 0) -> set[str]:
+    """Which tensors of a small HydraLoRA layer ("A", "B", "router") get a zero gradient: the layer (16 -> 12,
+    r = 2, N = 4 heads, every B at zero, the router initialised by router_init: "kaiming" or "zeros") trains
+    `steps` plain Adam steps on a fixed regression, then one more backward is taken. Zero: below ROUNDING of the
+    layer's largest gradient (exactly 0 where the algebra gives 0 at the start; after steps, float rounding)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a whole number >= 0, got {steps!r}")
+    torch.manual_seed(seed)
+    layer = AdapterLayer(torch.nn.Linear(16, 12).requires_grad_(False),
+                         AdapterConfig(method="hydra", r=2, alpha=4, heads=4, router_init=router_init))
+    data = torch.Generator().manual_seed(seed)
+    x, target = torch.randn(8, 16, generator=data), torch.randn(8, 12, generator=data)
+    optimizer = torch.optim.Adam([p for p in layer.parameters() if p.requires_grad], lr=1e-2)
+
+    def backward():
+        optimizer.zero_grad()
+        ((layer(x) - target) ** 2).mean().backward()
+
+    for _ in range(steps):
+        backward()
+        optimizer.step()
+    backward()
+    sizes = {name: getattr(layer, tensor).grad.abs().max().item() for name, tensor in GRADIENT_TENSORS.items()}
+    return {name for name, size in sizes.items() if size <= ROUNDING * max(sizes.values())}
+
+
+def uniform_gate_gap(steps: int = 5, seed: int = 0) -> float:
+    """The largest output difference between HydraLoRA under a uniform gate (the paper's "w/o gate": 16 -> 12,
+    r = 2, N = 4 heads) and one LoRA of the same rank started from the same A, after `steps` plain Adam steps in
+    fp32 without clipping, side by side on the same regression: zero up to float rounding, since zero B heads
+    under a uniform gate get equal gradients and Adam does not see their 1/N scale."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
+    torch.manual_seed(seed)
+    base = torch.nn.Linear(16, 12).requires_grad_(False)
+    heads = AdapterLayer(base, AdapterConfig(method="hydra", r=2, alpha=4, heads=4, gate="uniform"))
+    single = AdapterLayer(base, AdapterConfig(method="lora", r=2, alpha=4))
+    with torch.no_grad():
+        single.lora_A.copy_(heads.lora_A)
+    data = torch.Generator().manual_seed(seed)
+    x, target = torch.randn(8, 16, generator=data), torch.randn(8, 12, generator=data)
+    for layer in (heads, single):
+        optimizer = torch.optim.Adam([p for p in layer.parameters() if p.requires_grad], lr=1e-2)
+        for _ in range(steps):
+            optimizer.zero_grad()
+            ((layer(x) - target) ** 2).mean().backward()
+            optimizer.step()
+    with torch.no_grad():
+        return float((heads(x) - single(x)).abs().max())
+
+
+def permute_heads(gates, layer: int, permutation) -> np.ndarray:
+    """A copy of gates (rows, layers, heads) with one layer's heads renumbered: that layer's new head j is its old
+    head permutation[j]; every other layer as it was."""
+    gates = np.array(gates, dtype=float)
+    if gates.ndim != 3:
+        raise ValueError(f"gates must be a (rows, layers, heads) array, got shape {gates.shape}")
+    if not 0 <= layer < gates.shape[1]:
+        raise ValueError(f"layer must lie in 0..{gates.shape[1] - 1}, got layer={layer!r}")
+    if sorted(permutation) != list(range(gates.shape[2])):
+        raise ValueError(f"permutation must order the heads 0..{gates.shape[2] - 1} anew, got {list(permutation)}")
+    gates[:, layer] = gates[:, layer][:, list(permutation)]
+    return gates
+
+
+def permutation_nmis(gates, components, layer: int, permutation) -> dict[str, tuple]:
+    """The two NMIs of routing before and after permute_heads(gates, layer, permutation): "layer-averaged" (the
+    component against the largest gate averaged over layers: (before, after)) and "per-layer" (against each
+    layer's own largest gate: (the list before, the list after))."""
+    permuted = permute_heads(gates, layer, permutation)
+    averaged = [routing_mutual_information(components, g.mean(1).argmax(-1))["nmi"] for g in (np.asarray(gates),
+                                                                                               permuted)]
+    per_layer = [layer_nmi(g, components)["nmi_per_layer"] for g in (gates, permuted)]
+    return {"layer-averaged": tuple(averaged), "per-layer": tuple(per_layer)}

@@ -134,3 +134,44 @@ def test_plain_verdicts_say_each_verdict_as_the_claims_table_judges_it(tmp_path,
     assert capsys.readouterr().out.startswith("From the last run (")
     with pytest.raises(ValueError, match=r"verdicts not recorded in .*verdicts.json: \['elsewhere'\]"):
         plain_verdicts(tmp_path, "05_x", [{**entries[0], "claim": "elsewhere"}])
+
+
+def test_zero_gradients_every_b_at_zero_stops_a_and_the_router_and_a_zero_router_never_moves():
+    from hydralib.notebook import zero_gradients
+    for seed in (0, 1):
+        assert zero_gradients("kaiming", 0, seed) == {"A", "router"}  # every B at zero: only B learns at step 0
+        assert zero_gradients("zeros", 0, seed) == {"A", "router"}
+        assert zero_gradients("kaiming", 3, seed) == set()           # B moved: everything learns
+        assert zero_gradients("zeros", 3, seed) == {"router"}        # equal heads: the uniform gate stays
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=f"steps must be a whole number >= 0, got {bad!r}"):
+            zero_gradients("kaiming", bad)
+
+
+def test_uniform_gate_gap_is_rounding_under_plain_adam():
+    from hydralib.notebook import uniform_gate_gap
+    assert uniform_gate_gap() < 1e-5 and uniform_gate_gap(20, seed=1) < 1e-5
+    with pytest.raises(ValueError, match="steps must be a whole number >= 1, got 0"):
+        uniform_gate_gap(0)
+
+
+def test_permuting_one_layers_heads_moves_the_layer_averaged_nmi_and_no_per_layer_nmi():
+    import numpy as np
+
+    from hydralib.notebook import permutation_nmis, permute_heads
+    gates = np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4)
+    moved = permute_heads(gates, 1, [2, 0, 3, 1])
+    assert moved[:, 1].tolist() == [[6, 4, 7, 5], [18, 16, 19, 17]]
+    assert np.array_equal(moved[:, [0, 2]], gates[:, [0, 2]]) and gates[0, 1, 0] == 4  # the input is left as it was
+    for layer, permutation, message in ((3, [0, 1, 2, 3], "layer must lie in 0..2"),
+                                        (0, [0, 1, 1, 3], "permutation must order the heads 0..3 anew")):
+        with pytest.raises(ValueError, match=message):
+            permute_heads(gates, layer, permutation)
+    # two components, two heads, two layers that both separate them, under opposite head numbers; in some rows one
+    # layer routes more sharply, in the others the other: averaged over layers, the heads say nothing
+    components = np.array([0, 0, 1, 1])
+    routed = np.array([[[0.9, 0.1], [0.4, 0.6]], [[0.6, 0.4], [0.1, 0.9]],
+                       [[0.1, 0.9], [0.6, 0.4]], [[0.4, 0.6], [0.9, 0.1]]])
+    nmis = permutation_nmis(routed, components, 1, [1, 0])  # layer 1 numbered as layer 0: the average agrees
+    assert nmis["layer-averaged"] == pytest.approx((0.0, 1.0))
+    assert nmis["per-layer"] == (pytest.approx([1.0, 1.0]), pytest.approx([1.0, 1.0]))
