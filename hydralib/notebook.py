@@ -211,3 +211,18 @@ def permutation_nmis(gates, components, layer: int, permutation) -> dict[str, tu
                                                                                                permuted)]
     per_layer = [layer_nmi(g, components)["nmi_per_layer"] for g in (gates, permuted)]
     return {"layer-averaged": tuple(averaged), "per-layer": tuple(per_layer)}
+
+
+def strongest_renumbering(gates, components) -> tuple[int, list[int]]:
+    """The layer, and the cyclic shift of its heads, whose renumbering (permute_heads) moves the layer-averaged NMI
+    (permutation_nmis) the most: the clearest look at how much that NMI hangs on head numbers. Ties: the first."""
+    gates = np.asarray(gates, dtype=float)
+
+    def averaged(g):
+        return routing_mutual_information(components, g.mean(1).argmax(-1))["nmi"]
+
+    start = averaged(gates)
+    heads = gates.shape[2]
+    renumberings = [(layer, [int(h) for h in np.roll(np.arange(heads), shift)])
+                    for layer in range(gates.shape[1]) for shift in range(1, heads)]
+    return max(renumberings, key=lambda renumbering: abs(averaged(permute_heads(gates, *renumbering)) - start))

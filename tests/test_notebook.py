@@ -158,7 +158,7 @@ def test_uniform_gate_gap_is_rounding_under_plain_adam():
 def test_permuting_one_layers_heads_moves_the_layer_averaged_nmi_and_no_per_layer_nmi():
     import numpy as np
 
-    from hydralib.notebook import permutation_nmis, permute_heads
+    from hydralib.notebook import permutation_nmis, permute_heads, strongest_renumbering
     gates = np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4)
     moved = permute_heads(gates, 1, [2, 0, 3, 1])
     assert moved[:, 1].tolist() == [[6, 4, 7, 5], [18, 16, 19, 17]]
@@ -175,3 +175,16 @@ def test_permuting_one_layers_heads_moves_the_layer_averaged_nmi_and_no_per_laye
     nmis = permutation_nmis(routed, components, 1, [1, 0])  # layer 1 numbered as layer 0: the average agrees
     assert nmis["layer-averaged"] == pytest.approx((0.0, 1.0))
     assert nmis["per-layer"] == (pytest.approx([1.0, 1.0]), pytest.approx([1.0, 1.0]))
+    # the renumbering that moves the layer-averaged NMI most: here the only one that moves it
+    assert strongest_renumbering(routed, components) == (0, [1, 0])
+    # on random gates: no other layer and cyclic shift moves the layer-averaged NMI more
+    gates = np.random.default_rng(3).dirichlet(np.ones(3), size=(12, 4))
+    labels = np.random.default_rng(4).integers(0, 3, 12)
+    layer, permutation = strongest_renumbering(gates, labels)
+
+    def moved(layer, permutation):
+        before, after = permutation_nmis(gates, labels, layer, permutation)["layer-averaged"]
+        return abs(after - before)
+
+    assert moved(layer, permutation) > 0 and permutation in ([1, 2, 0], [2, 0, 1])
+    assert all(moved(other, shift) <= moved(layer, permutation) for other in range(4) for shift in ([1, 2, 0], [2, 0, 1]))
