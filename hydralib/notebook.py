@@ -1,4 +1,6 @@
-"""What every notebook does before its story starts, in one call, and small helpers the notebooks share.
+"""What every notebook does before its story starts, in one call, and small helpers the notebooks share: the
+per-seed readers of results, a method claim, the verdicts in plain words, and the small computations that the
+exercises' checks set against a student's answer.
 
     figures_dir, store = setup(figures_dir, store_dir)          # threads=1: torch trains on one thread
 
@@ -144,21 +146,10 @@ def zero_gradients(router_init: str = "kaiming", steps: int = 0, seed: int = 0) 
     layer's largest gradient (exactly 0 where the algebra gives 0 at the start; after steps, float rounding)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a whole number >= 0, got {steps!r}")
-    torch.manual_seed(seed)
+    x, target = _regression(seed)
     layer = AdapterLayer(torch.nn.Linear(16, 12).requires_grad_(False),
                          AdapterConfig(method="hydra", r=2, alpha=4, heads=4, router_init=router_init))
-    data = torch.Generator().manual_seed(seed)
-    x, target = torch.randn(8, 16, generator=data), torch.randn(8, 12, generator=data)
-    optimizer = torch.optim.Adam([p for p in layer.parameters() if p.requires_grad], lr=1e-2)
-
-    def backward():
-        optimizer.zero_grad()
-        ((layer(x) - target) ** 2).mean().backward()
-
-    for _ in range(steps):
-        backward()
-        optimizer.step()
-    backward()
+    _fit(layer, x, target, steps)
     sizes = {name: getattr(layer, tensor).grad.abs().max().item() for name, tensor in GRADIENT_TENSORS.items()}
     return {name for name, size in sizes.items() if size <= ROUNDING * max(sizes.values())}
 
@@ -170,22 +161,34 @@ def uniform_gate_gap(steps: int = 5, seed: int = 0) -> float:
     under a uniform gate get equal gradients and Adam does not see their 1/N scale."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
-    torch.manual_seed(seed)
+    x, target = _regression(seed)
     base = torch.nn.Linear(16, 12).requires_grad_(False)
     heads = AdapterLayer(base, AdapterConfig(method="hydra", r=2, alpha=4, heads=4, gate="uniform"))
     single = AdapterLayer(base, AdapterConfig(method="lora", r=2, alpha=4))
     with torch.no_grad():
         single.lora_A.copy_(heads.lora_A)
-    data = torch.Generator().manual_seed(seed)
-    x, target = torch.randn(8, 16, generator=data), torch.randn(8, 12, generator=data)
     for layer in (heads, single):
-        optimizer = torch.optim.Adam([p for p in layer.parameters() if p.requires_grad], lr=1e-2)
-        for _ in range(steps):
-            optimizer.zero_grad()
-            ((layer(x) - target) ** 2).mean().backward()
-            optimizer.step()
+        _fit(layer, x, target, steps)
     with torch.no_grad():
         return float((heads(x) - single(x)).abs().max())
+
+
+def _regression(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """8 inputs of 16 and their 12 targets for the small layers above; torch's global seed set too (their init)."""
+    torch.manual_seed(seed)
+    data = torch.Generator().manual_seed(seed)
+    return torch.randn(8, 16, generator=data), torch.randn(8, 12, generator=data)
+
+
+def _fit(layer, x, target, steps: int) -> None:
+    """`steps` plain Adam steps of the layer's trainable tensors on the squared error, then one more backward: the
+    gradients after the last step stay on the tensors."""
+    optimizer = torch.optim.Adam([p for p in layer.parameters() if p.requires_grad], lr=1e-2)
+    for step in range(steps + 1):
+        optimizer.zero_grad()
+        ((layer(x) - target) ** 2).mean().backward()
+        if step < steps:
+            optimizer.step()
 
 
 def permute_heads(gates, layer: int, permutation) -> np.ndarray:
