@@ -187,4 +187,5 @@ def test_permuting_one_layers_heads_moves_the_layer_averaged_nmi_and_no_per_laye
         return abs(after - before)
 
     assert moved(layer, permutation) > 0 and permutation in ([1, 2, 0], [2, 0, 1])
-    assert all(moved(other, shift) <= moved(layer, permutation) for other in range(4) for shift in ([1, 2, 0], [2, 0, 1]))
+    assert all(moved(other, shift) <= moved(layer, permutation)
+               for other in range(4) for shift in ([1, 2, 0], [2, 0, 1]))

@@ -33,4 +33,5 @@ def at_start(SUBMITTED):
 @test_case(name="00.2 from a zero router", points=1, hidden=True)
 def later(SUBMITTED):
     assert answer(SUBMITTED, "my_zero_later") == zero_gradients("zeros", steps=3, seed=1), \
-        "my_zero_later: from R = 0 the heads stay equal; what is u_j - sum_i g_i u_i then, and A's gradient once B moved?"
+        ("my_zero_later: from R = 0 the heads stay equal; what is u_j - sum_i g_i u_i then, and A's gradient once B "
+         "moved?")
