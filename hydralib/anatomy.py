@@ -44,9 +44,11 @@ from sklearn.manifold import TSNE
 from torch import nn
 
 from .checks import check_choice
-from .adapter_files import WEIGHTS_NAME
+from .adapter_files import WEIGHTS_NAME, load_adapters
+from .data.corpus import build_data
+from .evaluate import gate_profile
 from .inject import adapter_layers, movement_from_init
-from .pipeline import prepare_model
+from .pipeline import eval_rows, prepare_model, route_rows
 
 MATRICES = ("A", "B", "BA")
 EMBEDDINGS = ("tsne", "umap")
@@ -481,3 +483,22 @@ def mean_movement(moved: dict[str, dict]) -> dict[str, float]:
         raise ValueError("no layers to average: give run_movement's result")
     return {key: statistics.fmean(entry[key] for entry in moved.values())
             for key in ("A", "B", "A_of_trained", "B_of_trained")}
+
+
+# --- routing of a finished run ----------------------------------------------------------------------
+def run_gate_profile(spec, run_folder) -> dict:
+    """How a finished routed run routes its test rows, measured again from its saved adapter: the spec's model
+    with the adapter under run_folder/adapter, its test rows (routed as the pipeline routes them), and
+    evaluate.gate_profile of them. Returns {"layers": module names, "gates": (rows, layers, heads) array,
+    "components": each row's true component}: the gates the run's routing summary was computed from."""
+    if spec.adapter is None or spec.adapter.heads < 2:
+        raise ValueError(f"a gate profile needs a run with heads > 1, got adapter {spec.adapter!r}")
+    model, tokenizer = prepare_model(spec)
+    load_adapters(model, Path(run_folder) / "adapter")
+    config = spec.train
+    data, _ = route_rows(build_data(spec.data), spec.adapter, spec.data.get("cluster_features", "tfidf"), config.seed,
+                         config.template, spec.data.get("cluster_text", "prompt"))
+    rows = eval_rows(data, spec)
+    profile = gate_profile(model, tokenizer, rows, config.template, config.max_length)
+    return {"layers": profile["layers"], "gates": profile["gates"].numpy(),
+            "components": [int(row.get("component", 0)) for row in rows]}

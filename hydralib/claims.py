@@ -473,6 +473,73 @@ def record_verdicts(folder, notebook: str, claims: list[tuple], decided_by: str 
     return entries
 
 
+# --- in plain words -------------------------------------------------------------------------------
+
+
+def table_verdicts(records: list[dict], alpha: float = ALPHA) -> list[dict]:
+    """Each record as the claims table judges it, in the records' order: a copy holding its table row's verdict
+    (adjust_verdicts over all `records`: decided on the Benjamini-Hochberg q; with "q" and the row's own
+    "unadjusted_verdict" where it has a p-value) and "shown_in", the notebook whose row shows it (its own, or the
+    first notebook that made the same comparison). Its numbers stay its own."""
+    rows = adjust_verdicts(sorted(records, key=lambda r: r["notebook"]), alpha)
+    by_claim = {(r["notebook"], r["claim"]): r for r in rows}
+    by_comparison = {key: r for r in rows if (key := _comparison_key(r)) is not None}
+    judged = []
+    for record in records:
+        row = by_claim.get((record["notebook"], record["claim"])) or by_comparison.get(_comparison_key(record))
+        if row is None:
+            raise ValueError(f"record {record['notebook']}: {record['claim']!r} is not among the records judged")
+        table = {key: row[key] for key in ("q", "unadjusted_verdict") if key in row}
+        judged.append({**record, **table, "verdict": row["verdict"], "shown_in": row["notebook"]})
+    return judged
+
+
+PLAIN_VERDICTS = {"held": "held", "not held": "not held (the other way round)", "inconclusive": "inconclusive",
+                  ONE_SEED: "not decided (1 seed)"}
+
+
+def verdict_sentence(r: dict) -> str:
+    """A verdict in plain words, "<verdict>: <claim>: <what decided it>.", from a recorded verdict or a
+    table_verdicts entry: the two means, the difference with its 95 % interval, the seeds (or trials) and test
+    rows; where the table's adjustment changed the row's own verdict, both; what would decide a row this
+    profile cannot."""
+    needs = r.get("decided_by")
+    needs = needs if not needs or " " in needs else needs_profile(needs)
+    if r["verdict"] == NOT_RUN:
+        return f"not run here: {r['claim']}; it needs {needs}."
+    lead = f"{PLAIN_VERDICTS.get(r['verdict'], r['verdict'])}: {r['claim']}"
+    text = f"{lead}: {_evidence(r)}." if r.get("ours") is not None else f"{lead}."
+    if r.get("unadjusted_verdict") not in (None, r["verdict"]):
+        text += (f" Its own interval says {r['unadjusted_verdict']}; the claims table, which adjusts the p-values "
+                 f"of all its rows, says {r['verdict']} (q = {_p_cell(r.get('q'))}).")
+    if needs:
+        text += f" To decide it: {needs}."
+    if r.get("shown_in") not in (None, r["notebook"]):
+        text += f" The claims table shows this comparison once, under {r['shown_in']}."
+    return text
+
+
+def _evidence(r: dict) -> str:
+    """What decided a verdict, in words (verdict_sentence)."""
+    if r.get("kind") == "agreement":
+        return (f"they agree in {r['agreements']} of {r['trials']} trials (the share's exact 95% interval: "
+                f"{r['lo']:.2f} to {r['hi']:.2f}, against {r['worse_mean']:g})")
+    worse = ("chance " if r.get("baseline") else "") + _number(r.get("worse_mean"), ".3f")
+    unit = f" ({r['unit']})" if r.get("unit") else ""
+    difference = r.get("ours")
+    direction = ("equal" if not difference else
+                 f"higher by {difference:.3f}" if difference > 0 else f"lower by {-difference:.3f}")
+    if r.get("lo") is None or r.get("hi") is None or math.isnan(r["lo"]) or math.isnan(r["hi"]):
+        interval = ", with no interval"  # one seed: None as recorded, nan as compare returns it
+    else:
+        holds_zero = ", which holds zero" if r["lo"] <= 0 <= r["hi"] else ""
+        interval = f" (95% interval {r['lo']:+.3f} to {r['hi']:+.3f}{holds_zero})"
+    replicates = "one seed" if r.get("seeds") == 1 and "replicates" not in r else _replicates_cell(r)
+    rows = f" and {r['test_rows']} test rows" if r.get("test_rows") else ""
+    return (f"{_number(r.get('better_mean'), '.3f')} against {worse}{unit}, {direction}{interval}, over "
+            f"{replicates}{rows}")
+
+
 # --- helpers --------------------------------------------------------------------------------------
 
 

@@ -283,3 +283,30 @@ def test_tsne_perplexity_is_the_default_30_where_the_points_allow_it():
     assert tsne_perplexity(3) == 1.0
     with pytest.raises(ValueError, match="at least 2 points, got n=1"):
         tsne_perplexity(1)
+
+
+def test_run_gate_profile_measures_again_the_gates_a_routed_run_recorded(tmp_path):
+    import dataclasses
+
+    from hydralib.anatomy import run_gate_profile
+    from hydralib.clustering import layer_nmi
+    from hydralib.methods import adapter_config
+    from hydralib.pipeline import execute_run
+    from hydralib.specs import synthetic_spec
+    small = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
+                 num_key_value_heads=4, max_position_embeddings=64)
+    spec = dataclasses.replace(synthetic_spec(adapter_config("hydra", 4, heads=3), 2, n_components=3, steps=6,
+                                              lr=5e-3, pretrain_steps=0, n_train=48, n_test=12),
+                               model={"name": "tiny-random", **small})
+    result = execute_run(spec, tmp_path)
+    profile = run_gate_profile(spec, tmp_path)
+    assert profile["gates"].shape == (12, len(result["routing"]["layers"]), 3)
+    assert profile["layers"] == result["routing"]["layers"] and len(profile["components"]) == 12
+    assert layer_nmi(profile["gates"], profile["components"])["nmi_per_layer"] == pytest.approx(
+        result["routing"]["nmi_per_layer"], abs=1e-9)
+    first = result["components"].index(next(iter(result["routing"]["usage_by_component"])))
+    mine = np.array(profile["components"]) == first
+    assert profile["gates"][mine].mean(0) == pytest.approx(
+        np.array(result["routing"]["usage_by_component"][result["components"][first]]), abs=1e-6)
+    with pytest.raises(ValueError, match="needs a run with heads > 1"):
+        run_gate_profile(dataclasses.replace(spec, adapter=adapter_config("lora", 4)), tmp_path)

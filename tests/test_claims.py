@@ -330,3 +330,24 @@ def test_agreement_rows_with_equal_outcomes_from_different_clusterings_stay_two_
     record_verdicts(tmp_path, "08_y", [agreement_claim("real mixture: they agree", never, true_n=3)])
     table = claims_table([tmp_path])
     assert "prompt TF-IDF: they agree" in table and "real mixture: they agree" in table and "also in" not in table
+
+
+def test_verdict_sentence_says_a_verdict_and_what_decided_it_in_words():
+    from hydralib.claims import agreement_result, compare, compare_to_baseline, not_decided, verdict_sentence
+    lower = {"notebook": "01", "claim": "a beats b", **compare([0.1, 0.2, 0.15], [0.5, 0.6, 0.6]), "test_rows": 50}
+    assert verdict_sentence(lower) == ("not held (the other way round): a beats b: 0.150 against 0.567, lower by "
+                                       "0.417 (95% interval -0.488 to -0.345), over 3 seeds and 50 test rows.")
+    chance = {"notebook": "07", "claim": "NMI above chance", **compare_to_baseline([0.3, 0.32], [0.02, 0.03])}
+    assert "0.310 against chance 0.025, higher by 0.285" in verdict_sentence(chance)
+    one = {"notebook": "08", "claim": "x beats y", **compare([0.4], [0.3]), "decided_by": "gpu"}
+    assert verdict_sentence(one) == ("not decided (1 seed): x beats y: 0.400 against 0.300, higher by 0.100, with no "
+                                     "interval, over one seed. To decide it: `make suite PROFILE=gpu`.")
+    agree = {"notebook": "04", "claim": "they agree", **agreement_result([1.0] * 15)}
+    assert verdict_sentence(agree) == ("held: they agree: they agree in 15 of 15 trials (the share's exact 95% "
+                                       "interval: 0.78 to 1.00, against 0.5).")
+    timing = {"notebook": "06", "claim": "fused is faster", **compare([2.0, 2.1], [1.0, 1.1]), "unit": "x",
+              "replicates": "timing blocks"}
+    assert "2.050 against 1.050 (x), higher by 1.000" in verdict_sentence(timing)
+    assert verdict_sentence(timing).endswith("over 2 timing blocks.")
+    assert verdict_sentence({"notebook": "08", "claim": "z", **not_decided("gpu")}) == (
+        "not run here: z; it needs `make suite PROFILE=gpu`.")

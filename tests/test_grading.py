@@ -23,6 +23,7 @@ EXERCISES = exercises(NOTEBOOK_DIR)
 
 WRONG = {
     "00.1": "my_output = ex_x @ down.base.weight.T",  # W0 x alone
+    "00.2": "my_zero_at_start = {'router'}\nmy_zero_later = {'router'}",  # A's factor B_i missed at the start
     "01.1": "def split_parameters(k, d, n, r, router):\n    return n * (r * k + d * r)",  # the router forgotten
     "02.1": ("def cosine(a, b):\n    u, v = a.flatten().double(), b.flatten().double()\n"
              "    return float(u @ v / (u.norm() ** 2 * v.norm() ** 2))\n\nmy_similarity = cosine(ex_a, ex_b)"),
@@ -30,7 +31,9 @@ WRONG = {
     "04.1": ("def elbow_of(ks, sse):\n    x, y = np.asarray(ks, dtype=float), np.asarray(sse, dtype=float)\n"
              "    chord = y[0] + (y[-1] - y[0]) * (x - x[0]) / (x[-1] - x[0])\n"
              "    return int(np.argmax(np.abs(y - chord)))\n\nmy_elbow = elbow_of(sweep.ks, sweep.sse)"),  # an index
-    "05.1": ("(ex_layer(ex_x) ** 2).sum().backward()\nq = ex_layer.config.r\n"  # gradients not zeroed first
+    "05.1": ("my_prediction = 'higher'\n"  # the gate's N heads taken for capacity; the reason is still a sentence
+             "my_reason = 'the uniform gate averages N heads, which gives it more capacity than one LoRA'"),
+    "05.2": ("(ex_layer(ex_x) ** 2).sum().backward()\nq = ex_layer.config.r\n"  # gradients not zeroed first
              "head_grads = [ex_layer.lora_B.grad[:, i * q:(i + 1) * q].clone() for i in range(ex_layer.heads)]"),
     "06.1": "my_tokens_per_s = {name: batch_size / res['step_s'] for name, res in results.items()}",  # rows only
     "07.1": ("def per_head_components(matrix):\n    shares = np.asarray(matrix, dtype=float)\n"
@@ -38,6 +41,9 @@ WRONG = {
              "    logs = np.log(np.where(shares > 0, shares, 1.0))\n"
              "    return float((-(shares * logs).sum(axis=0)).mean())\n\n"  # the entropy, not exp(entropy)
              "my_spread = per_head_components(ex_usage)"),
+    "07.2": ("def permute_layer(gates, layer, permutation):\n    renumbered = np.array(gates, dtype=float)\n"
+             "    renumbered[:, layer] = renumbered[:, layer][:, np.argsort(permutation)]\n"  # the inverse permutation
+             "    return renumbered\n\nmy_invariant = 'per-layer'"),
     "08.1": ("import re\n\ndef final_answer(text):\n    if '####' not in text:\n        return None\n"  # no fallback
              "    found = re.findall(r'-?\\d+(?:,\\d{3})*(?:\\.\\d+)?', text.rsplit('####', 1)[1])\n"
              "    if not found:\n        return None\n"
@@ -46,6 +52,8 @@ WRONG = {
 }
 SHORTCUT = {
     "00.1": "my_output = down(ex_x)",
+    "00.2": ("my_zero_at_start = zero_gradients('kaiming', steps=0)\n"
+             "my_zero_later = zero_gradients('zeros', steps=3)"),
     "01.1": ("from hydralib.layers import AdapterLayer\n\ndef split_parameters(k, d, n, r, router):\n"
              "    model = torch.nn.ModuleDict({'layer': torch.nn.Linear(k, d)})\n"
              "    gate = 'learned' if router else 'uniform'\n"
@@ -57,16 +65,22 @@ SHORTCUT = {
              "my_similarity = cosine(ex_a, ex_b)"),
     "03.1": "my_paper_size = hydralib.count_parameters(ex_model).paper",
     "04.1": "elbow_of = clustering.elbow_k\nmy_elbow = elbow_of(sweep.ks, sweep.sse)",
-    "05.1": ("ex_ref = ex_make_layer()\n(ex_ref(ex_x) ** 2).sum().backward()\n"
+    "05.1": ("my_prediction = 'level' if uniform_gate_gap() < 1e-4 else 'higher'\n"
+             "my_reason = 'the small layer the check trains says so, with plain Adam in fp32'"),
+    "05.2": ("ex_ref = ex_make_layer()\n(ex_ref(ex_x) ** 2).sum().backward()\n"
              "head_grads = [ex_ref.lora_B.grad[:, i * 2:(i + 1) * 2] for i in range(ex_ref.heads)]"),
     "06.1": "my_tokens_per_s = {name: res['tokens_per_s'] for name, res in results.items()}",
     "07.1": "per_head_components = components_per_head\nmy_spread = per_head_components(ex_usage)",
+    "07.2": ("permute_layer = permute_heads\n"  # the check's references: renumbering and answer copied
+             "ex_nmis = permutation_nmis(ex_gates, ex_components, *strongest_renumbering(ex_gates, ex_components))\n"
+             "my_invariant = [view for view, (b, a) in ex_nmis.items() if np.allclose(b, a)][0]"),
     "08.1": "from hydralib.data.sources import extract_gsm8k_answer as final_answer",
 }
 POSSIBLE = {e.id: (3 if e.id == "00.1" else 2) for e in EXERCISES}
 EXPECTED = {
     "correct": dict(POSSIBLE),
-    "wrong": {"00.1": 1, "01.1": 1, "02.1": 0, "03.1": 0, "04.1": 0, "05.1": 1, "06.1": 1, "07.1": 0, "08.1": 1},
+    "wrong": {"00.1": 1, "00.2": 1, "01.1": 1, "02.1": 0, "03.1": 0, "04.1": 0, "05.1": 1, "05.2": 1, "06.1": 1,
+              "07.1": 0, "07.2": 1, "08.1": 1},
     "shortcut": {e.id: 0 for e in EXERCISES},
     "untouched": {e.id: 0 for e in EXERCISES},
 }
@@ -135,7 +149,9 @@ def test_feedback_says_what_is_wrong_and_names_the_rule_a_shortcut_breaks(graded
     assert all("is not allowed" in text for exercise, text in shortcut.items() if exercise not in ("00.1", "06.1"))
     assert "KeyError" in shortcut["06.1"] and "tokens_per_s" in shortcut["06.1"]  # no such column to copy here
     wrong = {e.id: graded["wrong"][f"{e.id} feedback"] for e in EXERCISES}
-    assert "W0 x alone" in wrong["00.1"] and "zero them first" in wrong["05.1"] and "not its index" in wrong["04.1"]
+    assert "W0 x alone" in wrong["00.1"] and "zero them first" in wrong["05.2"] and "not its index" in wrong["04.1"]
+    assert "factor B_i" in wrong["00.2"] and "equal heads" in wrong["05.1"] and "permutation[j]" in wrong["07.2"]
+    assert "all tests passed" not in wrong["05.1"] and "05.1 reason" not in wrong["05.1"]  # the reason is a sentence
     assert "Error at line" not in " ".join(wrong.values())  # the hidden test's source stays hidden
     untouched = {e.id: graded["untouched"][f"{e.id} feedback"] for e in EXERCISES}
     assert all(NOT_ATTEMPTED in untouched[e.id] for e in EXERCISES if e.notebook < "04")

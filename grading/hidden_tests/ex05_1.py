@@ -1,54 +1,35 @@
-"""05.1, head_grads: the N blocks of ex_layer.lora_B.grad after one backward of (ex_layer(ex_x) ** 2).sum().
-Hidden inputs: a layer of other sizes (9 -> 6, r = 3, N = 3), the cell run once and twice (gradients add up);
-ex_make_layer, which the public check builds its reference with, fails when called."""
-import copy
-
-import torch
+"""05.1, my_prediction and my_reason: "w/o gate" against LoRA r8, predicted before the runs. Under plain Adam in
+fp32 the two train the same model (the check's uniform_gate_gap shows it on a small layer), so the prediction that
+follows from the layer is "level"; the reason earns its point for being a sentence written before any run: an
+instructor reads it. Running the runs (run_methods) or the check's uniform_gate_gap is blocked."""
 from otter.test_files import test_case
 
 import hydralib
 from hydralib.grading import exercise_run
-from hydralib.layers import AdapterLayer
+from hydralib.notebook import uniform_gate_gap
+from hydralib.specs import run_methods
 
 OK_FORMAT = False
 name = "05.1"
-RULE = "the task asks for ex_layer's own gradients: building a fresh layer with ex_make_layer is not allowed"
+RULE = ("the task is a prediction made before the runs, from the layer's equation: running the runs or calling the "
+        "check's uniform_gate_gap is not allowed")
 
 
-def ex_make_layer():  # the hidden stand-in for the notebook's function: calling it is the shortcut
-    raise RuntimeError("not used")
+def answer(SUBMITTED):
+    inputs = {"hydralib": hydralib, "run_methods": run_methods, "uniform_gate_gap": uniform_gate_gap}
+    with exercise_run(SUBMITTED.get(name), inputs, [run_methods, uniform_gate_gap], RULE) as namespace:
+        return namespace.get("my_prediction"), namespace.get("my_reason")
 
 
-def hidden_layer():
-    torch.manual_seed(31)
-    return AdapterLayer(torch.nn.Linear(9, 6), hydralib.AdapterConfig(method="hydra", r=3, alpha=6, heads=3,
-                                                                     gate="uniform"))
+@test_case(name="05.1 prediction", points=1, hidden=True)
+def prediction(SUBMITTED):
+    predicted, _ = answer(SUBMITTED)
+    assert predicted in ("higher", "level", "lower"), 'my_prediction: "higher", "level" or "lower"'
+    assert predicted == "level", ("not what the layer gives: with every B_i at zero and g_i = 1/N, compare the heads' "
+                                  "gradients and what equal heads weighted 1/N add up to, under Adam")
 
 
-def check(SUBMITTED, runs):
-    layer, x = hidden_layer(), torch.randn(4, 9, generator=torch.Generator().manual_seed(32))
-    fresh = copy.deepcopy(layer)
-    (fresh(x) ** 2).sum().backward()
-    expected = [fresh.lora_B.grad[:, i * 3:(i + 1) * 3] for i in range(3)]
-    inputs = {"torch": torch, "hydralib": hydralib, "AdapterLayer": AdapterLayer, "ex_layer": layer, "ex_x": x,
-              "ex_make_layer": ex_make_layer}
-    code = SUBMITTED.get(name)
-    for _ in range(runs - 1):  # the cell run before: what it leaves in ex_layer stays
-        with exercise_run(code, inputs, [ex_make_layer], RULE):
-            pass
-    with exercise_run(code, inputs, [ex_make_layer], RULE) as namespace:
-        grads = namespace.get("head_grads")
-    assert grads is not None and len(grads) == 3, "head_grads: a list with one gradient block per head (N blocks)"
-    assert all(tuple(g.shape) == (6, 3) for g in grads), "cut lora_B.grad by columns: head i is columns i*r:(i+1)*r"
-    assert all(torch.allclose(g, e, atol=1e-6) for g, e in zip(grads, expected)), \
-        ("not the gradients of one backward" + (": gradients add up over runs, zero them first" if runs > 1 else ""))
-
-
-@test_case(name="05.1 one run", points=1, hidden=True)
-def one_run(SUBMITTED):
-    check(SUBMITTED, 1)
-
-
-@test_case(name="05.1 run twice", points=1, hidden=True)
-def run_twice(SUBMITTED):
-    check(SUBMITTED, 2)
+@test_case(name="05.1 reason", points=1, hidden=True)
+def reason(SUBMITTED):
+    _, why = answer(SUBMITTED)
+    assert isinstance(why, str) and len(why.split()) >= 8, "my_reason: your reason as a sentence (8 words or more)"
