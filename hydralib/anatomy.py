@@ -45,10 +45,9 @@ from torch import nn
 
 from .checks import check_choice
 from .adapter_files import WEIGHTS_NAME, load_adapters
-from .data.corpus import build_data
 from .evaluate import gate_profile
 from .inject import adapter_layers, movement_from_init
-from .pipeline import eval_rows, prepare_model, route_rows
+from .pipeline import eval_rows, prepare_model, prepare_run
 
 MATRICES = ("A", "B", "BA")
 EMBEDDINGS = ("tsne", "umap")
@@ -493,12 +492,9 @@ def run_gate_profile(spec, run_folder) -> dict:
     "components": each row's true component}: the gates the run's routing summary was computed from."""
     if spec.adapter is None or spec.adapter.heads < 2:
         raise ValueError(f"a gate profile needs a run with heads > 1, got adapter {spec.adapter!r}")
-    model, tokenizer = prepare_model(spec)
+    model, tokenizer, data, _, _ = prepare_run(spec)
     load_adapters(model, Path(run_folder) / "adapter")
-    config = spec.train
-    data, _ = route_rows(build_data(spec.data), spec.adapter, spec.data.get("cluster_features", "tfidf"), config.seed,
-                         config.template, spec.data.get("cluster_text", "prompt"))
     rows = eval_rows(data, spec)
-    profile = gate_profile(model, tokenizer, rows, config.template, config.max_length)
+    profile = gate_profile(model, tokenizer, rows, spec.train.template, spec.train.max_length)
     return {"layers": profile["layers"], "gates": profile["gates"].numpy(),
             "components": [int(row.get("component", 0)) for row in rows]}
