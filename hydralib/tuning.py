@@ -238,11 +238,17 @@ def _rate(value) -> str:
 
 def decision_table(summary: list[dict], chosen: dict, what: str) -> str:
     """A markdown table of a stage: family, value (`what`), mean validation exact match ± sd (seeds), mean
-    validation loss, and which value was chosen (in bold)."""
+    validation loss, and which value was chosen (in bold; "at the grid's edge" where it is the smallest or the
+    largest of three or more tried: a value beyond it might do better)."""
+    tried: dict[str, list] = {}
+    for row in summary:
+        tried.setdefault(row["family"], []).append(row["value"])
     lines = [f"| family | {what} | validation exact match (mean ± sd) | seeds | validation loss | chosen |",
              "|---|---|---|---|---|---|"]
     for row in summary:
-        mark = "**yes**" if chosen.get(row["family"]) == row["value"] else ""
+        values = tried[row["family"]]
+        edge = len(values) >= 3 and row["value"] in (min(values), max(values))
+        mark = ("**yes**" + (", at the grid's edge" if edge else "")) if chosen.get(row["family"]) == row["value"] else ""
         lines.append(f"| {row['family']} | {_rate(row['value'])} | {row['exact_match']:.3f} ± {row['sd']:.3f} | "
                      f"{len(row['seeds'])} | {row['loss']:.3f} | {mark} |")
     return "\n".join(lines)

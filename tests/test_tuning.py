@@ -2,7 +2,7 @@
 import pytest
 
 from hydralib import tuning
-from hydralib.methods import FULL_FINETUNING, hydra, lora, split
+from hydralib.methods import FULL_FINETUNING, hydra, split
 from hydralib.operating_point import EVALUATION_SEEDS, load_point
 from hydralib.store import RunStore
 
@@ -85,6 +85,15 @@ def test_the_word_length_is_the_longest_meeting_the_targets_and_rows_the_most_be
     assert tuning.choose_rows(rows, ceiling=0.5) == 150
     with pytest.raises(ValueError, match="full fine-tuning"):
         tuning.choose_rows(tuning.summarise_trials([trial("LoRA r8", 600, 100, 0.2)]))
+
+
+def test_the_decision_table_marks_the_chosen_value_and_a_choice_at_the_grids_edge():
+    summary = tuning.summarise_trials([trial("LoRA r8", lr, 100, em) for lr, em in ((3e-3, .2), (5e-3, .3), (7e-3, .4))]
+                                      + [trial(HYDRA, lr, 100, em) for lr, em in ((3e-3, .2), (5e-3, .5), (7e-3, .4))])
+    lines = tuning.decision_table(summary, tuning.best_values(summary), "lr").splitlines()
+    assert len(lines) == 8 and lines[0].startswith("| family | lr |")
+    assert lines[4] == "| LoRA r8 | 0.007 | 0.400 ± 0.000 | 1 | 1.000 | **yes**, at the grid's edge |"
+    assert lines[6].endswith("| **yes** |") and lines[2].endswith("|  |")  # Hydra's 5e-3: inside the grid
 
 
 def test_validation_rows_are_counted_against_the_evaluation_seeds_rows():
