@@ -1,66 +1,128 @@
-"""A small learning-rate sweep per method family at the default profile's operating point, through the run store.
+"""The confirmatory sweep: the operating point's rates, word length and Figure 2 rows, chosen on validation rows of
+tuning seeds (100-102), never on an evaluation seed's test rows (hydralib/tuning.py has the protocol).
 
-    python benchmarks/lr_sweep.py                                   # the grid below, seed 0
-    python benchmarks/lr_sweep.py --grid '[["LoRA r32", 5e-3]]' --store build/lr_sweep
-    python benchmarks/lr_sweep.py --grid '[["full", 1e-3]]' --pretrain-steps 3000   # a longer-pretrained base
+    python benchmarks/lr_sweep.py --dry-run        # the runs and their expected time; trains nothing
+    python benchmarks/lr_sweep.py --write          # all stages; writes hydralib/operating_point.json and the
+                                                   # decision tables into docs/operating_point.md
+    python benchmarks/lr_sweep.py --stages rates --grid '{"LoRA r8": [3e-3, 5e-3]}' --seeds 100 --steps 4 \\
+        --n-test 32 --point-file /tmp/point.json --doc /tmp/point.md --write     # a tiny grid, to see it work
 
-Each run is the notebooks' own (specs.synthetic_spec): the shipped tiny base, the 8-component shared-cue mixture
-(words of 3-4 letters),
-150 steps of 32 rows over 4800 fresh rows, bf16 autocast, a cosine schedule ending at 10 % of lr, scored on
-500 test rows. One line of JSON per run (exact match, token accuracy, losses, training seconds); the last line
-is the best lr per family. docs/operating_point.md records what it printed for the default profile.
+Every run goes through the run store (--store), so a stopped sweep resumes where it stopped. Stage 2 and 3 use
+the rates stage 1 chose in the same invocation (else the point file's). Prints one table per stage and, last, one
+line of JSON with the chosen settings.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
+from pathlib import Path
 
-from hydralib.methods import full_finetuning, hydra, lora, split
-from hydralib.specs import synthetic_spec
-from hydralib.store import RunStore, run_many
+from hydralib import tuning
+from hydralib.operating_point import EVALUATION_SEEDS, POINT_FILE, TUNING_SEEDS, load_point, write_point
+from hydralib.store import RunStore
 
-FAMILIES = {"full": full_finetuning(), "LoRA r32": lora(32), "LoRA r16": lora(16), "LoRA r8": lora(8),
-            "Split 4x8": split(4, 8), "Split 8x4": split(8, 4), "Split 2x16": split(2, 16), "Hydra token": hydra(8, 8)}
-GRID = [["full", 5e-4], ["full", 1e-3], ["full", 2e-3], ["full", 3e-3],
-        ["LoRA r32", 1e-3], ["LoRA r32", 3e-3], ["LoRA r32", 4e-3], ["LoRA r32", 5e-3],
-        ["LoRA r16", 3e-3], ["LoRA r16", 5e-3],
-        ["LoRA r8", 3e-3], ["LoRA r8", 5e-3], ["LoRA r8", 7e-3], ["LoRA r8", 1e-2],
-        ["Split 4x8", 3e-3], ["Split 4x8", 5e-3], ["Split 8x4", 3e-3], ["Split 8x4", 5e-3], ["Split 8x4", 7e-3],
-        ["Split 2x16", 3e-3], ["Split 2x16", 5e-3],
-        ["Hydra token", 1e-3], ["Hydra token", 3e-3], ["Hydra token", 5e-3], ["Hydra token", 7e-3],
-        ["Hydra token", 1e-2]]
-OPERATING_POINT = dict(n_components=8, steps=150, pretrain_steps=1000, n_train=4800, n_test=500, lr_floor=0.1,
-                       mixed_precision="bf16")
+REPO = Path(__file__).resolve().parents[1]
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grid", type=json.loads, default=GRID, help="JSON list of [family, lr]")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--store", default="build/lr_sweep")
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--pretrain-steps", type=int, default=OPERATING_POINT["pretrain_steps"],
-                        help="the tiny base's pretraining steps (other than 1000 or 300: pretrained once, then cached)")
-    args = parser.parse_args()
-    unknown = sorted({family for family, _ in args.grid} - set(FAMILIES))
-    if unknown:
-        parser.error(f"unknown families {unknown}; allowed: {', '.join(FAMILIES)}")
-    point = {**OPERATING_POINT, "pretrain_steps": args.pretrain_steps}
-    specs = [(family, lr, synthetic_spec(next(iter(FAMILIES[family].values())), args.seed, lr=lr, **point))
-             for family, lr in args.grid]
+    parser.add_argument("--stages", nargs="+", default=list(tuning.STAGES), choices=tuning.STAGES)
+    parser.add_argument("--grid", type=json.loads, default=tuning.RATE_GRID,
+                        help="stage rates: JSON {family label: [rates]}; families: " + ", ".join(tuning.FAMILIES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(TUNING_SEEDS))
+    parser.add_argument("--word-lengths", type=int, nargs="+", default=tuning.WORD_LENGTHS)
+    parser.add_argument("--rows-per-component", type=int, nargs="+", default=tuning.ROWS_PER_COMPONENT)
+    parser.add_argument("--steps", type=int, default=tuning.MAIN_POINT["steps"], help="stages rates and word_length")
+    parser.add_argument("--n-test", type=int, default=tuning.MAIN_POINT["n_test"], help="validation rows a seed")
+    parser.add_argument("--store", default=str(REPO / "build" / "lr_sweep"))
+    parser.add_argument("--processes", type=lambda v: v if v == "auto" else int(v), default=2)
+    parser.add_argument("--point-file", default=str(POINT_FILE))
+    parser.add_argument("--doc", default=str(REPO / "docs" / "operating_point.md"))
+    parser.add_argument("--write", action="store_true", help="write the chosen settings and the decision tables")
+    parser.add_argument("--dry-run", action="store_true", help="print the runs and their expected time only")
+    args = parser.parse_args(argv)
+    try:
+        tuning.check_tuning_seeds(args.seeds)
+        tuning.check_grid(args.grid)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+def stage_trials(stage: str, args, point: dict, main: dict) -> list[dict]:
+    length = point["data"]["max_word_length"]
+    if stage == "rates":
+        return tuning.rate_trials(args.grid, args.seeds, main, length)
+    if stage == "word_length":
+        return tuning.word_length_trials(args.word_lengths, args.seeds, main, point)
+    return tuning.figure2_trials(args.rows_per_component, args.seeds, {**main, "n_components": 1}, point, length)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    point, store = load_point(args.point_file), RunStore(args.store)
+    main_point = {**tuning.MAIN_POINT, "steps": args.steps, "n_test": args.n_test}
+    planned = [t for stage in args.stages for t in stage_trials(stage, args, point, main_point)]
+    print(f"seeds {args.seeds} (evaluation seeds {list(EVALUATION_SEEDS)} are refused); validation rows: each tuning "
+          f"seed's own held-out {args.n_test} rows; criterion: {tuning.CRITERION}")
+    print("expected: " + tuning.expected_cost(planned, store, args.processes)["line"]
+          + (" (stages after the first: at the point file's rates, as an estimate)" if len(args.stages) > 1 else ""))
+    if args.dry_run:
+        return
+    command = "python benchmarks/lr_sweep.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    decisions, records, tables, chosen = {}, {}, [], {}
+    tuned_at = point["data"]["max_word_length"]  # the length stage 1 and 3 run at
     start = time.perf_counter()
-    results = run_many([spec for *_, spec in specs], RunStore(args.store), processes=args.processes)
-    best = {}
-    for (family, lr, _), r in zip(specs, results):
-        row = {"family": family, "lr": lr, "pretrain_steps": args.pretrain_steps, "exact_match": round(r["exact_match"], 3),
-               "token_accuracy": round(r["token_accuracy"], 3), "test_loss": round(r["test_loss"]["loss"], 3),
-               "final_train_loss": round(r["final_train_loss"], 3), "train_s": round(r["train_seconds"], 1)}
-        print(json.dumps(row))
-        if family not in best or row["exact_match"] > best[family]["exact_match"]:
-            best[family] = row
-    print(json.dumps({"seconds": round(time.perf_counter() - start),
-                      "best_lr": {family: row["lr"] for family, row in best.items()}}))
+    for stage in args.stages:
+        summary = tuning.summarise_trials(tuning.run_trials(stage_trials(stage, args, point, main_point), store,
+                                                            args.processes))
+        if stage == "rates":
+            decisions["rates"] = tuning.choose_rates(summary, point["rates"])
+            shown, what = tuning.best_values(summary), "lr"
+            chosen["rates"] = decisions["rates"]
+        elif stage == "word_length":
+            length = tuning.choose_word_length(summary)
+            decisions["data"] = {"max_word_length": length}
+            shown, what = {family: length for family in tuning.WORD_TARGETS}, "longest word"
+            chosen["max_word_length"] = length
+        else:
+            rows = tuning.choose_rows(summary)
+            decisions["figure2"] = {"rows_per_component": rows}
+            shown, what = {family: rows for family in {r["family"] for r in summary}}, "rows per component"
+            chosen["rows_per_component"] = rows
+        section = {"rates": "rates", "word_length": "data", "figure2": "figure2"}[stage]
+        criterion = {"rates": tuning.CRITERION,
+                     "word_length": f"the longest word length whose mean validation exact match reaches "
+                                    f"{tuning.WORD_TARGETS} (else the shortest)",
+                     "figure2": f"the most rows per component at which full fine-tuning's mean validation exact "
+                                f"match on 1 component stays below {tuning.FIGURE2_CEILING}"}[stage]
+        steps = main_point["steps"] if stage != "figure2" else "every row once (rows per component / 32, rounded up)"
+        records[section] = tuning.provenance(args.seeds, criterion, command, steps=steps, validation_rows=args.n_test)
+        point = tuning.updated_point(point, {section: decisions[section]}, {section: records[section]})
+        table = tuning.decision_table(summary, shown, what)
+        tables.append(f"### Stage {stage}\n\nCriterion: {criterion}.\n\n{table}")
+        print(f"\n{tables[-1]}\n", flush=True)
+    if chosen.get("max_word_length", tuned_at) != tuned_at:
+        print(f"the longest word moved from {tuned_at} to {chosen['max_word_length']} letters: with --write, run "
+              "--stages rates figure2 again to tune at it (they read the point file's length)")
+    overlap = tuning.held_out_overlap(args.seeds, list(EVALUATION_SEEDS), tuning.MAIN_POINT["n_components"],
+                                      tuning.MAIN_POINT["n_train"], args.n_test,
+                                      **tuning.word_data(point["data"]["max_word_length"]))
+    if args.write:
+        write_point(point, args.point_file)
+        tuning.write_doc_section(args.doc, "\n\n".join([
+            f"## The confirmatory sweep ({records[next(iter(records))]['date']})",
+            f"`{command}`: tuning seeds {args.seeds}, each run scored on "
+            f"its own corpus' {args.n_test} held-out rows (validation rows: the training distribution, words never in "
+            f"its training rows); of those {overlap['validation_rows']} rows, {overlap['in_evaluation_test']} share "
+            f"their prompt with a test row of the evaluation seeds {list(EVALUATION_SEEDS)} and "
+            f"{overlap['in_evaluation_train']} with one of their training rows. Steps are set by the budget, not "
+            f"tuned. The chosen settings are in `{Path(args.point_file).name}` "
+            f"(hydralib.operating_point reads them), with this provenance.", *tables]))
+    print(json.dumps({"seconds": round(time.perf_counter() - start), "overlap": overlap, **chosen}))
 
 
 if __name__ == "__main__":

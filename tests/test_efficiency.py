@@ -1,12 +1,15 @@
 """Cost measurement: result structure and units, memory accounting, loop = fused, merge error, energy counters."""
+import os
+import statistics
+
 import pytest
 import torch
 
 from hydralib import AdapterConfig, count_parameters, efficiency
 from hydralib.methods import implementation_sweep
 from hydralib.efficiency import (EnergyCounter, TrainStep, energy_counter, lora_flop_share,
-                                 measure_forward, measure_steps, merge_error, peak_step_memory, ratios, repeat_speedups,
-                                 target_shapes, time_interleaved)
+                                 measure_forward, measure_steps, measure_steps_in_processes, merge_error,
+                                 peak_step_memory, ratios, repeat_speedups, target_shapes, time_interleaved)
 from conftest import randomize_b, small_llama
 
 CPU = torch.device("cpu")
@@ -44,6 +47,22 @@ def test_measure_steps_reports_every_method_in_its_units(ids):
     assert results["hydra"]["trainable"] == count_parameters(hydra.model).trainable
     assert results["hydra"]["paper"] == 2 * results["lora"]["paper"]  # (1 A + 3 B) / 2 rank-4 LoRAs
     assert ratios(results, reference="lora")["hydra"] == pytest.approx(results["hydra"]["step_s"] / results["lora"]["step_s"])
+
+
+def test_each_replicate_is_a_process_of_its_own_and_gives_one_block(ids):
+    configs = {"frozen": None, "lora": LORA}
+    results = measure_steps_in_processes(configs, "tiny-random", ids, replicates=2, steps=2, warmup=1)
+    assert list(results) == list(configs)
+    pids = results["lora"]["pids"]
+    assert len(set(pids)) == 2 and os.getpid() not in pids  # two fresh processes, neither this one
+    for r in results.values():
+        assert len(r["repeat_step_s"]) == 2 and len(r["step_times"]) == 4 and r["repeat_joules"] is None
+        assert r["step_s"] == pytest.approx(statistics.median(r["step_times"]))
+        assert r["tokens_per_s"] == pytest.approx(ids.numel() / r["step_s"]) and r["peak_bytes"] > 0
+    assert results["frozen"]["trainable"] == 0 and results["lora"]["trainable"] > 0
+    assert len(repeat_speedups(results, "lora")["frozen"]) == 2
+    with pytest.raises(ValueError, match="replicates"):
+        measure_steps_in_processes(configs, "tiny-random", ids, replicates=0)
 
 
 def test_ratios_and_speedups_are_taken_against_the_reference():

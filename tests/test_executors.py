@@ -153,8 +153,9 @@ def test_the_dry_run_counts_each_notebooks_distinct_runs():
     from hydralib.suite import plan_suite
     counted = _counted(plan_suite("default"))
     # derived by hand from the notebooks' run cells, 5 seeds each:
-    assert counted["01_heterogeneity_and_split"] == [(35, 150)]  # levels 1, 8 x (full, LoRA r8) = 20; Table 1 at
-    #   8: LoRA r8, r32, Split 4x8 learned and oracle = 20, less LoRA r8 at 8 components, already in Figure 2
+    assert counted["01_heterogeneity_and_split"] == [(25, 150), (10, 75), (10, 38), (10, 19)]  # Figure 2 at 600
+    #   rows a component, each seen once: 1, 2, 4, 8 components in 19, 38, 75, 150 steps x (full, LoRA r8) = 40;
+    #   Table 1 at 8: LoRA r8, r32, Split 4x8 learned and oracle = 20, less LoRA r8 at 8, already in Figure 2
     assert counted["02_anatomy_of_lora"] == [(55, 100)]  # (3 per task + mixture + 3 other seeds + 3 IID parts
     #   + the mixture LoRA with a frozen random A) x 5
     assert counted["03_hydralora_vs_baselines"] == [(60, 150)]  # full, LoRA r8, r32, Split 4x8 x 2 gates, Hydra
@@ -220,6 +221,6 @@ def test_a_dry_run_on_gpus_prints_runs_device_hours_and_wall_times(capsys):
     assert "cost of smollm2-135m on a gpu: " in out and "(estimate, not measured" in out
     total = out.strip().splitlines()[-1]
     hours = re.search(r"(\d+) run\(s\) and 2 scoring\(s\) of a base model, about ([\d.]+) device-hours", total)
-    assert hours and int(hours.group(1)) == 1 + 35 + 55 + 60 + 127 + 50 + 15 + 8 and float(hours.group(2)) > 0, total
+    assert hours and int(hours.group(1)) == 1 + 55 + 55 + 60 + 127 + 50 + 15 + 8 and float(hours.group(2)) > 0, total
     walls = dict(re.findall(r"(\d): ([\d.]+ (?:h|min))", total))
     assert set(walls) == {"1", "2", "4", "8"}, total

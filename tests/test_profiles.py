@@ -18,6 +18,7 @@ change, e.g. a per-source `n_test` dict keeps its keys):
                        there, so that each of the 8 has test rows (the fixture's Dolly test part: 1 each)
     validation_points -> 1 (scored before training and at the end; each point scores the validation rows)
     rows            -> 8
+    rows_per_component -> 32 (notebook 01's Figure 2: its steps follow from the rows, 1 to 8 at 1 to 8 components)
     seeds           -> the first two (the gpu profile's synthetic notebooks: two instead of five), or the only one
     n_trials        -> 2 (notebook 04's resampled clusterings)
     pretrain_steps  -> 300: the `ci` base, shipped in data/bases/, so nothing pretrains
@@ -58,8 +59,8 @@ PROFILES = ("gpu", "paper", "real-cpu")
 BUILT_IN_TINY = ("tiny", "tiny-random")
 SYNTHETIC_SIZES = {"n_train": 32, "n_val": 8, "n_test": 8}
 REAL_SIZES = {"n_train": 8, "n_val": 2, "n_test": 2}  # rows per source
-SIZES = {"rows": 8, "n_trials": 2, "validation_points": 1, "pretrain_steps": 300, "repeats": 2, "warmup": 1,
-         "latency_passes": 2, "batch_size": 2, "seq_len": 32}
+SIZES = {"rows": 8, "rows_per_component": 32, "n_trials": 2, "validation_points": 1, "pretrain_steps": 300,
+         "repeats": 2, "warmup": 1, "latency_passes": 2, "batch_size": 2, "seq_len": 32}
 STEPS = 2
 # The repository's benchmark files (GSM8K, MMLU), read once: the test points HYDRALIB_DATA elsewhere while it runs.
 REPO_DATA = Path(os.environ.get("HYDRALIB_DATA") or REPO_ROOT / "data")
