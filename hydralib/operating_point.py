@@ -88,12 +88,17 @@ def tuned_methods(configs: dict[str, AdapterConfig | None], adapter_lr: float | 
     full = rates[FULL_FINETUNING] if full_lr is None else full_lr
     if adapter_lr is not None:
         return with_lr(configs, adapter_lr, full, **train_options)
-    ranks = {int(rank): rate for rank, rate in rates["ranks"].items()}
+    ranks = rank_rates(point)
     out = {}
     for name, config in configs.items():
         own = rates["methods"].get(name)
         out.update(with_lr({name: config}, ranks if own is None else own, full, **train_options))
     return out
+
+
+def rank_rates(point: dict | None = None) -> dict[int, float]:
+    """The point's adapter rates by rank, {rank: rate}, as methods.with_lr and with_rate_of_rank take them."""
+    return {int(rank): rate for rank, rate in (point or load_point())["rates"]["ranks"].items()}
 
 
 def tuning_seeds(point: dict | None = None, split: str = "validation") -> set[int]:

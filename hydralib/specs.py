@@ -58,6 +58,8 @@ def method_specs(methods: dict[str, dict], seeds: list[int], spec_builder=None, 
     specs = {}
     for name, method in methods.items():
         options = {**spec_options, **{k: v for k, v in method.items() if k != "adapter"}}
+        if "data_options" in spec_options and "data_options" in method:  # a method's keys add to the common ones
+            options["data_options"] = {**spec_options["data_options"], **method["data_options"]}
         specs[name] = [builder(method["adapter"], seed, **options) for seed in seeds]
     return specs
 
