@@ -91,6 +91,15 @@ def proportion_interval(successes: int, n: int, confidence: float = CONFIDENCE,
     return successes / n, float(interval.low), float(interval.high)
 
 
+def pooled_half_width(outcomes: Sequence[int | bool]) -> float | None:
+    """The half-width of the Wilson 95 % interval of the share of 0/1 outcomes pooled (e.g. over seeds): how finely
+    they resolve an accuracy; None without outcomes."""
+    if not outcomes:
+        return None
+    _, lo, hi = proportion_interval(sum(map(int, outcomes)), len(outcomes))
+    return (hi - lo) / 2
+
+
 def paired_p_value(better: Sequence[float], worse: Sequence[float]) -> float:
     """Two-sided p-value of the paired t test of better[i] - worse[i] against 0 (scipy's ttest_rel); nan for one
     pair. Differences without spread: 0 when they are all equal and non-zero, 1 when all zero (the limits)."""

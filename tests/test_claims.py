@@ -8,7 +8,8 @@ from scipy import stats
 
 from hydralib.claims import (adjust_verdicts, agreement_claim, agreement_result, bootstrap_interval, bootstrap_p_value,
                              claims_table, compare, compare_to_baseline, mean_and_spread, record_verdict,
-                             needs_profile, record_verdicts, size_text, sizes_text, t_interval, verdict_of)
+                             needs_profile, pooled_half_width, proportion_interval, record_verdicts, size_text,
+                             sizes_text, t_interval, verdict_of)
 
 
 def test_mean_and_spread():
@@ -351,3 +352,11 @@ def test_verdict_sentence_says_a_verdict_and_what_decided_it_in_words():
     assert verdict_sentence(timing).endswith("over 2 timing blocks.")
     assert verdict_sentence({"notebook": "08", "claim": "z", **not_decided("gpu")}) == (
         "not run here: z; it needs `make suite PROFILE=gpu`.")
+
+
+def test_pooled_half_width_is_the_wilson_interval_of_the_pooled_outcomes():
+    # 50 of 100: the Wilson 95% interval is 0.4038 to 0.5962 (a known answer), so the half-width is about 0.0962
+    assert pooled_half_width([1] * 50 + [0] * 50) == pytest.approx(0.0962, abs=5e-4)
+    _, lo, hi = proportion_interval(7, 40)
+    assert pooled_half_width([True] * 7 + [False] * 33) == pytest.approx((hi - lo) / 2)
+    assert pooled_half_width([]) is None
