@@ -25,6 +25,7 @@ from hydralib.operating_point import EVALUATION_SEEDS, POINT_FILE, TUNING_SEEDS,
 from hydralib.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
+EDGE_EXTENSIONS = 2  # a rate chosen at the grid's edge gets up to two more rates beyond it
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,6 +80,14 @@ def main(argv=None) -> None:
     for stage in args.stages:
         summary = tuning.summarise_trials(tuning.run_trials(stage_trials(stage, args, point, main_point), store,
                                                             args.processes))
+        for _ in range(EDGE_EXTENSIONS if stage == "rates" else 0):
+            wider = tuning.beyond_edges(args.grid, summary)
+            if not wider:
+                break
+            print(f"best at the grid's edge: {wider} (one more rate each, beyond the edge)", flush=True)
+            args.grid = {**args.grid, **wider}
+            summary = tuning.summarise_trials(tuning.run_trials(stage_trials(stage, args, point, main_point), store,
+                                                                args.processes))
         if stage == "rates":
             decisions["rates"] = tuning.choose_rates(summary, point["rates"])
             shown, what = tuning.best_values(summary), "lr"

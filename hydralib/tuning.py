@@ -168,6 +168,22 @@ def best_values(summary: list[dict]) -> dict[str, float]:
     return {family: row["value"] for family, row in best.items()}
 
 
+def beyond_edges(grid: dict[str, list[float]], summary: list[dict]) -> dict[str, list[float]]:
+    """The families whose best rate in summary is their grid's smallest or largest, each with its grid and one rate
+    more beyond that edge (x 2/3 below, x 1.5 above, to one significant digit), so that the sweep can try it and a
+    chosen rate has a tried rate on both sides; {} when no family's best is at an edge."""
+    best = best_values(summary)
+    wider = {}
+    for family, rates in grid.items():
+        if family not in best or len(rates) < 2:
+            continue
+        if best[family] == min(rates):
+            wider[family] = sorted({*rates, float(f"{best[family] * 2 / 3:.0e}")})
+        elif best[family] == max(rates):
+            wider[family] = sorted({*rates, float(f"{best[family] * 1.5:.0e}")})
+    return wider
+
+
 def choose_rates(summary: list[dict], previous: dict) -> dict:
     """The point's rates section from stage 1: full fine-tuning's and each LoRA rank's best rate; any other family
     its own best where it differs from its rank's rate (a rank no LoRA of the grid decided keeps its previous rate).

@@ -61,6 +61,17 @@ def test_the_best_value_is_the_highest_mean_validation_score_and_a_tie_goes_to_t
     assert tuning.best_values(summary) == {"LoRA r8": 5e-3, HYDRA: 5e-3}
 
 
+def test_a_best_rate_at_the_grids_edge_gets_one_more_rate_beyond_it_and_an_inner_one_none():
+    grid = {"LoRA r8": [3e-3, 5e-3, 7e-3], HYDRA: [3e-3, 5e-3, 7e-3], "LoRA r32": [2e-3, 3e-3, 5e-3]}
+    summary = tuning.summarise_trials([trial("LoRA r8", 3e-3, 100, 0.6), trial("LoRA r8", 5e-3, 100, 0.5),
+                                       trial(HYDRA, 7e-3, 100, 0.6), trial(HYDRA, 5e-3, 100, 0.5),
+                                       trial("LoRA r32", 3e-3, 100, 0.6), trial("LoRA r32", 5e-3, 100, 0.5)])
+    assert tuning.beyond_edges(grid, summary) == {"LoRA r8": [2e-3, 3e-3, 5e-3, 7e-3],
+                                                  HYDRA: [3e-3, 5e-3, 7e-3, 1e-2]}
+    inner = tuning.summarise_trials([trial("LoRA r8", 5e-3, 100, 0.6), trial("LoRA r8", 3e-3, 100, 0.5)])
+    assert tuning.beyond_edges(grid, inner) == {}
+
+
 def test_rates_go_to_ranks_from_the_loras_and_to_a_method_only_where_its_best_differs():
     summary = tuning.summarise_trials(
         [trial(FULL_FINETUNING, 1e-3, 100, 0.5), trial(FULL_FINETUNING, 2e-3, 100, 0.6),
