@@ -758,27 +758,29 @@ def _runs_02(p):
 
 
 def _runs_03(p):
-    from .methods import full_finetuning, hydra, lora, split, with_lr  # lazy: loads torch (data)
+    from .methods import full_finetuning, hydra, lora, split  # lazy: loads torch (data)
+    from .operating_point import tuned_methods  # lazy: loads torch (methods)
     r, n = p["r"], p["heads"] or p["n_components"]
     configs = {**full_finetuning(), **lora(*p["ranks"]), **split(4, 8), **split(4, 8, gate="task"), **hydra(r, n),
                **hydra(r, n, router_level="sequence"), **hydra(r, n, gate="cluster"), **hydra(r, p["paper_heads"]),
                **hydra(r, n, gate="task")}
-    ids = _identities(with_lr(configs, p["lora_lr"], p["full_lr"]), p["seeds"])
+    ids = _identities(tuned_methods(configs, p["lora_lr"], p["full_lr"]), p["seeds"])
     sharing = 2 * len(p["seeds"])  # Split n x r' (r' matching Hydra's size) under the oracle and the learned router
     return [RunGroup(len(set(ids)) + sharing, p["steps"], "tiny")]
 
 
 def _runs_04(p):
-    from .methods import hydra, lora, split, with_lr  # lazy: loads torch (data)
+    from .methods import hydra, lora, split  # lazy: loads torch (data)
+    from .operating_point import tuned_methods  # lazy: loads torch (methods)
     r, seeds, n = p["r"], p["seeds"], p["n_components"]
     configs = lora(r)
     for heads in p["head_counts"]:
         if heads > 1:
             configs.update({**hydra(r, heads), **hydra(r, heads, gate="cluster")})
-    ids = _identities(with_lr(configs, p["lr"]), seeds)
-    sweep = with_lr({**hydra(r, n, gate="task"), **hydra(r, n), **hydra(r, n, router_level="sequence"), **lora(32),
-                     **split(4, r)}, p["lr"])
-    clustered = with_lr(hydra(r, n, gate="cluster"), p["lr"])
+    ids = _identities(tuned_methods(configs, p["lora_lr"]), seeds)
+    sweep = tuned_methods({**hydra(r, n, gate="task"), **hydra(r, n), **hydra(r, n, router_level="sequence"),
+                           **lora(32), **split(4, r)}, p["lora_lr"])
+    clustered = tuned_methods(hydra(r, n, gate="cluster"), p["lora_lr"])
     for level in p["identifiability_levels"]:
         level_seeds = seeds if level in (1.0, 0.0) else seeds[:p["curve_seeds"]]
         data = {} if level == 1.0 else {"identifiability": level}  # level 1 is the runs of the other notebooks
@@ -789,7 +791,8 @@ def _runs_04(p):
 
 
 def _runs_05(p):
-    from .methods import hydra, lora, split, with_lr  # lazy: loads torch (data)
+    from .methods import hydra, lora, split  # lazy: loads torch (data)
+    from .operating_point import tuned_methods  # lazy: loads torch (methods)
     r, n = p["r"], p["n_components"]
     configs = {**hydra(r, n), **lora(r), **hydra(r, n, gate="uniform"), **split(n, r),
                **hydra(r, n, router_init="zeros"), **hydra(r, n, router_level="sequence"), **hydra(r, n, gate="cluster"),
@@ -800,9 +803,9 @@ def _runs_05(p):
     if p["dropout_variants"]:
         configs.update({**hydra(r, n, dropout=p["dropout"]),
                         **hydra(r, n, dropout=p["dropout"], implementation="loop")})
-    methods = with_lr(configs, p["lr"])
+    methods = tuned_methods(configs, p["lora_lr"])
     if p["code_choices_run"]:
-        methods.update({"balance": {**with_lr(hydra(r, n), p["lr"])[next(iter(hydra(r, n)))],
+        methods.update({"balance": {**tuned_methods(hydra(r, n), p["lora_lr"])[next(iter(hydra(r, n)))],
                                     "balance_weight": p["balance_weight"]}})
     return [RunGroup(len(set(_identities(methods, p["seeds"]))), p["steps"], "tiny")]
 
