@@ -88,6 +88,7 @@ def test_with_data_merges_data_keys_and_leaves_defaults_out_so_runs_are_shared()
     options = dict(n_components=2, steps=1, pretrain_steps=1, n_train=4, n_test=2)
     [spec] = method_specs(both, [0], **options, data_options={"max_word_length": 3})[name]
     assert spec.data["identifiability"] == 0.5 and spec.data["cluster_text"] == "instruction"
+    assert spec.data["max_word_length"] == 3  # the common data keys stay beside the method's own
     [plain] = method_specs(methods, [0], **options)["LoRA r8"]
     assert plain.key == method_specs(with_data(methods, identifiability=1.0), [0], **options)["LoRA r8"][0].key
     assert plain.key != method_specs(harder, [0], **options)["LoRA r8"][0].key
