@@ -29,6 +29,7 @@ trained LoRA, each made by adapter_tensors.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import statistics
 from pathlib import Path
@@ -456,7 +457,8 @@ def run_movement(spec, run_folder) -> dict[str, dict]:
     spec.train.seed), the end is the adapter the run saved under run_folder/adapter. Per layer: inject.
     movement_from_init's "A" (||A - A0|| / ||A0||), "B" and "B_from_zero", and, relative to the trained tensor,
     "A_of_trained" = ||A - A0|| / ||A|| and "B_of_trained" = ||B - B0|| / ||B|| (1 when B started at zero: all of
-    it was learned), the one scale on which A's and B's change can be set side by side."""
+    it was learned), and per entry "A_rms" = ||A - A0|| / sqrt(A's entries) and "B_rms" likewise: the change in the
+    weights' own units, which neither start fixes (B's relative change is 1 by construction)."""
     model, _ = prepare_model(spec)
     initial = adapter_tensors(model)
     trained = adapter_tensors(run_folder)
@@ -473,15 +475,16 @@ def run_movement(spec, run_folder) -> dict[str, dict]:
             change = float(torch.linalg.norm(trained[name][key].float() - initial[name][key].float()))
             size = float(torch.linalg.norm(trained[name][key].float()))
             entry[f"{key}_of_trained"] = change / size if size > 0 else 0.0
+            entry[f"{key}_rms"] = change / math.sqrt(trained[name][key].numel())
     return moved
 
 
 def mean_movement(moved: dict[str, dict]) -> dict[str, float]:
-    """run_movement's numbers averaged over layers: {"A", "B", "A_of_trained", "B_of_trained"}."""
+    """run_movement's numbers averaged over layers: {"A", "B", "A_of_trained", "B_of_trained", "A_rms", "B_rms"}."""
     if not moved:
         raise ValueError("no layers to average: give run_movement's result")
     return {key: statistics.fmean(entry[key] for entry in moved.values())
-            for key in ("A", "B", "A_of_trained", "B_of_trained")}
+            for key in ("A", "B", "A_of_trained", "B_of_trained", "A_rms", "B_rms")}
 
 
 # --- routing of a finished run ----------------------------------------------------------------------

@@ -276,6 +276,39 @@ def test_run_movement_redraws_the_runs_start_from_its_spec_and_reads_its_saved_a
     assert mean_movement(run_movement(other, tmp_path))["A"] > 10 * summary["A"]
 
 
+def test_run_movement_per_entry_change_is_the_root_mean_square_of_what_was_added(tmp_path):
+    """A known answer: an adapter saved as its start plus 0.01 on every entry of A, and 0.03 on every entry of B
+    (which starts at zero), moved 0.01 and 0.03 per entry, in every layer."""
+    import dataclasses
+
+    import torch
+
+    from hydralib import add_adapters, load_model, save_adapters
+    from hydralib.anatomy import mean_movement, run_movement
+    from hydralib.inject import adapter_layers
+    from hydralib.methods import adapter_config
+    from hydralib.specs import synthetic_spec
+    small = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
+                 num_key_value_heads=4, max_position_embeddings=64)
+    adapter = adapter_config("lora", 4, targets=["q_proj", "v_proj"])
+    spec = dataclasses.replace(synthetic_spec(adapter, 3, n_components=2, steps=4, lr=5e-3, pretrain_steps=0,
+                                              n_train=32, n_test=8), model={"name": "tiny-random", **small})
+    model, _ = load_model("tiny-random", **small)
+    add_adapters(model, adapter, seed=3)
+    with torch.no_grad():
+        for layer in adapter_layers(model).values():
+            layer.lora_A.add_(0.01)
+            layer.lora_B.fill_(0.03)
+    save_adapters(model, tmp_path / "adapter")
+    moved = run_movement(spec, tmp_path)
+    assert len(moved) == 4
+    for entry in moved.values():
+        assert entry["A_rms"] == pytest.approx(0.01, rel=1e-4)
+        assert entry["B_rms"] == pytest.approx(0.03, rel=1e-4)
+    summary = mean_movement(moved)
+    assert summary["A_rms"] == pytest.approx(0.01, rel=1e-4) and summary["B_rms"] == pytest.approx(0.03, rel=1e-4)
+
+
 def test_tsne_perplexity_is_the_default_30_where_the_points_allow_it():
     from hydralib.anatomy import tsne_perplexity
     assert tsne_perplexity(200) == 30.0
