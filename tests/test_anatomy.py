@@ -241,23 +241,33 @@ def test_plot_embedding_draws_every_point_with_a_legend(embedded):
     plt.close(figure)
 
 
-def test_run_movement_redraws_the_runs_start_from_its_spec_and_reads_its_saved_adapter(tmp_path):
+def _small_lora_run_start():
+    """(spec, model, tokenizer): a small LoRA run's spec and its model at the start the pipeline draws for it
+    (add_adapters with the training seed)."""
     import dataclasses
 
-    from hydralib import add_adapters, load_model, save_adapters
-    from hydralib.anatomy import mean_movement, run_movement
-    from hydralib.data import make_corpus
-    from hydralib.inject import movement_from_init
+    from hydralib import add_adapters, load_model
     from hydralib.methods import adapter_config
     from hydralib.specs import synthetic_spec
-    from hydralib.train import TrainConfig, train
     small = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
                  num_key_value_heads=4, max_position_embeddings=64)
     adapter = adapter_config("lora", 4, targets=["q_proj", "v_proj"])
     spec = dataclasses.replace(synthetic_spec(adapter, 3, n_components=2, steps=4, lr=5e-3, pretrain_steps=0,
                                               n_train=32, n_test=8), model={"name": "tiny-random", **small})
     model, tokenizer = load_model("tiny-random", **small)
-    add_adapters(model, adapter, seed=3)  # the pipeline's start: the training seed
+    add_adapters(model, adapter, seed=spec.train.seed)
+    return spec, model, tokenizer
+
+
+def test_run_movement_redraws_the_runs_start_from_its_spec_and_reads_its_saved_adapter(tmp_path):
+    import dataclasses
+
+    from hydralib import save_adapters
+    from hydralib.anatomy import mean_movement, run_movement
+    from hydralib.data import make_corpus
+    from hydralib.inject import movement_from_init
+    from hydralib.train import TrainConfig, train
+    spec, model, tokenizer = _small_lora_run_start()
     start = adapter_tensors(model)
     rows = make_corpus(n_components=2, n_train=32, n_test=8, seed=0)["train"]
     model = train(model, tokenizer, rows, TrainConfig(steps=4, batch_size=8, lr=5e-3, progress=False)).model
@@ -279,22 +289,12 @@ def test_run_movement_redraws_the_runs_start_from_its_spec_and_reads_its_saved_a
 def test_run_movement_per_entry_change_is_the_root_mean_square_of_what_was_added(tmp_path):
     """A known answer: an adapter saved as its start plus 0.01 on every entry of A, and 0.03 on every entry of B
     (which starts at zero), moved 0.01 and 0.03 per entry, in every layer."""
-    import dataclasses
-
     import torch
 
-    from hydralib import add_adapters, load_model, save_adapters
+    from hydralib import save_adapters
     from hydralib.anatomy import mean_movement, run_movement
     from hydralib.inject import adapter_layers
-    from hydralib.methods import adapter_config
-    from hydralib.specs import synthetic_spec
-    small = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
-                 num_key_value_heads=4, max_position_embeddings=64)
-    adapter = adapter_config("lora", 4, targets=["q_proj", "v_proj"])
-    spec = dataclasses.replace(synthetic_spec(adapter, 3, n_components=2, steps=4, lr=5e-3, pretrain_steps=0,
-                                              n_train=32, n_test=8), model={"name": "tiny-random", **small})
-    model, _ = load_model("tiny-random", **small)
-    add_adapters(model, adapter, seed=3)
+    spec, model, _ = _small_lora_run_start()
     with torch.no_grad():
         for layer in adapter_layers(model).values():
             layer.lora_A.add_(0.01)
