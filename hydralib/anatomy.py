@@ -20,8 +20,9 @@ the same A, so a high A similarity after training can be the shared start rather
 
 How far A and B moved from their start (run_movement): a run's starting adapter is drawn again from its
 spec, as the pipeline drew it (the same base, add_adapters with the training seed), and compared with the
-adapter the run saved. B starts at zero, so all of B is movement; A's relative change says whether A "stays
-near its initialisation", the reading of Observation II its critics propose.
+adapter the run saved. B starts at zero, so all of B is movement; A's relative change says how much of the trained
+A is still its start (whether A "stays near its initialisation", the reading of Observation II its critics
+propose), and the change per entry sets A beside B in the weights' own units, which neither start fixes.
 
 Inputs here are `loras`: {LoRA name: {module name: {"A": tensor, "B": tensor}}}, one entry per
 trained LoRA, each made by adapter_tensors.
