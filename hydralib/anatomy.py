@@ -473,10 +473,11 @@ def run_movement(spec, run_folder) -> dict[str, dict]:
     moved = movement_from_init(model, initial)
     for name, entry in moved.items():
         for key in ("A", "B"):
-            change = float(torch.linalg.norm(trained[name][key].float() - initial[name][key].float()))
-            size = float(torch.linalg.norm(trained[name][key].float()))
+            now = trained[name][key].float()
+            change = float(torch.linalg.norm(now - initial[name][key].float()))
+            size = float(torch.linalg.norm(now))
             entry[f"{key}_of_trained"] = change / size if size > 0 else 0.0
-            entry[f"{key}_rms"] = change / math.sqrt(trained[name][key].numel())
+            entry[f"{key}_rms"] = change / math.sqrt(now.numel())
     return moved
 
 
